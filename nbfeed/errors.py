@@ -1,0 +1,81 @@
+"""The errors nbfeed raises, each with the machine-readable code the wire protocol uses.
+
+Every error names the bad value and, where there is a fixed set, what would be accepted. The
+same classes travel from provider processes to the hub, from the hub to the server extension
+(which maps ``code`` to an HTTP status or an ``{"type": "error"}`` frame) and to notebook users.
+"""
+
+from __future__ import annotations
+
+
+class NBFeedError(Exception):
+    """Base class: ``code`` is the wire protocol's error code, ``str(err)`` the message."""
+
+    code = "bad_request"
+    http_status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_wire(self, request_id: str | None = None) -> dict:
+        """The ``{"type": "error"}`` frame of wire protocol v1 for this error."""
+        return {"type": "error", "id": request_id, "code": self.code, "message": self.message}
+
+    def __reduce__(self):  # keep the class when pickled across the process boundary
+        return (type(self), (self.message,))
+
+
+class BadRequest(NBFeedError, ValueError):
+    """Malformed or out-of-range input: a bad date, count, type or field."""
+
+    code = "bad_request"
+
+
+class UnknownSource(NBFeedError, KeyError):
+    """No provider of that name is loaded."""
+
+    code = "unknown_source"
+    http_status = 404
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
+
+
+class UnknownSymbol(NBFeedError, KeyError):
+    """The provider does not list that symbol."""
+
+    code = "unknown_symbol"
+    http_status = 404
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BadInterval(NBFeedError, ValueError):
+    """An interval that nbfeed or the provider does not support."""
+
+    code = "bad_interval"
+
+
+class LimitExceeded(NBFeedError):
+    """A configured limit (subscriptions per client, frame size, rows per request) was hit."""
+
+    code = "limit"
+    http_status = 429
+
+
+class UpstreamError(NBFeedError):
+    """The provider failed: it raised, died, or did not answer in time."""
+
+    code = "upstream"
+    http_status = 502
+
+
+class UpstreamTimeout(UpstreamError):
+    """The provider did not answer a request within its timeout."""
+
+    http_status = 504
+
+
+ERROR_CODES = ("unknown_source", "unknown_symbol", "bad_interval", "bad_request", "limit", "upstream")

@@ -1,0 +1,361 @@
+"""The hub: nbfeed's engine. Plain asyncio, no Jupyter imports.
+
+It supervises one process per provider, routes live subscriptions reference-counted per
+``(source, symbol, interval)`` (first subscriber -> the provider's ``start_streaming``, last one gone
+-> ``on_close``), fans every batch out to each subscriber's bounded outbox, keeps the symbol
+catalog and the history cache, and re-subscribes every stream a restarted provider was serving,
+so subscribers only see ``status`` events, never silence.
+
+All public coroutines must be awaited on the hub's event loop. Errors are
+:mod:`nbfeed.errors` exceptions naming the bad value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import (
+    BadInterval,
+    BadRequest,
+    LimitExceeded,
+    NBFeedError,
+    UnknownSource,
+    UnknownSymbol,
+    UpstreamError,
+)
+from ..intervals import TICK, check_interval, is_bar
+from ..providers.registry import ProviderSpec, check_source_name
+from ..timeutil import to_ms
+from .config import HubConfig
+from .outbox import StreamBatch
+from .process import ProviderProcess
+from .subscription import Subscription
+
+log = logging.getLogger("nbfeed.hub")
+
+MAX_HISTORY_COUNT = 1_000_000
+
+
+class _Stream:
+    """Hub-side state of one live stream: its subscribers and the newest rows seen."""
+
+    __slots__ = ("bars", "last", "subs")
+
+    def __init__(self) -> None:
+        self.subs: set[Subscription] = set()
+        self.last: dict | None = None
+        self.bars: list[dict] = []  # candles: the last two bars (previous, open)
+
+
+class Hub:
+    """Owns providers, subscriptions, the catalog and the history cache. See module docstring."""
+
+    def __init__(self, config: HubConfig | None = None) -> None:
+        self.config = config or HubConfig()
+        self.client_id = f"nbfeed-hub-{os.getpid()}-{id(self):x}"
+        self._processes: dict[str, ProviderProcess] = {}
+        self._streams: dict[tuple[str, str, str], _Stream] = {}
+        self._subs: set[Subscription] = set()
+        self.catalog: Any = None
+        self.cache: Any = None
+        self.started = False
+        self._populating: dict[str, asyncio.Task] = {}
+        self.populate_errors: dict[str, str] = {}
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the catalog and cache, start every configured provider, populate what's empty.
+
+        A provider that fails to start does not fail the hub: its status says why.
+        """
+        if self.started:
+            return
+        self.started = True
+        cfg = self.config
+        from .catalog import Catalog
+        from .history import HistoryCache
+
+        self.catalog = Catalog(cfg.path_for(cfg.catalog_path, "catalog.sqlite"))
+        self.cache = HistoryCache(cfg.path_for(cfg.cache_path, "history.sqlite"))
+        await asyncio.gather(*(self.add_provider(spec) for spec in cfg.providers))
+
+    async def stop(self) -> None:
+        """Stop every provider process and close subscriptions, the catalog and the cache."""
+        for sub in list(self._subs):
+            await sub.close()
+        await asyncio.gather(*(p.stop() for p in self._processes.values()),
+                             return_exceptions=True)
+        for task in self._populating.values():
+            task.cancel()
+        if self.catalog is not None:
+            self.catalog.close()
+        if self.cache is not None:
+            self.cache.close()
+        self.started = False
+
+    async def add_provider(self, spec: ProviderSpec, *, replace: bool = False) -> None:
+        """Start a provider (also while running, e.g. one defined in a notebook cell).
+
+        With ``replace=True`` an existing provider of that name is stopped first and its
+        subscribers are carried over to the new process.
+        """
+        check_source_name(spec.name)
+        old = self._processes.get(spec.name)
+        if old is not None:
+            if not replace:
+                raise BadRequest(f"a provider named {spec.name!r} is already running")
+            await old.stop()
+        proc = ProviderProcess(
+            spec, on_message=self._on_message, on_state=self._on_state,
+            settings={"idle_timeout": spec.options.get("idle_timeout", self.config.idle_timeout),
+                      "log_level": self.config.provider_log_level},
+            max_restarts=self.config.max_restarts, backoff_base=self.config.backoff_base,
+            backoff_max=self.config.backoff_max, stable_after=self.config.stable_after,
+            start_timeout=self.config.start_timeout)
+        self._processes[spec.name] = proc
+        await proc.start()
+        if proc.state == "running" and self.config.populate_on_start and self.catalog is not None:
+            if replace or not self.catalog.sources().get(spec.name):
+                await self.populate([spec.name])
+
+    async def restart_provider(self, source: str) -> None:
+        """Restart a provider now (also one marked failed); subscriptions carry over."""
+        await self._process(source).restart()
+
+    # ---- queries --------------------------------------------------------------------------
+
+    def sources(self) -> list[str]:
+        return list(self._processes)
+
+    def providers_info(self) -> list[dict]:
+        """Name, status (running|starting|restarting|degraded|failed|stopped), reason, datasets."""
+        counts = self.catalog.sources() if self.catalog is not None else {}
+        out = []
+        for name, proc in self._processes.items():
+            state, detail = proc.status
+            out.append({"name": name, "status": state, "detail": detail,
+                        "datasets": counts.get(name, 0), "pid": proc.pid,
+                        "restarts": proc.restarts,
+                        "populate_error": self.populate_errors.get(name)})
+        return out
+
+    def _process(self, source: Any) -> ProviderProcess:
+        if not isinstance(source, str) or source not in self._processes:
+            raise UnknownSource(f"unknown source {source!r}; available: "
+                                f"{', '.join(self._processes) or '(none)'}")
+        return self._processes[source]
+
+    def _check_symbol(self, source: str, symbol: Any, interval: str) -> str:
+        if not isinstance(symbol, str) or not symbol or len(symbol) > 200:
+            raise BadRequest(f"symbol must be a non-empty string of at most 200 characters, "
+                             f"got {symbol!r:.80}")
+        if self.catalog is None or not self.catalog.sources().get(source):
+            return symbol  # nothing listed (yet): the provider itself decides
+        entry = self.catalog.lookup(source, symbol)
+        if entry is None:
+            near = [e["name"] for e in self.catalog.search(symbol, source=source, limit=5)]
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise UnknownSymbol(f"unknown symbol {symbol!r} for source {source!r}{hint}")
+        intervals = entry.get("intervals") or []
+        if interval not in intervals:
+            raise BadInterval(f"interval {interval!r} is not available for {source}/{symbol}; "
+                              f"available: {', '.join(intervals)}")
+        return symbol
+
+    async def search(self, query: str = "", source: str | None = None,
+                     category: str | None = None, type: str | None = None,
+                     limit: int = 20) -> list[dict]:
+        """Symbols ranked by relevance (exact, prefix, then full text)."""
+        if source is not None:
+            self._process(source)
+        return self.catalog.search(query, source=source, category=category, type=type,
+                                   limit=limit)
+
+    async def populate(self, sources: Iterable[str] | None = None) -> dict[str, str]:
+        """Ask providers for their symbols and replace their catalog entries.
+
+        A provider that fails keeps its previous entries; the result says why per source.
+        """
+        names = list(sources) if sources is not None else list(self._processes)
+        for name in names:
+            self._process(name)
+        results: dict[str, str] = {}
+        for name in names:
+            try:
+                entries = await self._processes[name].request(
+                    "dataset", (), self.config.request_timeout)
+                self.catalog.replace_source(name, entries)
+                self.populate_errors.pop(name, None)
+                results[name] = f"ok: {len(entries)} symbols"
+            except NBFeedError as exc:
+                self.populate_errors[name] = str(exc)
+                results[name] = f"error: {exc}"
+                log.warning("populating %s failed, keeping previous entries: %s", name, exc)
+        return results
+
+    async def history(self, source: str, symbol: str, interval: str, start: Any = None,
+                      end: Any = None, count: Any = None) -> list[dict]:
+        """Bars in time order (UTC), served from the cache, fetching only missing spans."""
+        proc = self._process(source)
+        interval = check_interval(interval)
+        if not is_bar(interval):
+            raise BadInterval("history needs a bar interval, not 'tick'")
+        self._check_symbol(source, symbol, interval)
+        start_ms = None if start is None else to_ms(start, "start")
+        end_ms = None if end is None else to_ms(end, "end")
+        if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+            raise BadRequest(f"start ({start}) must be before end ({end})")
+        if count is not None:
+            if isinstance(count, bool) or not isinstance(count, int):
+                raise BadRequest(f"count must be a whole number, got {count!r}")
+            if count <= 0:
+                raise BadRequest(f"count must be positive, got {count}")
+            if count > MAX_HISTORY_COUNT:
+                raise LimitExceeded(f"count {count} is above the limit of {MAX_HISTORY_COUNT}")
+        timeout = self.config.request_timeout
+
+        async def fetch(span_start: int, span_end: int) -> list[dict]:
+            return await proc.request("history", (symbol, interval, span_start, span_end, None),
+                                      timeout)
+
+        return await self.cache.get(source, symbol, interval, start_ms, end_ms, count, fetch)
+
+    # ---- live -----------------------------------------------------------------------------
+
+    async def subscribe(self, source: str, symbols: str | Iterable[str], interval: str = TICK, *,
+                        max_pending_rows: int | None = None) -> Subscription:
+        """Subscribe to live rows; validated before anything starts (errors name the value)."""
+        proc = self._process(source)
+        interval = check_interval(interval)
+        if isinstance(symbols, str):
+            symbols = [symbols]
+        try:
+            symbols = list(dict.fromkeys(symbols))
+        except TypeError:
+            raise BadRequest(f"symbols must be a list of strings, got {symbols!r:.80}") from None
+        if not symbols:
+            raise BadRequest("symbols must name at least one symbol")
+        limit = self.config.max_symbols_per_subscription
+        if len(symbols) > limit:
+            raise LimitExceeded(f"{len(symbols)} symbols in one subscription; the limit is {limit}")
+        for sym in symbols:
+            self._check_symbol(source, sym, interval)
+        sub = Subscription(self, source, symbols, interval,
+                           max_pending_rows or self.config.max_pending_rows)
+        self._subs.add(sub)
+        for key in sub.keys:
+            stream = self._streams.get(key)
+            if stream is None:
+                stream = self._streams[key] = _Stream()
+            stream.subs.add(sub)
+            if len(stream.subs) == 1:
+                proc.send(("sub", self.client_id, key[1], key[2]))
+        if proc.status[0] not in ("running", "starting"):
+            state, detail = proc.status
+            sub.outbox.put_event({"type": "status", "source": source, "state": state,
+                                  "detail": detail})
+        return sub
+
+    def snapshot(self, keys: Iterable[tuple[str, str, str]]) -> list[dict]:
+        rows: list[dict] = []
+        for key in keys:
+            stream = self._streams.get(key)
+            if stream is None:
+                continue
+            if key[2] == TICK:
+                if stream.last is not None:
+                    rows.append(stream.last)
+            else:
+                rows.extend(stream.bars)
+        return rows
+
+    def _release(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+        proc = self._processes.get(sub.source)
+        for key in sub.keys:
+            stream = self._streams.get(key)
+            if stream is None:
+                continue
+            stream.subs.discard(sub)
+            if not stream.subs:
+                del self._streams[key]
+                if proc is not None:
+                    proc.send(("unsub", self.client_id, key[1], key[2]))
+
+    def stats(self) -> dict:
+        """Counts for monitoring: streams, subscriptions, rows waiting, rows conflated."""
+        return {"streams": len(self._streams), "subscriptions": len(self._subs),
+                "pending_rows": sum(s.outbox.pending_rows for s in self._subs),
+                "conflated_rows": sum(s.outbox.conflated_rows for s in self._subs)}
+
+    # ---- from provider processes ----------------------------------------------------------
+
+    def _on_message(self, source: str, msg: tuple) -> None:
+        op = msg[0]
+        if op == "data":
+            for symbol, interval, rows in msg[1]:
+                key = (source, symbol, interval)
+                stream = self._streams.get(key)
+                if stream is None or not rows:
+                    continue  # late rows of a stream nobody wants any more
+                self._remember(key, stream, rows)
+                batch = StreamBatch(source, symbol, interval, rows)
+                for sub in stream.subs:
+                    sub.outbox.put_batch(batch)
+        elif op == "stream_error":
+            _, symbol, interval, error = msg
+            key = (source, symbol, interval)
+            stream = self._streams.pop(key, None)
+            if stream is None:
+                return
+            event = {"type": "error", "code": getattr(error, "code", "upstream"),
+                     "message": f"{source}/{symbol}/{interval}: {error}", "source": source,
+                     "symbol": symbol, "interval": interval}
+            for sub in stream.subs:
+                sub.outbox.put_event(event)
+
+    def _remember(self, key: tuple[str, str, str], stream: _Stream, rows: list[dict]) -> None:
+        last = rows[-1]
+        if key[2] == TICK:
+            stream.last = last
+            return
+        t = last.get("time")
+        bars = stream.bars
+        if bars and bars[-1].get("time") == t and rows[0].get("time") == t:
+            bars[-1] = last  # the hot path: the open bar moved
+            return
+        # A bar boundary lies in this batch: earlier bars are final and belong in the cache.
+        finals: dict[Any, dict] = {}
+        if bars:
+            finals[bars[-1].get("time")] = bars[-1]
+        for row in rows:
+            finals[row.get("time")] = row
+        finals.pop(t, None)
+        final_rows = sorted(finals.values(), key=lambda r: r.get("time") or 0)
+        if final_rows and self.cache is not None:
+            try:
+                self.cache.add_live_bars(key[0], key[1], key[2], final_rows)
+            except Exception:
+                log.exception("could not store live bars of %s", key)
+        stream.bars = [*final_rows[-1:], last]
+
+    def _on_state(self, source: str, state: str, detail: str, origin: str) -> None:
+        event = {"type": "status", "source": source, "state": state, "detail": detail}
+        for sub in self._subs:
+            if sub.source == source:
+                sub.outbox.put_event(event)
+        proc = self._processes.get(source)
+        if origin == "process" and state == "running" and proc is not None:
+            # A (re)started process knows nothing: subscribe it to every stream of its source,
+            # including those requested while it was still starting.
+            for (src, symbol, interval) in list(self._streams):
+                if src == source:
+                    proc.send(("sub", self.client_id, symbol, interval))
+
+
+__all__ = ["Hub", "HubConfig", "ProviderSpec", "UpstreamError"]

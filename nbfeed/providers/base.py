@@ -1,0 +1,195 @@
+"""The ``Provider`` base class: what a data-source author subclasses.
+
+nbfeed runs every provider in its own process (see :mod:`nbfeed.providers.runtime`). Inside that
+process the author's code is plain synchronous Python; the base class does the plumbing: client
+bookkeeping, thread-safe publishing in batches, idle detection and status reports.
+
+Two levels, pick one:
+
+* **simple** - implement ``subscribe(symbol, interval)`` and ``unsubscribe(symbol, interval)``.
+  nbfeed calls ``subscribe`` when a stream gets its first subscriber and ``unsubscribe`` after the
+  last one leaves. Publish rows with ``self.publish(...)`` from any thread.
+* **reference** - override ``start_streaming(client, symbol, interval)`` and
+  ``on_close(client, symbol, interval)`` exactly as in the charting app nbfeed's contract comes
+  from; ``send_from({...'write_message'...})`` is accepted too, so a ported provider runs after
+  renames only.
+
+Threads: ``init`` runs first, on the process's main thread. ``start_streaming``, ``on_close``,
+``subscribe``, ``unsubscribe`` and ``no_update`` run on one *control* thread, one call at a time,
+in the order subscribers came and went; they must return promptly (start your own thread for a
+long-running upstream loop). ``get_history`` and ``get_dataset`` run on a small worker pool,
+possibly at the same time as each other and as the control thread. ``publish`` may be called
+from any thread.
+
+Failures: an exception from ``start_streaming``/``subscribe`` is sent to that stream's
+subscribers as an ``upstream`` error and the stream is released; one from ``get_history`` becomes
+an error for that request only. The process keeps serving everyone else. If the process dies,
+the hub restarts it and subscribes it again to every stream it was serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from ..intervals import INTERVALS
+from .rows import normalize_rows, reference_message_rows
+
+STATUS_STATES = ("running", "degraded", "failed")
+
+
+class Provider:
+    """Base class for a data source. Subclass it; see the module docstring for the contract.
+
+    ``options`` are the keyword arguments from configuration (``c.NBFeed.provider_options``, the
+    CLI or ``register_provider(..., **options)``), kept in ``self.options``.
+    """
+
+    #: Source name used in subscriptions; registration may override it.
+    name: ClassVar[str] = ""
+    #: Intervals this provider can stream/serve at all (entries narrow it per symbol).
+    intervals: ClassVar[tuple[str, ...]] = INTERVALS
+
+    def __init__(self, **options: Any) -> None:
+        self.options: dict[str, Any] = dict(options)
+        self.stopping = threading.Event()
+        self.log = logging.getLogger(f"nbfeed.provider.{self.name or type(self).__name__}")
+        self._clients: dict[tuple[str, str], set[Any]] = {}
+        self._sink: Any = None  # set by the runtime; None means "not in a provider process"
+        #: Rows published while not attached to a runtime (unit tests of a provider class).
+        self.published: list[dict] = []
+
+    # ---- hooks an author implements -------------------------------------------------------
+
+    def init(self) -> None:
+        """Called once in the provider's process before any other hook. Open connections here.
+
+        Raising here marks the provider ``failed`` with the exception as the reason.
+        """
+
+    def get_dataset(self) -> list[dict]:
+        """Return the symbols this provider offers (dataset entries, see docs/internals.md).
+
+        Called on a worker thread when the catalog is populated. Raising keeps the catalog's
+        previous entries for this source and reports the error.
+        """
+        return []
+
+    def subscribe(self, symbol: str, interval: str) -> None:
+        """Start the upstream stream of ``symbol`` at ``interval`` (first subscriber arrived).
+
+        Control thread; return promptly. Raise ``UnknownSymbol``/``BadInterval`` for what you
+        cannot serve.
+        """
+        raise NotImplementedError  # abstract
+    subscribe._nbfeed_default = True  # type: ignore[attr-defined]
+
+    def unsubscribe(self, symbol: str, interval: str) -> None:
+        """Stop the upstream stream of ``symbol`` at ``interval`` (last subscriber left)."""
+
+    def start_streaming(self, client: Any, symbol: str, interval: str) -> None:
+        """A client subscribed to ``(symbol, interval)`` (reference-level hook).
+
+        The default records the client and calls :meth:`subscribe` for the first one. ``client``
+        is an opaque id; in nbfeed the hub reference-counts its own subscribers, so a provider
+        usually sees one client per stream per server.
+        """
+        key = (symbol, interval)
+        clients = self._clients.get(key)
+        if clients is None:
+            clients = self._clients[key] = set()
+        first = not clients
+        clients.add(client)
+        if first:
+            try:
+                self.subscribe(symbol, interval)
+            except BaseException:
+                clients.discard(client)
+                if not clients:
+                    del self._clients[key]
+                raise
+
+    def on_close(self, client: Any, symbol: str, interval: str) -> None:
+        """A client left ``(symbol, interval)``; the default calls :meth:`unsubscribe` after the
+        last one."""
+        key = (symbol, interval)
+        clients = self._clients.get(key)
+        if not clients or client not in clients:
+            return
+        clients.discard(client)
+        if not clients:
+            del self._clients[key]
+            self.unsubscribe(symbol, interval)
+
+    def no_update(self, symbol: str, interval: str) -> None:
+        """The stream published nothing for ``options["idle_timeout"]`` seconds (control thread).
+
+        A good place to reconnect a silent upstream. Called again after each further idle period.
+        """
+
+    def get_history(self, symbol: str, interval: str, start: int | None, end: int | None,
+                    count: int | None) -> Any:
+        """Return bars of ``symbol`` at ``interval`` in ``[start, end)`` (epoch ms, UTC).
+
+        ``count`` asks for at most that many bars, the newest ones before ``end``. Return a list of
+        row dicts or a DataFrame (any time form, see docs/internals.md). Worker thread; may block
+        on network I/O. The hub caches results, so it only asks for spans it does not hold.
+        """
+        raise NotImplementedError  # abstract
+
+    # ---- helpers for authors --------------------------------------------------------------
+
+    def publish(self, rows: Any, *, symbol: str | None = None, interval: str | None = None) -> None:
+        """Send one row (dict), a list of rows or a DataFrame to everyone subscribed.
+
+        Thread-safe and cheap: rows are queued and sent to the hub in batches. Rows carry
+        ``symbol`` or get it from the argument; ``interval`` defaults to the row's ``interval``,
+        else ``"tick"`` when subscribed to ticks, else the one interval subscribed for that symbol.
+        Raises BadRequest for rows it cannot read (no time, unknown stream).
+        """
+        if type(rows) is list and rows and type(rows[0]) is dict and \
+                type(rows[0].get("time")) is int and "symbol" in rows[0] and symbol is None:
+            batch = rows  # fast path: already nbfeed rows (simulated provider, ported feeds)
+        else:
+            batch = normalize_rows(rows, source=self.name, symbol=symbol, interval=interval)
+        if not batch:
+            return
+        sink = self._sink
+        if sink is None:
+            self.published.extend(batch)
+            return
+        sink.publish(batch, interval)
+
+    def send_from(self, message: Mapping[str, Any]) -> None:
+        """Accept the reference app's ``write_message`` message and publish its rows."""
+        symbol, interval, rows = reference_message_rows(message, self.name)
+        if rows:
+            self.publish(rows, symbol=symbol, interval=interval)
+
+    def set_status(self, state: str, detail: str = "") -> None:
+        """Report this provider's health (``running``, ``degraded`` or ``failed`` + a reason).
+
+        Subscribers see it as a ``status`` event; ``GET providers`` shows it. Use it for what a
+        user should know, e.g. ``set_status("failed", "polygon: auth failed: bad API key")``.
+        """
+        if state not in STATUS_STATES:
+            raise ValueError(f"state must be one of {STATUS_STATES}, got {state!r}")
+        if self._sink is not None:
+            self._sink.status(state, str(detail))
+        else:
+            self.log.info("status %s: %s", state, detail)
+
+    def clients(self, symbol: str, interval: str) -> frozenset:
+        """The clients currently subscribed to ``(symbol, interval)`` (reference level)."""
+        return frozenset(self._clients.get((symbol, interval), ()))
+
+    def streams(self) -> list[tuple[str, str]]:
+        """The ``(symbol, interval)`` streams that currently have subscribers."""
+        return list(self._clients)
+
+    @classmethod
+    def implements_subscribe(cls) -> bool:
+        """Whether the class provides the simple-level ``subscribe`` hook."""
+        return not getattr(cls.subscribe, "_nbfeed_default", False)

@@ -1,0 +1,133 @@
+"""Normalizing what provider authors publish or return into nbfeed rows.
+
+A row leaving a provider process is a flat dict: ``time`` (int epoch ms, UTC), ``symbol``, then
+plain fields. Authors may hand us rows with ``date``/``timestamp`` keys, any time form
+:func:`nbfeed.timeutil.to_ms` reads, reference-style keys ``<source>-<symbol>-<interval>-<field>``,
+numpy scalars, or a pandas DataFrame. This module turns all of those into the one form, so the hub
+never has to guess. It runs in the provider's process, where the cost is paid once per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..errors import BadRequest
+from ..timeutil import to_ms
+
+_TIME_KEYS = ("time", "date", "timestamp", "datetime", "t")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python numbers (they pickle and serialize faster and safer)."""
+    item = getattr(value, "item", None)
+    if item is not None and not isinstance(value, (str, bytes)):
+        try:
+            return item()
+        except (TypeError, ValueError):
+            return value
+    return value
+
+
+def normalize_row(row: Mapping[str, Any], *, source: str, symbol: str | None,
+                  interval: str | None) -> dict:
+    """One author row -> an nbfeed row. Raises BadRequest naming what is missing."""
+    if not isinstance(row, Mapping):
+        raise BadRequest(f"a row must be a dict, got {type(row).__name__}")
+    out: dict[str, Any] = {}
+    time_value = None
+    for key in _TIME_KEYS:
+        if key in row:
+            time_value = row[key]
+            break
+    if time_value is None:
+        raise BadRequest(f"row has no time (one of {', '.join(_TIME_KEYS)}): {dict(row)!r:.200}")
+    out["time"] = to_ms(_plain(time_value), "time")
+    sym = row.get("symbol", symbol)
+    if sym is None:
+        sym = row.get("name")
+    out["symbol"] = sym
+    prefix = None
+    if sym is not None and interval is not None:
+        prefix = f"{source}-{sym}-{interval}-"
+    for key, value in row.items():
+        if key in _TIME_KEYS or key == "symbol":
+            continue
+        if prefix is not None and key.startswith(prefix):
+            key = key[len(prefix):]
+        elif "-" in key and source and key.startswith(source + "-"):
+            # reference form for a symbol/interval we were not told: keep the last part
+            key = key.rsplit("-", 1)[-1]
+        out[key] = _plain(value)
+    return out
+
+
+def normalize_rows(rows: Any, *, source: str, symbol: str | None = None,
+                   interval: str | None = None) -> list[dict]:
+    """A row, a list of rows, or a DataFrame -> list of nbfeed rows in the given order."""
+    if rows is None:
+        return []
+    if isinstance(rows, Mapping):
+        return [normalize_row(rows, source=source, symbol=symbol, interval=interval)]
+    if hasattr(rows, "to_dict") and hasattr(rows, "columns"):
+        return _from_frame(rows, source=source, symbol=symbol, interval=interval)
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, Iterable):
+        raise BadRequest(f"expected a row dict, a list of rows or a DataFrame, got "
+                         f"{type(rows).__name__}")
+    return [normalize_row(r, source=source, symbol=symbol, interval=interval) for r in rows]
+
+
+def _from_frame(frame: Any, *, source: str, symbol: str | None, interval: str | None) -> list[dict]:
+    import pandas as pd
+
+    df = frame
+    if not any(k in df.columns for k in _TIME_KEYS):
+        if isinstance(df.index, pd.DatetimeIndex):
+            df = df.reset_index(names="time")
+        else:
+            raise BadRequest("DataFrame needs a DatetimeIndex or a time/date/timestamp column")
+    for key in _TIME_KEYS:
+        if key in df.columns:
+            col = df[key]
+            if pd.api.types.is_datetime64_any_dtype(col):
+                if getattr(col.dt, "tz", None) is None:
+                    col = col.dt.tz_localize("UTC")
+                ms = col.dt.tz_convert("UTC").astype("datetime64[ms, UTC]").astype("int64")
+                df = df.assign(**{key: ms})
+            break
+    return [normalize_row(r, source=source, symbol=symbol, interval=interval)
+            for r in df.to_dict("records")]
+
+
+def reference_message_rows(message: Mapping[str, Any], source: str) -> tuple[str, str, list[dict]]:
+    """Rows carried by a reference-app ``send_from`` message.
+
+    The reference form is ``{"action": "write_message", "ws_clients": [...], "source", "name",
+    "interval", "args": [json.dumps({"type": "data_update", ..., "data": datapoint(s)})]}``.
+    Returns ``(symbol, interval, rows)``. ``ws_clients`` is ignored: the hub routes to everyone
+    subscribed to the stream, which is what those clients were.
+    """
+    import json
+
+    if not isinstance(message, Mapping):
+        raise BadRequest(f"send_from takes a dict, got {type(message).__name__}")
+    action = message.get("action", "write_message")
+    if action != "write_message":
+        raise BadRequest(f"send_from: unsupported action {action!r}; only 'write_message'")
+    symbol = message.get("name")
+    interval = message.get("interval")
+    if not isinstance(symbol, str) or not isinstance(interval, str):
+        raise BadRequest("send_from: 'name' (symbol) and 'interval' are required strings")
+    src = message.get("source") or source
+    rows: list[dict] = []
+    for arg in message.get("args") or []:
+        payload = json.loads(arg) if isinstance(arg, (str, bytes)) else arg
+        if not isinstance(payload, Mapping):
+            raise BadRequest("send_from: each arg must be a JSON object")
+        data = payload.get("data")
+        if data is None:
+            continue
+        items = data if isinstance(data, list) else [data]
+        rows.extend(normalize_row(d, source=src, symbol=symbol, interval=interval)
+                    for d in items)
+    return symbol, interval, rows

@@ -1,0 +1,310 @@
+"""The provider process: runs one ``Provider`` and talks to the hub over a pipe.
+
+Started by :class:`nbfeed.hub.process.ProviderProcess` as a fresh interpreter (never a fork of a
+threaded Jupyter server, which is unsafe); the first message on the pipe says what to run. Messages are pickled tuples, batched both ways:
+
+hub -> provider::
+
+    ("sub", client, symbol, interval)       start_streaming
+    ("unsub", client, symbol, interval)     on_close
+    ("req", req_id, kind, args)             kind "history" | "dataset"
+    ("stop",)
+
+provider -> hub::
+
+    ("ready", {"pid": ..., "name": ...})    after init() returned
+    ("init_failed", error)                  init() raised; the process then exits
+    ("data", [(symbol, interval, rows), ...])
+    ("reply", req_id, ok, value_or_error)
+    ("stream_error", symbol, interval, error)
+    ("status", state, detail)
+
+Failure behaviour: when the hub's end of the pipe closes (the hub stopped or died, even by
+SIGKILL) or the parent process disappears, this process exits within about a second, so no
+provider outlives its server. A hook that raises affects only its caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..errors import BadRequest, NBFeedError, UpstreamError
+
+log = logging.getLogger("nbfeed.runtime")
+
+# A batch is sent as soon as the sender is free; under load rows pile up while the previous send
+# is in flight, which batches them without adding latency at low rates.
+MAX_BATCH_ROWS = 20_000
+
+
+def _wire_error(exc: BaseException) -> NBFeedError:
+    if isinstance(exc, NBFeedError):
+        return exc
+    if isinstance(exc, NotImplementedError):
+        return UpstreamError("provider does not implement this hook")
+    detail = f"{type(exc).__name__}: {exc}"
+    return UpstreamError(detail[:2000])
+
+
+class _Sink:
+    """The provider's outgoing side: queues rows from any thread, one sender thread ships them."""
+
+    def __init__(self, conn: Any, provider: Any) -> None:
+        self._conn = conn
+        self._provider = provider
+        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._pending: list[tuple[list[dict], str | None]] = []
+        self._pending_rows = 0
+        self._wake = threading.Event()
+        self._room = threading.Condition(self._lock)
+        self.last_publish: dict[tuple[str, str], float] = {}
+        self.closed = False
+
+    def send(self, msg: tuple) -> None:
+        with self._send_lock:
+            self._conn.send(msg)
+
+    def publish(self, rows: list[dict], interval: str | None) -> None:
+        with self._lock:
+            # Back-pressure instead of unbounded memory when the hub cannot keep up.
+            while self._pending_rows > 10 * MAX_BATCH_ROWS and not self.closed:
+                self._room.wait(0.5)
+            self._pending.append((rows, interval))
+            self._pending_rows += len(rows)
+        self._wake.set()
+
+    def status(self, state: str, detail: str) -> None:
+        self.send(("status", state, detail))
+
+    def run_sender(self) -> None:
+        streams = self._provider._clients  # (symbol, interval) -> clients, read-only here
+        while not self.closed:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                pending, self._pending = self._pending, []
+                self._pending_rows = 0
+                self._room.notify_all()
+            if not pending:
+                continue
+            groups: dict[tuple[str, str], list[dict]] = {}
+            now = time.monotonic()
+            for rows, interval in pending:
+                for row in rows:
+                    sym = row.get("symbol")
+                    iv = interval or row.get("interval") or _guess_interval(streams, sym)
+                    key = (sym, iv)
+                    group = groups.get(key)
+                    if group is None:
+                        group = groups[key] = []
+                    group.append(row)
+            for key in groups:
+                self.last_publish[key] = now
+            try:
+                self.send(("data", [(s, i, r) for (s, i), r in groups.items()]))
+            except (OSError, EOFError, BrokenPipeError):
+                return
+
+
+def _guess_interval(streams: dict, symbol: Any) -> str:
+    intervals = [iv for (s, iv) in list(streams) if s == symbol]
+    if "tick" in intervals or not intervals:
+        return "tick"
+    return intervals[0]
+
+
+class ProviderRuntime:
+    """Owns the provider instance and its threads inside the provider process."""
+
+    def __init__(self, conn: Any, name: str, payload: tuple, options: dict, settings: dict) -> None:
+        from .registry import class_from_payload
+
+        self.conn = conn
+        self.name = name
+        self.settings = settings
+        cls = class_from_payload(payload)
+        self.provider = cls(**options)
+        # The registered name wins over the class attribute (one class, several sources).
+        self.provider.name = name
+        self.provider.log = logging.getLogger(f"nbfeed.provider.{name}")
+        self.sink = _Sink(conn, self.provider)
+        self.provider._sink = self.sink
+        self.control: queue.Queue = queue.Queue()
+        self.workers = ThreadPoolExecutor(max_workers=int(settings.get("workers", 4)),
+                                          thread_name_prefix=f"nbfeed-{name}-worker")
+        self.idle_timeout = float(settings.get("idle_timeout", 30.0))
+        self._idle_reported: dict[tuple[str, str], float] = {}
+
+    # ---- threads --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self.provider.init()
+        except BaseException as exc:
+            traceback.print_exc()
+            self.sink.send(("init_failed", _wire_error(exc)))
+            return
+        for target, tname in ((self.sink.run_sender, "sender"), (self._run_control, "control"),
+                              (self._watch_parent, "parent-watch"), (self._watch_idle, "idle")):
+            threading.Thread(target=target, name=f"nbfeed-{self.name}-{tname}",
+                             daemon=True).start()
+        self.sink.send(("ready", {"pid": os.getpid(), "name": self.name}))
+        self._read_commands()
+
+    def _read_commands(self) -> None:
+        while True:
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            op = msg[0]
+            if op == "stop":
+                break
+            if op in ("sub", "unsub"):
+                self.control.put(msg)
+            elif op == "req":
+                self.workers.submit(self._answer, *msg[1:])
+        self.shutdown()
+
+    def _run_control(self) -> None:
+        p = self.provider
+        while True:
+            msg = self.control.get()
+            if msg is None:
+                return
+            op = msg[0]
+            try:
+                if op == "sub":
+                    _, client, symbol, interval = msg
+                    p.start_streaming(client, symbol, interval)
+                elif op == "unsub":
+                    _, client, symbol, interval = msg
+                    p.on_close(client, symbol, interval)
+                elif op == "idle":
+                    _, symbol, interval = msg
+                    p.no_update(symbol, interval)
+            except BaseException as exc:
+                if op == "sub":
+                    traceback.print_exc()
+                    self._safe_send(("stream_error", msg[2], msg[3], _wire_error(exc)))
+                else:
+                    log.exception("provider %s: %s hook raised", self.name, op)
+
+    def _answer(self, req_id: int, kind: str, args: tuple) -> None:
+        p = self.provider
+        try:
+            if kind == "history":
+                symbol, interval, start, end, count = args
+                from .rows import normalize_rows
+
+                raw = p.get_history(symbol, interval, start, end, count)
+                value: Any = normalize_rows(raw, source=self.name, symbol=symbol,
+                                            interval=interval)
+            elif kind == "dataset":
+                from .dataset import validate_entries
+
+                value = validate_entries(self.name, p.get_dataset())
+            else:
+                raise BadRequest(f"unknown request kind {kind!r}")
+            self._safe_send(("reply", req_id, True, value))
+        except BaseException as exc:
+            if not isinstance(exc, (NBFeedError, NotImplementedError)):
+                traceback.print_exc()
+            self._safe_send(("reply", req_id, False, _wire_error(exc)))
+
+    def _safe_send(self, msg: tuple) -> None:
+        try:
+            self.sink.send(msg)
+        except (OSError, EOFError, BrokenPipeError):
+            pass
+        except Exception as exc:  # e.g. an unpicklable value returned by get_history
+            if msg[0] == "reply":
+                self.sink.send(("reply", msg[1], False,
+                                UpstreamError(f"could not send the reply: {exc}")))
+
+    def _watch_parent(self) -> None:
+        parent = int(self.settings.get("parent_pid") or os.getppid())
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                # Orphaned (the server was SIGKILLed): nothing would read our data; leave.
+                os._exit(0)
+
+    def _watch_idle(self) -> None:
+        if self.idle_timeout <= 0:
+            return
+        period = max(0.05, self.idle_timeout / 4)
+        started: dict[tuple[str, str], float] = {}
+        while True:
+            time.sleep(period)
+            now = time.monotonic()
+            active = set(self.provider._clients)
+            for key in list(started):
+                if key not in active:
+                    del started[key]
+            for key in active:
+                started.setdefault(key, now)
+                last = max(self.sink.last_publish.get(key, 0.0), started[key],
+                           self._idle_reported.get(key, 0.0))
+                if now - last >= self.idle_timeout:
+                    self._idle_reported[key] = now
+                    self.control.put(("idle", key[0], key[1]))
+
+    def shutdown(self) -> None:
+        self.provider.stopping.set()
+        self.sink.closed = True
+        self.sink._wake.set()
+        self.control.put(None)
+        self.workers.shutdown(wait=False, cancel_futures=True)
+
+
+def child_main(conn: Any, name: str, payload: tuple, options: dict, settings: dict) -> None:
+    """Run the provider until told to stop or orphaned, then exit the process."""
+    import signal
+    import sys
+
+    # Ctrl-C in a terminal reaches the whole process group; the hub decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for entry in settings.get("sys_path", []):
+        if entry not in sys.path:
+            sys.path.append(entry)  # modules a notebook-defined provider imports
+    logging.basicConfig(level=settings.get("log_level", "WARNING"),
+                        format=f"[nbfeed provider {name}] %(levelname)s %(name)s: %(message)s")
+    try:
+        runtime = ProviderRuntime(conn, name, payload, options, settings)
+    except BaseException as exc:
+        traceback.print_exc()
+        try:
+            conn.send(("init_failed", _wire_error(exc)))
+        except Exception:
+            pass
+        return
+    runtime.run()
+    # Daemon threads (author's upstream loops) must not keep a stopped provider alive.
+    os._exit(0)
+
+
+def main(argv: list[str]) -> None:
+    """``python -m nbfeed.providers.runtime FD NAME``: FD is our end of the hub's socket pair."""
+    from multiprocessing.connection import Connection
+
+    conn = Connection(int(argv[1]))
+    try:
+        name, payload, options, settings = conn.recv()
+    except (EOFError, OSError):
+        return
+    child_main(conn, name, payload, options, settings)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv)
