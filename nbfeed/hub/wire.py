@@ -1,0 +1,259 @@
+"""Wire protocol v1: one client session over any message transport (tornado, a test, ...).
+
+The protocol belongs here, not in a web handler: a transport gives the session text frames
+(:meth:`WireSession.receive`) and a ``send(text) -> awaitable`` function, nothing more.
+
+Failure behaviour:
+
+* every malformed, unknown, oversized or refused message is answered with an ``error`` frame
+  naming the problem; the session keeps going (errors never close the socket);
+* each subscription's rows wait in a bounded, conflating outbox; one pump task writes at most one
+  ``data_update`` frame per subscription per flush and awaits the transport's write before the
+  next, so a client that does not read never grows the server's memory and never delays others;
+* history requests run concurrently (at most ``max_concurrent_requests`` per session) and always
+  end in a reply or an error frame, thanks to the hub's request timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .._version import __version__
+from ..errors import BadRequest, LimitExceeded, NBFeedError
+from .hub import Hub
+from .outbox import StreamBatch
+from .subscription import Subscription
+
+log = logging.getLogger("nbfeed.wire")
+
+VERSION = 1
+MESSAGE_TYPES = ("subscribe", "unsubscribe", "history", "search", "ping")
+
+
+@dataclass
+class WireLimits:
+    """Per-session limits; each one, when hit, is reported as an ``error`` frame (code limit)."""
+
+    max_message_bytes: int = 1_000_000
+    max_subscriptions: int = 1_000
+    max_streams: int = 10_000
+    max_concurrent_requests: int = 8
+    max_pending_rows: int = 10_000
+    #: Seconds between flushes at most this often (0 = as fast as the client reads).
+    min_flush_interval: float = 0.0
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), default=str)
+
+
+class WireSession:
+    """One connected client: parses its messages, runs them against the hub, pumps its data."""
+
+    def __init__(self, hub: Hub, send: Callable[[str], Awaitable[None] | None],
+                 limits: WireLimits | None = None) -> None:
+        self.hub = hub
+        self._send = send
+        self.limits = limits or WireLimits()
+        self.subscriptions: dict[str, Subscription] = {}
+        self._ids_json: dict[str, str] = {}
+        self._ready = asyncio.Event()
+        self._requests: set[asyncio.Task] = set()
+        self._closed = False
+        self._pump_task = asyncio.ensure_future(self._pump())
+        self.frames_sent = 0
+
+    def hello(self) -> str:
+        return _dumps({"type": "hello", "version": VERSION, "server": f"nbfeed {__version__}"})
+
+    # ---- incoming -------------------------------------------------------------------------
+
+    async def receive(self, message: str | bytes) -> None:
+        """Handle one frame from the client. Never raises: problems become error frames."""
+        if self._closed:
+            return
+        req_id = None
+        try:
+            if len(message) > self.limits.max_message_bytes:
+                raise LimitExceeded(f"message of {len(message)} bytes is over the limit of "
+                                    f"{self.limits.max_message_bytes}")
+            try:
+                msg = json.loads(message)
+            except (ValueError, UnicodeDecodeError):
+                raise BadRequest("message is not valid JSON") from None
+            if not isinstance(msg, dict):
+                raise BadRequest(f"message must be a JSON object, got {type(msg).__name__}")
+            req_id = self._id_of(msg)
+            kind = msg.get("type")
+            if kind not in MESSAGE_TYPES:
+                raise BadRequest(f"unknown message type {kind!r:.60}; expected one of "
+                                 f"{', '.join(MESSAGE_TYPES)}")
+            await getattr(self, f"_on_{kind}")(msg, req_id)
+        except NBFeedError as exc:
+            await self._write(_dumps(exc.to_wire(req_id)))
+        except Exception as exc:  # a bug must not take the socket down
+            log.exception("wire session error")
+            await self._write(_dumps({"type": "error", "id": req_id, "code": "bad_request",
+                                      "message": f"internal error: {type(exc).__name__}"}))
+
+    @staticmethod
+    def _id_of(msg: dict) -> str | None:
+        rid = msg.get("id")
+        if rid is None:
+            return None
+        if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+            raise BadRequest(f"id must be a string, got {type(rid).__name__}")
+        rid = str(rid)
+        if not 0 < len(rid) <= 128:
+            raise BadRequest("id must be 1-128 characters")
+        return rid
+
+    @staticmethod
+    def _need_id(req_id: str | None, kind: str) -> str:
+        if req_id is None:
+            raise BadRequest(f"{kind} needs an 'id' chosen by the client")
+        return req_id
+
+    async def _on_ping(self, msg: dict, req_id: str | None) -> None:
+        await self._write(_dumps({"type": "pong", "id": req_id}))
+
+    async def _on_subscribe(self, msg: dict, req_id: str | None) -> None:
+        rid = self._need_id(req_id, "subscribe")
+        if rid in self.subscriptions:
+            raise BadRequest(f"id {rid!r} is already subscribed; unsubscribe it first or use "
+                             "another id")
+        if len(self.subscriptions) >= self.limits.max_subscriptions:
+            raise LimitExceeded(f"at most {self.limits.max_subscriptions} subscriptions per "
+                                "connection")
+        symbols = msg.get("symbols", msg.get("symbol"))
+        if isinstance(symbols, str):
+            symbols = [symbols]
+        if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
+            raise BadRequest("symbols must be a list of strings")
+        streams = sum(len(s.symbols) for s in self.subscriptions.values())
+        if streams + len(symbols) > self.limits.max_streams:
+            raise LimitExceeded(f"at most {self.limits.max_streams} streams per connection")
+        source = msg.get("source")
+        interval = msg.get("interval", "tick")
+        sub = await self.hub.subscribe(source, symbols, interval,
+                                       max_pending_rows=self.limits.max_pending_rows)
+        if self._closed:
+            await sub.close()
+            return
+        self.subscriptions[rid] = sub
+        self._ids_json[rid] = json.dumps(rid)
+        sub.outbox.on_ready = self._ready.set
+        await self._write(_dumps({"type": "data_init", "id": rid, "source": sub.source,
+                                  "interval": sub.interval, "rows": sub.snapshot()}))
+        if len(sub.outbox):
+            self._ready.set()
+
+    async def _on_unsubscribe(self, msg: dict, req_id: str | None) -> None:
+        rid = self._need_id(req_id, "unsubscribe")
+        sub = self.subscriptions.pop(rid, None)
+        if sub is None:
+            raise BadRequest(f"no subscription with id {rid!r}")
+        self._ids_json.pop(rid, None)
+        await sub.close()
+
+    async def _on_history(self, msg: dict, req_id: str | None) -> None:
+        rid = self._need_id(req_id, "history")
+        if len(self._requests) >= self.limits.max_concurrent_requests:
+            raise LimitExceeded(f"at most {self.limits.max_concurrent_requests} requests at "
+                                "once per connection")
+        task = asyncio.ensure_future(self._history(msg, rid))
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+
+    async def _history(self, msg: dict, rid: str) -> None:
+        try:
+            rows = await self.hub.history(msg.get("source"), msg.get("symbol"),
+                                          msg.get("interval"), msg.get("start"), msg.get("end"),
+                                          msg.get("count"))
+            await self._write(_dumps({"type": "history", "id": rid, "rows": rows}))
+        except NBFeedError as exc:
+            await self._write(_dumps(exc.to_wire(rid)))
+        except Exception as exc:
+            log.exception("history request failed")
+            await self._write(_dumps({"type": "error", "id": rid, "code": "upstream",
+                                      "message": f"{type(exc).__name__}: {exc}"}))
+
+    async def _on_search(self, msg: dict, req_id: str | None) -> None:
+        query = msg.get("query", "")
+        if query is None:
+            query = ""
+        if not isinstance(query, str):
+            raise BadRequest("query must be a string")
+        limit = msg.get("limit", 20)
+        results = await self.hub.search(query, source=msg.get("source"),
+                                        category=msg.get("category"), type=msg.get("kind"),
+                                        limit=limit)
+        await self._write(_dumps({"type": "search", "id": req_id, "results": results}))
+
+    # ---- outgoing -------------------------------------------------------------------------
+
+    async def _write(self, text: str) -> None:
+        if self._closed:
+            return
+        result = self._send(text)
+        self.frames_sent += 1
+        if result is not None:
+            await result
+
+    async def _pump(self) -> None:
+        try:
+            while not self._closed:
+                await self._ready.wait()
+                self._ready.clear()
+                await self.flush()
+                if self.limits.min_flush_interval > 0:
+                    await asyncio.sleep(self.limits.min_flush_interval)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            # The transport failed (closed socket): stop pumping; close() tidies up.
+            log.debug("wire pump stopped", exc_info=True)
+
+    async def flush(self) -> None:
+        """Write one frame per subscription with everything waiting, plus status/error events."""
+        events_seen: set[str] = set()
+        for rid, sub in list(self.subscriptions.items()):
+            if not len(sub.outbox):
+                continue
+            items = sub.outbox.take()
+            parts = []
+            for item in items:
+                if isinstance(item, StreamBatch):
+                    if item.rows:
+                        parts.append(item.json_rows())
+                    continue
+                event = dict(item)
+                if event.get("type") == "status":
+                    key = _dumps(event)
+                    if key in events_seen:
+                        continue  # one status per source per flush, not one per subscription
+                    events_seen.add(key)
+                    await self._write(key)
+                else:
+                    event["id"] = rid
+                    await self._write(_dumps(event))
+            if parts:
+                await self._write('{"type":"data_update","id":' + self._ids_json[rid]
+                                  + ',"rows":[' + ",".join(parts) + "]}")
+
+    async def close(self) -> None:
+        """Release every subscription and stop; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pump_task.cancel()
+        for task in list(self._requests):
+            task.cancel()
+        for sub in list(self.subscriptions.values()):
+            await sub.close()
+        self.subscriptions.clear()

@@ -1,0 +1,181 @@
+"""The ``NBFeed`` Jupyter server extension app: configuration, hub lifecycle, routes.
+
+Configure with traitlets, e.g. in ``jupyter_server_config.py``::
+
+    c.NBFeed.providers = ["simulated", "csv", "mine=my_package.feeds:MyProvider"]
+    c.NBFeed.provider_options = {"polygon": {"api_key": "env:POLYGON_API_KEY"}}
+    c.NBFeed.csv_dir = "/data/csv"
+
+Option values written ``"env:NAME"`` are read from the environment when the server starts, so
+secrets stay out of config files. The hub starts with the server (in the start hook, once the
+event loop runs) and stops with it: ``stop_extension`` runs on SIGTERM, SIGINT, ``/api/shutdown``
+and idle shutdown, and stops every provider process. A server killed with SIGKILL runs no hook;
+its provider processes notice their parent is gone and exit on their own.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Dict, Float, Int, List, Unicode
+
+from ..errors import NBFeedError
+from ..hub import Hub, HubConfig
+from ..hub.wire import WireLimits
+from ..providers.registry import resolve_spec
+from .runtime_file import ENV_INFO, info_path, remove_info, write_info
+
+
+class NBFeed(ExtensionApp):
+    """Live market data for Jupyter: REST + websocket endpoints and an OpenBB Workspace backend."""
+
+    name = "nbfeed"
+    load_other_extensions = True
+
+    providers = List(Unicode(), default_value=["simulated", "csv"],
+                     help="Providers to run: a registered name ('simulated', 'csv', 'binance', "
+                          "'polygon', or an entry point), or 'name=package.module:Class'.",
+                     ).tag(config=True)
+    provider_options = Dict(default_value={}, help="Options per provider name, passed to the "
+                            "provider class. Values 'env:NAME' are read from the environment.",
+                            ).tag(config=True)
+    home = Unicode("", help="Folder for nbfeed's state (catalog, history cache). Default: "
+                   "$NBFEED_HOME or <jupyter data dir>/nbfeed.").tag(config=True)
+    catalog_path = Unicode("", help="Symbol catalog SQLite file (default: <home>/catalog.sqlite)"
+                           ).tag(config=True)
+    cache_path = Unicode("", help="History cache SQLite file (default: <home>/history.sqlite)"
+                         ).tag(config=True)
+    csv_dir = Unicode("", help="Folder of the csv provider (default: $NBFEED_CSV_DIR or the "
+                      "bundled samples)").tag(config=True)
+    flush_hz = Float(0.0, help="Most data frames per second per websocket subscription; 0 sends "
+                     "as fast as each client reads (frames batch naturally).").tag(config=True)
+    max_subscriptions_per_client = Int(1_000).tag(config=True)
+    max_streams_per_client = Int(10_000).tag(config=True)
+    max_symbols_per_subscription = Int(1_000).tag(config=True)
+    max_message_bytes = Int(1_000_000, help="Largest client message answered with an error "
+                            "frame; frames over 16 MB close the socket.").tag(config=True)
+    max_pending_rows = Int(10_000, help="Rows a slow client may have waiting per subscription "
+                           "before its updates are conflated (newest value wins).",
+                           ).tag(config=True)
+    request_timeout = Float(30.0, help="Seconds a provider may take to answer a history request."
+                            ).tag(config=True)
+    idle_timeout = Float(30.0, help="Seconds without data before a provider's no_update hook."
+                         ).tag(config=True)
+    write_runtime_file = Bool(True, help="Write nbfeed-<pid>.json in the runtime dir so kernels "
+                              "find this server.").tag(config=True)
+
+    # OpenBB Workspace backend (see nbfeed.server_ext.workspace)
+    workspace_enabled = Bool(True, help="Serve the OpenBB Workspace backend under "
+                             "<base_url>nbfeed/workspace/.").tag(config=True)
+    workspace_root = Bool(None, allow_none=True, help="Also serve widgets.json, apps.json and "
+                          "their endpoints at the server root. Default: on when base_url is '/'."
+                          ).tag(config=True)
+    workspace_origins = List(Unicode(), default_value=[
+        "https://pro.openbb.co", "https://pro.openbb.dev", "https://excel.openbb.co"],
+        help="Origins allowed to call the Workspace endpoints (CORS) and open its socket.",
+    ).tag(config=True)
+    workspace_api_key = Unicode("", help="An extra key Workspace may send (X-API-KEY, "
+                                "Authorization or ?token=) instead of the Jupyter token. "
+                                "'env:NAME' reads it from the environment.").tag(config=True)
+
+    hub: Hub | None = None
+    _info_file: Any = None
+
+    # ---- configuration --------------------------------------------------------------------
+
+    def _resolve(self, value: Any) -> Any:
+        if isinstance(value, str) and value.startswith("env:"):
+            return os.environ.get(value[4:], "")
+        if isinstance(value, dict):
+            return {k: self._resolve(v) for k, v in value.items()}
+        return value
+
+    def hub_config(self) -> HubConfig:
+        specs = []
+        options = self._resolve(dict(self.provider_options))
+        if self.csv_dir:
+            options.setdefault("csv", {}).setdefault("folder", self.csv_dir)
+        for entry in self.providers:
+            name, _, path = entry.partition("=")
+            name = name.strip()
+            try:
+                specs.append(resolve_spec(name, path.strip() or None,
+                                          **(options.get(name) or {})))
+            except NBFeedError as exc:
+                self.log.error("nbfeed: provider %r skipped: %s", entry, exc)
+        return HubConfig(providers=specs, home=self.home or None,
+                         catalog_path=self.catalog_path or None,
+                         cache_path=self.cache_path or None,
+                         request_timeout=self.request_timeout, idle_timeout=self.idle_timeout,
+                         max_pending_rows=self.max_pending_rows,
+                         max_symbols_per_subscription=self.max_symbols_per_subscription)
+
+    def wire_limits(self) -> WireLimits:
+        return WireLimits(max_message_bytes=self.max_message_bytes,
+                          max_subscriptions=self.max_subscriptions_per_client,
+                          max_streams=self.max_streams_per_client,
+                          max_pending_rows=self.max_pending_rows,
+                          min_flush_interval=1.0 / self.flush_hz if self.flush_hz > 0 else 0.0)
+
+    # ---- ExtensionApp hooks ---------------------------------------------------------------
+
+    def initialize_settings(self) -> None:
+        # No asyncio work here: the loop is not running yet. The hub starts in the start hook.
+        self.hub = Hub(self.hub_config())
+        self.settings["nbfeed_hub"] = self.hub
+        self.settings["nbfeed_app"] = self
+
+    def initialize_handlers(self) -> None:
+        from .handlers import rest_handlers
+        from .stream_handler import StreamHandler
+
+        self.handlers.extend(rest_handlers())
+        self.handlers.append((r"/nbfeed/api/stream", StreamHandler))
+        if self.workspace_enabled:
+            try:
+                from .workspace import workspace_handlers
+            except ImportError:
+                workspace_handlers = None
+            if workspace_handlers is not None:
+                self.handlers.extend(workspace_handlers(self))
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        assert self.hub is not None
+        await self.hub.start()
+        if self.write_runtime_file:
+            self._write_info(serverapp)
+        url = serverapp.connection_url.rstrip("/")
+        self.log.info("nbfeed: %d provider(s) running; REST at %s/nbfeed/api/, OpenBB Workspace "
+                      "backend at %s/nbfeed/workspace", len(self.hub.sources()), url, url)
+
+    def _write_info(self, serverapp: Any) -> None:
+        path = info_path(serverapp.runtime_dir)
+        port = serverapp.port
+        scheme = "https" if serverapp.certfile else "http"
+        info = {
+            "pid": os.getpid(),
+            "url": f"{scheme}://127.0.0.1:{port}{serverapp.base_url}",
+            "public_url": serverapp.connection_url,
+            "base_url": serverapp.base_url,
+            "token": serverapp.identity_provider.token if hasattr(
+                serverapp.identity_provider, "token") else serverapp.token,
+            "auth": "Authorization: token <token> (under JupyterHub: JUPYTERHUB_API_TOKEN)",
+            "version": 1,
+        }
+        write_info(path, info)
+        self._info_file = path
+        os.environ[ENV_INFO] = str(path)
+
+    async def stop_extension(self) -> None:
+        if self._info_file is not None:
+            remove_info(self._info_file)
+            if os.environ.get(ENV_INFO) == str(self._info_file):
+                del os.environ[ENV_INFO]
+            self._info_file = None
+        if self.hub is not None:
+            await self.hub.stop()
+
+
+main = launch_new_instance = NBFeed.launch_instance
