@@ -78,4 +78,5 @@ class UpstreamTimeout(UpstreamError):
     http_status = 504
 
 
-ERROR_CODES = ("unknown_source", "unknown_symbol", "bad_interval", "bad_request", "limit", "upstream")
+ERROR_CODES = ("unknown_source", "unknown_symbol", "bad_interval", "bad_request", "limit",
+               "upstream")

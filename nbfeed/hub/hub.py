@@ -1,8 +1,8 @@
 """The hub: nbfeed's engine. Plain asyncio, no Jupyter imports.
 
 It supervises one process per provider, routes live subscriptions reference-counted per
-``(source, symbol, interval)`` (first subscriber -> the provider's ``start_streaming``, last one gone
--> ``on_close``), fans every batch out to each subscriber's bounded outbox, keeps the symbol
+``(source, symbol, interval)`` (first subscriber -> the provider's ``start_streaming``, last one
+gone -> ``on_close``), fans every batch out to each subscriber's bounded outbox, keeps the symbol
 catalog and the history cache, and re-subscribes every stream a restarted provider was serving,
 so subscribers only see ``status`` events, never silence.
 
@@ -119,9 +119,10 @@ class Hub:
             start_timeout=self.config.start_timeout)
         self._processes[spec.name] = proc
         await proc.start()
-        if proc.state == "running" and self.config.populate_on_start and self.catalog is not None:
-            if replace or not self.catalog.sources().get(spec.name):
-                await self.populate([spec.name])
+        if (proc.state == "running" and self.config.populate_on_start
+                and self.catalog is not None
+                and (replace or not self.catalog.sources().get(spec.name))):
+            await self.populate([spec.name])
 
     async def restart_provider(self, source: str) -> None:
         """Restart a provider now (also one marked failed); subscriptions carry over."""

@@ -160,6 +160,7 @@ class WireSession:
             raise BadRequest(f"no subscription with id {rid!r}")
         self._ids_json.pop(rid, None)
         await sub.close()
+        await self._write(_dumps({"type": "unsubscribed", "id": rid}))
 
     async def _on_history(self, msg: dict, req_id: str | None) -> None:
         rid = self._need_id(req_id, "history")

@@ -1,7 +1,8 @@
 """The provider process: runs one ``Provider`` and talks to the hub over a pipe.
 
-Started by :class:`nbfeed.hub.process.ProviderProcess` as a fresh interpreter (never a fork of a
-threaded Jupyter server, which is unsafe); the first message on the pipe says what to run. Messages are pickled tuples, batched both ways:
+Started by :class:`nbfeed.hub.process.ProviderProcess` as a fresh interpreter (never a fork of
+a threaded Jupyter server, which is unsafe); the first message on the pipe says what to run.
+Messages are pickled tuples, batched both ways:
 
 hub -> provider::
 

@@ -115,10 +115,9 @@ class HistoryHandler(NBFeedAPIHandler):
         except NBFeedError as exc:
             return self.send_error_detail(exc)
         if fmt == "csv":
-            self.set_header("Content-Type", "text/csv; charset=utf-8")
             self.set_header("Content-Disposition",
                             f'attachment; filename="{_safe_filename(source, symbol, interval)}"')
-            self.finish(rows_to_csv(rows))
+            self.finish(rows_to_csv(rows), set_content_type="text/csv; charset=utf-8")
             return
         self.finish(json.dumps({"source": source, "symbol": symbol, "interval": interval,
                                 "rows": rows}, allow_nan=False, default=str)

@@ -24,6 +24,7 @@ from ..hub.wire import WireSession
 from .handlers import AUTH_RESOURCE, NBFeedHandlerMixin
 
 HARD_MAX_MESSAGE = 16 * 1024 * 1024
+_closing: set = set()  # keeps session.close() tasks alive until they finish
 
 
 class StreamHandler(NBFeedHandlerMixin, WebSocketMixin, WebSocketHandler, JupyterHandler):
@@ -70,4 +71,6 @@ class StreamHandler(NBFeedHandlerMixin, WebSocketMixin, WebSocketHandler, Jupyte
         if session is not None:
             import asyncio
 
-            asyncio.ensure_future(session.close())
+            task = asyncio.ensure_future(session.close())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)

@@ -1,0 +1,131 @@
+"""REST endpoints of the extension against a real Jupyter server and provider process."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from tests.server_fixtures import *  # noqa: F403
+from tests.server_fixtures import fetch_json
+
+API = ("nbfeed", "api")
+
+
+async def test_providers_lists_running_simulated(nbfeed_server, jp_fetch):
+    _, data = await fetch_json(jp_fetch, *API, "providers")
+    (sim,) = data["providers"]
+    assert sim["name"] == "simulated" and sim["status"] == "running"
+    assert sim["datasets"] >= 40
+
+
+async def test_symbols_ranked_and_filtered(nbfeed_server, jp_fetch):
+    _, data = await fetch_json(jp_fetch, *API, "symbols", params={"q": "apple"})
+    assert data["results"][0]["name"] == "AAPL"
+    _, data = await fetch_json(jp_fetch, *API, "symbols", params={"q": "aapl", "limit": "1"})
+    assert [r["name"] for r in data["results"]] == ["AAPL"]
+    _, data = await fetch_json(jp_fetch, *API, "symbols",
+                               params={"category": "Crypto", "limit": "50"})
+    assert {r["name"] for r in data["results"]} == {"BTC-USD", "ETH-USD", "SOL-USD"}
+    _, data = await fetch_json(jp_fetch, *API, "symbols", params={"q": "x", "theme": "dark"})
+    assert isinstance(data["results"], list)  # unknown parameters are ignored
+
+
+async def test_history_json_and_csv(nbfeed_server, jp_fetch):
+    params = {"source": "simulated", "symbol": "AAPL", "interval": "1m", "count": "30"}
+    _, data = await fetch_json(jp_fetch, *API, "history", params=params)
+    times = [r["time"] for r in data["rows"]]
+    assert len(times) == 30 and times == sorted(times)
+    assert all(b - a == 60_000 for a, b in zip(times, times[1:]))
+    assert {"open", "high", "low", "close", "volume"} <= set(data["rows"][0])
+
+    _, text = await fetch_json(jp_fetch, *API, "history", params={**params, "format": "csv"})
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 30
+    assert datetime.fromisoformat(rows[0]["time"].replace("Z", "+00:00")).tzinfo is not None
+    assert float(rows[-1]["close"]) == data["rows"][-1]["close"]
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "named"),
+    [
+        ({"symbol": "AAPL", "interval": "1m"}, 400, "source"),
+        ({"source": "simulated", "interval": "1m"}, 400, "symbol"),
+        ({"source": "nope", "symbol": "AAPL", "interval": "1m"}, 404, "nope"),
+        ({"source": "simulated", "symbol": "ZZZZ", "interval": "1m"}, 404, "ZZZZ"),
+        ({"source": "simulated", "symbol": "AAPL", "interval": "7m"}, 400, "7m"),
+        ({"source": "simulated", "symbol": "AAPL", "interval": "tick"}, 400, "tick"),
+        ({"source": "simulated", "symbol": "AAPL", "interval": "1m", "start": "yesterday-ish"},
+         400, "yesterday-ish"),
+        ({"source": "simulated", "symbol": "AAPL", "interval": "1m",
+          "start": "2026-01-02", "end": "2026-01-01"}, 400, "start"),
+        ({"source": "simulated", "symbol": "AAPL", "interval": "1m", "count": "0"}, 400, "count"),
+        ({"source": "simulated", "symbol": "AAPL", "interval": "1m", "count": "ten"}, 400, "count"),
+        ({"source": "simulated", "symbol": "AAPL", "interval": "1m", "count": "999999999"},
+         429, "count"),
+        ({"source": "simulated", "symbol": "AAPL", "interval": "1m", "format": "xml"},
+         400, "format"),
+        ({"source": "simulated", "symbol": "A" * 5000, "interval": "1m"}, 400, "symbol"),
+    ],
+)
+async def test_history_bad_input_is_named(nbfeed_server, jp_fetch, params, status, named):
+    _, data = await fetch_json(jp_fetch, *API, "history", params=params, expect=status)
+    assert named in data["detail"]
+    # ...and the server keeps serving.
+    await fetch_json(jp_fetch, *API, "providers")
+
+
+@pytest.mark.parametrize("query", ['"', "*", "AND OR NOT", "NEAR(", "a" * 999, "\x00", "😀 btc",
+                                   "'; DROP TABLE symbols; --"])
+async def test_symbols_hostile_queries(nbfeed_server, jp_fetch, query):
+    try:
+        resp = await jp_fetch(*API, "symbols", params={"q": query})
+    except HTTPClientError as err:  # a clear 400 is acceptable; a 500 never is
+        assert err.code == 400, err
+        assert json.loads(err.response.body)["detail"]
+    else:
+        assert isinstance(json.loads(resp.body)["results"], list)
+    await fetch_json(jp_fetch, *API, "providers")
+
+
+async def test_symbols_bad_limit(nbfeed_server, jp_fetch):
+    _, data = await fetch_json(jp_fetch, *API, "symbols", params={"limit": "lots"}, expect=400)
+    assert "limit" in data["detail"]
+    _, data = await fetch_json(jp_fetch, *API, "symbols", params={"source": "nope"}, expect=404)
+    assert "nope" in data["detail"]
+
+
+@pytest.mark.parametrize("endpoint", ["providers", "symbols", "history"])
+async def test_no_credentials_is_403_and_no_data(nbfeed_server, http_server_client, jp_base_url,
+                                               endpoint):
+    url = f"{jp_base_url}nbfeed/api/{endpoint}?source=simulated&symbol=AAPL&interval=1m"
+    resp = await http_server_client.fetch(url, raise_error=False)
+    assert resp.code == 403
+    assert b"AAPL" not in resp.body and b"simulated" not in resp.body
+    resp = await http_server_client.fetch(url, raise_error=False,
+                                          headers={"Authorization": "token wrong"})
+    assert resp.code == 403
+
+
+async def test_token_as_query_parameter(nbfeed_server, http_server_client, jp_base_url,
+                                        jp_serverapp):
+    token = jp_serverapp.identity_provider.token
+    resp = await http_server_client.fetch(f"{jp_base_url}nbfeed/api/providers?token={token}")
+    assert resp.code == 200 and b"simulated" in resp.body
+
+
+class TestUnderJupyterHubPrefix:
+    @pytest.fixture
+    def jp_base_url(self):
+        return "/user/alice/"
+
+    async def test_endpoints_live_under_base_url(self, nbfeed_server, jp_fetch,
+                                                 http_server_client):
+        _, data = await fetch_json(jp_fetch, *API, "providers")
+        assert data["providers"][0]["name"] == "simulated"
+        resp = await http_server_client.fetch("/nbfeed/api/providers", raise_error=False)
+        assert resp.code == 404
