@@ -98,6 +98,11 @@ class Hub:
             self.cache.close()
         self.started = False
 
+    def kill_now(self) -> None:
+        """Synchronously end every provider process (for ``atexit``, when no loop runs)."""
+        for proc in self._processes.values():
+            proc.kill_now()
+
     async def add_provider(self, spec: ProviderSpec, *, replace: bool = False) -> None:
         """Start a provider (also while running, e.g. one defined in a notebook cell).
 
@@ -135,7 +140,8 @@ class Hub:
 
     def providers_info(self) -> list[dict]:
         """Name, status (running|starting|restarting|degraded|failed|stopped), reason, datasets."""
-        counts = self.catalog.sources() if self.catalog is not None else {}
+        # A stopped hub has closed its catalog; it still reports its providers as stopped.
+        counts = self.catalog.sources() if self.catalog is not None and self.started else {}
         out = []
         for name, proc in self._processes.items():
             state, detail = proc.status

@@ -126,6 +126,12 @@ class ProviderProcess:
         await self._kill()
         self._set_state("stopped", "")
 
+    def kill_now(self) -> None:
+        """Synchronous last resort at interpreter exit: terminate, then kill, the process."""
+        self._stopping = True
+        if self._proc is not None and self._proc.poll() is None:
+            _reap(self._proc)
+
     async def restart(self) -> None:
         """Restart now (also from ``failed``), keeping the hub's subscriptions."""
         self._stopping = True

@@ -15,6 +15,7 @@ its provider processes notice their parent is gone and exit on their own.
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -143,12 +144,20 @@ class NBFeed(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         assert self.hub is not None
+        # Jupyter without a terminal turns Ctrl-C into KeyboardInterrupt and exits without
+        # calling stop_extension; this still removes our file and ends the providers.
+        atexit.register(self._at_exit)
         await self.hub.start()
         if self.write_runtime_file:
             self._write_info(serverapp)
         url = serverapp.connection_url.rstrip("/")
-        self.log.info("nbfeed: %d provider(s) running; REST at %s/nbfeed/api/, OpenBB Workspace "
-                      "backend at %s/nbfeed/workspace", len(self.hub.sources()), url, url)
+        self.log.info("nbfeed: %d provider(s) running (%s); REST at %s/nbfeed/api/",
+                      len(self.hub.sources()), ", ".join(self.hub.sources()), url)
+        if self.workspace_enabled:
+            self.log.info(
+                "nbfeed: OpenBB Workspace backend URL: %s/nbfeed/workspace - in Workspace, "
+                "'Connect backend', paste that URL and add the server token as an API key "
+                "(header X-API-KEY, or Authorization: token <token>)", url)
 
     def _write_info(self, serverapp: Any) -> None:
         path = info_path(serverapp.runtime_dir)
@@ -168,6 +177,13 @@ class NBFeed(ExtensionApp):
         self._info_file = path
         os.environ[ENV_INFO] = str(path)
 
+    def _at_exit(self) -> None:
+        if self._info_file is not None:
+            remove_info(self._info_file)
+            self._info_file = None
+        if self.hub is not None:
+            self.hub.kill_now()
+
     async def stop_extension(self) -> None:
         if self._info_file is not None:
             remove_info(self._info_file)
@@ -176,6 +192,7 @@ class NBFeed(ExtensionApp):
             self._info_file = None
         if self.hub is not None:
             await self.hub.stop()
+        atexit.unregister(self._at_exit)
 
 
 main = launch_new_instance = NBFeed.launch_instance
