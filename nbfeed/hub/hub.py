@@ -230,7 +230,15 @@ class Hub:
             return await proc.request("history", (symbol, interval, span_start, span_end, None),
                                       timeout)
 
-        return await self.cache.get(source, symbol, interval, start_ms, end_ms, count, fetch)
+        rows = await self.cache.get(source, symbol, interval, start_ms, end_ms, count, fetch)
+        if start_ms is None and count is not None and len(rows) < count:
+            # The cache looks back `count` bars from `end`; a source whose data stops long
+            # before that (a CSV file, a delisted symbol) knows better where its last bars are.
+            direct = await proc.request("history", (symbol, interval, None, end_ms, count),
+                                        timeout)
+            if len(direct) > len(rows):
+                rows = direct[-count:]
+        return rows
 
     # ---- live -----------------------------------------------------------------------------
 

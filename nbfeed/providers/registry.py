@@ -89,12 +89,18 @@ class ProviderSpec:
     """How to build one provider in its process: a name, a class (or path) and its options."""
 
     name: str
-    factory: str | type
+    factory: str | type | None
     options: dict[str, Any] = field(default_factory=dict)
+    #: A class already pickled by value elsewhere (a remote notebook); shipped as is, never
+    #: unpickled in the hub's process.
+    pickled: bytes | None = None
 
     def __post_init__(self) -> None:
         check_source_name(self.name)
-        if isinstance(self.factory, str):
+        if self.pickled is not None:
+            if not isinstance(self.pickled, bytes):
+                raise BadRequest(f"provider {self.name!r}: pickled class must be bytes")
+        elif isinstance(self.factory, str):
             pass
         elif isinstance(self.factory, type):
             from .base import Provider
@@ -110,6 +116,8 @@ class ProviderSpec:
     def payload(self) -> tuple[str, Any]:
         """What the child process needs to build the class: ``("path", str)`` or
         ``("pickled", bytes)`` for classes without an importable module (notebook cells)."""
+        if self.pickled is not None:
+            return ("pickled", self.pickled)
         if isinstance(self.factory, str):
             return ("path", self.factory)
         if _importable(self.factory):

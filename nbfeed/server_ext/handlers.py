@@ -12,12 +12,14 @@ import io
 import json
 from typing import Any
 
+from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from ..errors import BadRequest, NBFeedError
 from ..hub import Hub
+from ..providers.registry import ProviderSpec
 from ..timeutil import ms_to_iso
 
 AUTH_RESOURCE = "nbfeed"
@@ -83,6 +85,57 @@ class ProvidersHandler(NBFeedAPIHandler):
     @authorized
     async def get(self) -> None:
         self.finish(json.dumps({"providers": self.hub.providers_info()}))
+
+    @web.authenticated
+    async def post(self) -> None:
+        """Start (or replace) a provider sent by a notebook: ``{"name", "kind": "path" |
+        "pickled", "value", "options"}``. Running a class is running code, so this needs the
+        same permission as executing code in a kernel."""
+        allowed = await ensure_async(
+            self.authorizer.is_authorized(self, self.current_user, "execute", "kernels"))
+        if not allowed:
+            raise web.HTTPError(403, "registering a provider needs permission to execute code")
+        try:
+            spec = _spec_from_body(self.request.body)
+            await self.hub.add_provider(spec, replace=spec.name in self.hub.sources())
+        except NBFeedError as exc:
+            return self.send_error_detail(exc)
+        info = next(p for p in self.hub.providers_info() if p["name"] == spec.name)
+        if info["status"] == "failed":
+            self.set_status(502)
+            return self.finish(json.dumps({"detail": f"provider {spec.name!r} failed to "
+                                           f"start: {info['detail']}", "code": "upstream"}))
+        self.finish(json.dumps({"provider": info}))
+
+
+MAX_PROVIDER_BODY = 20_000_000
+
+
+def _spec_from_body(body: bytes) -> ProviderSpec:
+    import base64
+    import binascii
+
+    if len(body) > MAX_PROVIDER_BODY:
+        raise BadRequest(f"provider body of {len(body)} bytes is over {MAX_PROVIDER_BODY}")
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        raise BadRequest("body must be JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object with name, kind, value, options")
+    name, kind, value = data.get("name"), data.get("kind"), data.get("value")
+    options = data.get("options") or {}
+    if kind == "path":
+        if not isinstance(value, str):
+            raise BadRequest("value must be a dotted class path for kind 'path'")
+        return ProviderSpec(name=name, factory=value, options=options)
+    if kind == "pickled":
+        try:
+            pickled = base64.b64decode(value, validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise BadRequest("value must be base64 for kind 'pickled'") from None
+        return ProviderSpec(name=name, factory=None, options=options, pickled=pickled)
+    raise BadRequest(f"kind must be 'path' or 'pickled', got {kind!r:.40}")
 
 
 class SymbolsHandler(NBFeedAPIHandler):

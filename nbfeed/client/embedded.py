@@ -1,0 +1,122 @@
+"""An nbfeed hub running inside this Python process (plain python, nbclient, CI).
+
+The hub lives on its own asyncio loop in a daemon thread, so it works the same from a script,
+from a notebook cell (whose kernel loop stays free) and from other threads. Provider processes
+stop when :meth:`EmbeddedFeed.close` is called or the interpreter exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from ..errors import UpstreamTimeout
+from ..hub import Hub, HubConfig, StreamBatch
+from ..providers.registry import ProviderSpec, resolve_spec
+from .feed import Feed
+from .stream import Stream
+
+DEFAULT_PROVIDERS = ("simulated", "csv")
+
+
+class EmbeddedFeed(Feed):
+    """A Feed backed by a Hub on a background event loop in this process."""
+
+    mode = "embedded"
+
+    def __init__(self, providers: list[str | ProviderSpec] | None = None,
+                 home: str | None = None, timeout: float = 60.0, **config: Any) -> None:
+        specs = []
+        for p in providers if providers is not None else DEFAULT_PROVIDERS:
+            specs.append(p if isinstance(p, ProviderSpec) else resolve_spec(p))
+        self.timeout = timeout
+        self.hub = Hub(HubConfig(providers=specs, home=home, **config))
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="nbfeed-embedded-hub")
+        self._thread.start()
+        self._streams: dict[Stream, Any] = {}
+        self._closed = False
+        self._call(self.hub.start(), timeout=120)
+        atexit.register(self.close)
+
+    def _call(self, coro: Any, timeout: float | None = None) -> Any:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("nbfeed: do not call the feed from inside a stream callback's "
+                               "hub thread; use another thread")
+        fut: Future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(timeout or self.timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise UpstreamTimeout("the embedded nbfeed hub did not answer in time") from None
+
+    def _search(self, query, source, category, type, limit):
+        return self._call(self.hub.search(query, source=source, category=category, type=type,
+                                          limit=limit))
+
+    def _history(self, source, symbol, interval, start, end, count):
+        return self._call(self.hub.history(source, symbol, interval, start, end, count))
+
+    def _providers(self):
+        return self.hub.providers_info()
+
+    def _subscribe(self, source: str, symbols: list[str], interval: str) -> Stream:
+        holder: dict[str, Stream] = {}
+
+        async def start() -> Any:
+            sub = await self.hub.subscribe(source, symbols, interval)
+            stream = Stream(source, symbols, interval, self._release, history=self.history)
+            holder["s"] = stream
+            snapshot = sub.snapshot()
+            if snapshot:
+                stream._push(snapshot)
+
+            def deliver(items: list[Any]) -> None:
+                for item in items:
+                    if isinstance(item, StreamBatch):
+                        stream._push(item.rows)
+                    else:
+                        stream._push_event(item)
+
+            sub.on_batch(deliver)
+            return sub
+
+        sub = self._call(start())
+        stream = holder["s"]
+        self._streams[stream] = sub
+        return stream
+
+    def _release(self, stream: Stream) -> None:
+        sub = self._streams.pop(stream, None)
+        if sub is not None and not self._closed:
+            asyncio.run_coroutine_threadsafe(sub.close(), self._loop)
+
+    def register_provider(self, name: str, provider: type | str, **options: Any) -> None:
+        spec = ProviderSpec(name=name, factory=provider, options=options)
+        self._call(self.hub.add_provider(spec, replace=name in self.hub.sources()), timeout=120)
+        state = next(p for p in self.hub.providers_info() if p["name"] == name)
+        if state["status"] == "failed":
+            from ..errors import UpstreamError
+
+            raise UpstreamError(f"provider {name!r} failed to start: {state['detail']}")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        for stream in list(self._streams):
+            stream.close()
+        try:
+            self._call(self.hub.stop(), timeout=30)
+        except Exception:
+            self.hub.kill_now()
+        self._closed = True
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        atexit.unregister(self.close)
+
+    def __repr__(self) -> str:
+        return f"<nbfeed embedded feed: {', '.join(self.hub.sources())}>"

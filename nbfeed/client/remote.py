@@ -1,0 +1,237 @@
+"""A Feed that talks to the nbfeed extension of a running Jupyter server.
+
+REST (``nbfeed/api/...``) for providers, symbols and history, one websocket
+(``nbfeed/api/stream``, wire protocol v1) for every live stream of this Feed. The websocket runs
+on a background thread with its own event loop; if it drops (server restart), it reconnects
+with backoff and subscribes every open stream again, so streams resume without user action.
+Authentication: ``Authorization: token <token>`` on every request (JupyterHub ignores
+``?token=`` for API calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import Future
+from typing import Any
+
+from .. import errors
+from ..providers.registry import ProviderSpec
+from .feed import Feed
+from .stream import Stream
+
+log = logging.getLogger("nbfeed.client")
+
+_CODES = {"unknown_source": errors.UnknownSource, "unknown_symbol": errors.UnknownSymbol,
+          "bad_interval": errors.BadInterval, "bad_request": errors.BadRequest,
+          "limit": errors.LimitExceeded, "upstream": errors.UpstreamError}
+
+
+def error_from(code: str | None, message: str) -> errors.NBFeedError:
+    return _CODES.get(code or "", errors.NBFeedError)(message)
+
+
+class RemoteFeed(Feed):
+    """A Feed backed by a Jupyter server's nbfeed extension at ``url`` (its base URL)."""
+
+    mode = "remote"
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
+        if not url.endswith("/"):
+            url += "/"
+        self.url = url
+        self.token = token or ""
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self._streams: dict[str, Stream] = {}
+        self._specs: dict[str, dict] = {}
+        self._pending: dict[str, Future] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ws: Any = None
+        self._connected = threading.Event()
+        self._closed = False
+        self._lock = threading.Lock()
+
+    # ---- REST -----------------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"} if self.token else {}
+
+    def _get(self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None
+             ) -> Any:
+        query = urllib.parse.urlencode({k: v for k, v in (params or {}).items()
+                                        if v is not None})
+        return self._request("GET", f"{path}?{query}" if query else path, None, timeout)
+
+    def _request(self, method: str, path: str, body: Any, timeout: float | None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {**self._headers(), "Content-Type": "application/json"}
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            try:
+                detail = json.loads(err.read())
+            except ValueError:
+                detail = {}
+            message = detail.get("detail") or f"HTTP {err.code} from {self.url}{path}"
+            if err.code in (401, 403):
+                raise errors.NBFeedError(f"not authorized by {self.url}: {message}") from None
+            raise error_from(detail.get("code"), message) from None
+        except (urllib.error.URLError, OSError) as err:
+            raise errors.UpstreamError(f"cannot reach nbfeed at {self.url}: {err}") from None
+
+    def ping(self, timeout: float = 3.0) -> list[dict]:
+        return self._get("nbfeed/api/providers", timeout=timeout)["providers"]
+
+    def _providers(self):
+        return self._get("nbfeed/api/providers")["providers"]
+
+    def _search(self, query, source, category, type, limit):
+        return self._get("nbfeed/api/symbols", {"q": query, "source": source,
+                                                "category": category, "type": type,
+                                                "limit": limit})["results"]
+
+    def _history(self, source, symbol, interval, start, end, count):
+        params = {"source": source, "symbol": symbol, "interval": interval,
+                  "start": _param_time(start), "end": _param_time(end), "count": count}
+        return self._get("nbfeed/api/history", params)["rows"]
+
+    def register_provider(self, name: str, provider: type | str, **options: Any) -> None:
+        import base64
+
+        kind, value = ProviderSpec(name=name, factory=provider, options=options).payload()
+        if kind == "pickled":
+            value = base64.b64encode(value).decode()
+        self._request("POST", "nbfeed/api/providers",
+                      {"name": name, "kind": kind, "value": value, "options": options}, 120)
+
+    # ---- websocket ------------------------------------------------------------------------
+
+    def _ensure_socket(self) -> None:
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._loop.run_forever, daemon=True,
+                                 name="nbfeed-remote-ws").start()
+                asyncio.run_coroutine_threadsafe(self._run_socket(), self._loop)
+        if not self._connected.wait(self.timeout):
+            raise errors.UpstreamError(f"cannot open the nbfeed websocket at {self.url}")
+
+    async def _run_socket(self) -> None:
+        from tornado.httpclient import HTTPRequest
+        from tornado.websocket import websocket_connect
+
+        ws_url = "ws" + self.url[4:] + "nbfeed/api/stream"
+        delay = 0.25
+        while not self._closed:
+            try:
+                self._ws = await websocket_connect(
+                    HTTPRequest(ws_url, headers=self._headers()), max_message_size=64 << 20)
+            except Exception as exc:
+                log.warning("nbfeed: websocket to %s failed (%s); retrying in %.1f s",
+                            ws_url, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = 0.25
+            for rid, spec in list(self._specs.items()):  # after a reconnect: resubscribe
+                await self._ws.write_message(json.dumps({"type": "subscribe", "id": rid, **spec}))
+            self._connected.set()
+            while True:
+                text = await self._ws.read_message()
+                if text is None:
+                    break
+                self._on_frame(json.loads(text))
+            self._connected.clear()
+            for stream in self._streams.values():
+                stream._push_event({"type": "status", "source": stream.source,
+                                    "state": "restarting", "detail": "connection lost"})
+
+    def _on_frame(self, frame: dict) -> None:
+        kind = frame.get("type")
+        rid = frame.get("id")
+        if kind in ("data_init", "data_update"):
+            stream = self._streams.get(rid)
+            if stream is not None and frame.get("rows"):
+                stream._push(frame["rows"])
+            fut = self._pending.pop(rid, None) if kind == "data_init" else None
+            if fut is not None and not fut.done():
+                fut.set_result(True)
+        elif kind == "error":
+            fut = self._pending.pop(rid, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(error_from(frame.get("code"), frame.get("message", "")))
+            elif rid in self._streams:
+                self._streams[rid]._push_event(frame)
+        elif kind == "status":
+            for stream in self._streams.values():
+                if stream.source == frame.get("source"):
+                    stream._push_event(frame)
+
+    def _subscribe(self, source: str, symbols: list[str], interval: str) -> Stream:
+        self._ensure_socket()
+        rid = f"s{next(self._ids)}"
+        spec = {"source": source, "symbols": symbols, "interval": interval}
+        stream = Stream(source, symbols, interval, self._release, history=self.history)
+        fut: Future = Future()
+        self._pending[rid] = fut
+        self._streams[rid] = stream
+        self._specs[rid] = spec
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(
+            self._send_frame({"type": "subscribe", "id": rid, **spec}), self._loop)
+        try:
+            fut.result(self.timeout)
+        except BaseException:
+            self._streams.pop(rid, None)
+            self._specs.pop(rid, None)
+            stream.closed = True
+            raise
+        return stream
+
+    async def _send_frame(self, msg: dict) -> None:
+        """Runs on the socket's loop (tornado sockets are not thread-safe)."""
+        try:
+            await self._ws.write_message(json.dumps(msg))
+        except Exception as exc:  # closed: the reconnect loop resubscribes from _specs
+            log.debug("nbfeed: could not send %s: %s", msg.get("type"), exc)
+
+    def _release(self, stream: Stream) -> None:
+        rid = next((k for k, v in self._streams.items() if v is stream), None)
+        if rid is None:
+            return
+        self._streams.pop(rid, None)
+        self._specs.pop(rid, None)
+        if self._loop is not None and self._ws is not None and not self._closed:
+            asyncio.run_coroutine_threadsafe(
+                self._send_frame({"type": "unsubscribe", "id": rid}), self._loop)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        for stream in list(self._streams.values()):
+            stream.close()
+        self._closed = True
+        if self._loop is not None:
+            if self._ws is not None:
+                self._loop.call_soon_threadsafe(self._ws.close)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def __repr__(self) -> str:
+        return f"<nbfeed remote feed at {self.url}>"
+
+
+def _param_time(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    from ..timeutil import to_ms
+
+    return to_ms(value)

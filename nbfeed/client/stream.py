@@ -1,0 +1,201 @@
+"""``Stream``: what ``feed.subscribe(...)`` returns in a notebook.
+
+Rows arrive on a transport thread (the embedded hub's loop, or the websocket thread of a remote
+server) and are pushed into a small conflating inbox; one dispatcher thread per stream takes
+them out, keeps ``latest`` and calls the ``on_update`` callbacks, so a slow callback delays only
+its own stream and never the hub. While the dispatcher is busy, rows of the same key are
+conflated (newest wins), which bounds memory whatever the upstream rate.
+
+Thread-safety: every public method may be called from any thread. Callbacks run on the
+dispatcher thread; an exception in one is logged and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("nbfeed.client")
+
+MAX_INBOX_ROWS = 50_000
+
+
+class Stream:
+    """Live rows of ``symbols`` from ``source`` at ``interval`` (see module docstring).
+
+    Use ``on_update(callback)``, ``async for rows in stream``, ``stream.latest`` (a DataFrame of
+    the newest row per symbol), ``close()`` or ``with feed.subscribe(...) as stream:``.
+    """
+
+    def __init__(self, source: str, symbols: list[str], interval: str,
+                 closer: Callable[[Stream], None], history: Callable[..., Any] | None = None
+                 ) -> None:
+        self.source = source
+        self.symbols = list(symbols)
+        self.interval = interval
+        self._closer = closer
+        self._history = history
+        self._lock = threading.Condition()
+        self._inbox: list[dict] = []
+        self._events: list[dict] = []
+        self._callbacks: list[Callable[[list[dict]], Any]] = []
+        self._event_callbacks: list[Callable[[dict], Any]] = []
+        self._latest: dict[str, dict] = {}
+        self._queues: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
+        self.closed = False
+        self.rows_received = 0
+        self.conflated_rows = 0
+        self.status: dict[str, Any] = {}
+        self.error: dict | None = None
+        self._thread = threading.Thread(target=self._dispatch, daemon=True,
+                                        name=f"nbfeed-stream-{source}")
+        self._thread.start()
+
+    # ---- transport side -------------------------------------------------------------------
+
+    def _push(self, rows: list[dict]) -> None:
+        """Called by the transport thread with new rows; never blocks for long."""
+        with self._lock:
+            self._inbox.extend(rows)
+            if len(self._inbox) > MAX_INBOX_ROWS:
+                self._conflate()
+            self._lock.notify()
+
+    def _push_event(self, event: dict) -> None:
+        with self._lock:
+            self._events.append(event)
+            del self._events[:-100]
+            self._lock.notify()
+
+    def _conflate(self) -> None:
+        keep: dict[Any, dict] = {}
+        tick = self.interval == "tick"
+        for row in self._inbox:
+            keep[row.get("symbol") if tick else (row.get("symbol"), row.get("time"))] = row
+        self.conflated_rows += len(self._inbox) - len(keep)
+        self._inbox = list(keep.values())
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._lock:
+                while not self._inbox and not self._events and not self.closed:
+                    self._lock.wait()
+                if self.closed and not self._inbox:
+                    return
+                rows, self._inbox = self._inbox, []
+                events, self._events = self._events, []
+            for event in events:
+                self._handle_event(event)
+            if not rows:
+                continue
+            latest = self._latest
+            for row in rows:
+                latest[row.get("symbol")] = row
+            self.rows_received += len(rows)
+            for cb in list(self._callbacks):
+                try:
+                    cb(rows)
+                except Exception:
+                    log.exception("an on_update callback of %r raised", self)
+            for loop, queue in list(self._queues):
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, rows)
+                except RuntimeError:  # that loop is closed
+                    self._queues.remove((loop, queue))
+
+    def _handle_event(self, event: dict) -> None:
+        if event.get("type") == "status":
+            self.status[event.get("source")] = event
+        elif event.get("type") == "error":
+            self.error = event
+            log.warning("nbfeed stream %s: %s", self.source, event.get("message"))
+        for cb in list(self._event_callbacks):
+            try:
+                cb(event)
+            except Exception:
+                log.exception("an on_event callback raised")
+
+    # ---- user side ------------------------------------------------------------------------
+
+    def on_update(self, callback: Callable[[list[dict]], Any]) -> Callable[[list[dict]], Any]:
+        """Call ``callback(rows)`` for every batch of new rows (on the dispatcher thread).
+
+        Returns the callback, so it works as a decorator.
+        """
+        if not callable(callback):
+            raise TypeError(f"on_update needs a callable, got {type(callback).__name__}")
+        with self._lock:
+            self._callbacks.append(callback)
+        return callback
+
+    def on_event(self, callback: Callable[[dict], Any]) -> Callable[[dict], Any]:
+        """Call ``callback(event)`` for status (provider restarting/running) and error events."""
+        with self._lock:
+            self._event_callbacks.append(callback)
+        return callback
+
+    def remove_callback(self, callback: Callable) -> None:
+        with self._lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+            if callback in self._event_callbacks:
+                self._event_callbacks.remove(callback)
+
+    @property
+    def latest(self) -> Any:
+        """The newest row per symbol as a DataFrame indexed by symbol (empty before data)."""
+        from .frames import latest_frame
+
+        return latest_frame(list(self._latest.values()))
+
+    def history(self, count: int = 500) -> Any:
+        """Recent bars of the first symbol (for charts that start with history)."""
+        if self._history is None or self.interval == "tick":
+            import pandas as pd
+
+            return pd.DataFrame()
+        return self._history(self.source, self.symbols[0], self.interval, count=count)
+
+    def __aiter__(self) -> Stream:
+        loop = asyncio.get_running_loop()
+        self._aqueue: asyncio.Queue = asyncio.Queue()
+        with self._lock:
+            self._queues.append((loop, self._aqueue))
+        return self
+
+    async def __anext__(self) -> list[dict]:
+        if self.closed and self._aqueue.empty():
+            raise StopAsyncIteration
+        rows = await self._aqueue.get()
+        if rows is None:
+            raise StopAsyncIteration
+        return rows
+
+    def close(self) -> None:
+        """Stop receiving; the last subscriber of a stream leaving stops it upstream."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._lock.notify_all()
+            queues = list(self._queues)
+        for loop, queue in queues:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+            except RuntimeError:
+                pass
+        self._closer(self)
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self.rows_received} rows"
+        return (f"<nbfeed.Stream {self.source} {', '.join(self.symbols[:5])}"
+                f"{'...' if len(self.symbols) > 5 else ''} {self.interval} ({state})>")

@@ -1,0 +1,618 @@
+"""The symbol catalog: every provider's dataset entries in one SQLite file, and symbol search.
+
+A ``Catalog`` stores the entries of ``Provider.get_dataset()`` (docs/internals.md, "Dataset
+entries") per source and answers "which symbols match what the user typed" in about a millisecond
+on hundreds of thousands of symbols. It replaces a ``LIKE '%q%'`` full-table scan:
+
+- a lower-case copy of every symbol sits in B-tree indexes, so an exact symbol (``aapl``) is an
+  index lookup and a symbol prefix (``eu``) a few index range scans, shortest symbols first;
+- an FTS5 table indexes the symbol, its label and its categories, so words (``apple``,
+  ``btc usd``) are answered from the full-text index and ranked by bm25. The source, type and
+  categories are indexed there too, as opaque tokens, so filters narrow the full-text match
+  itself instead of discarding rows after it.
+
+Results come in this order: exact symbol matches (case-insensitive), then symbols starting with
+the query, then entries having every query word as a word prefix in the symbol, the label or the
+categories, best bm25 first. Ties go to the shorter symbol, then alphabetical, then the source. An
+empty query lists entries alphabetically by symbol (filters still apply).
+
+The work per search is bounded, also for broad queries. bm25 needs each word's document
+frequency, which FTS5 finds by reading the word's whole posting list (tens of milliseconds for
+``t`` or ``stocks`` among 200k symbols). So a word found in more than ``_BROAD`` entries still
+filters but is left out of the score (bm25 would weigh it near zero anyway), and at most
+``MAX_RANKED`` full-text matches (or ``limit``, if more) are scored: the first ones in catalog
+order, where each source's entries are stored shortest symbol first. ``inc`` or ``usd pair``
+thus get good matches fast rather than the provably best of 50,000.
+
+Queries are text, never FTS syntax: the catalog splits a query into words itself and quotes each
+one, so ``"``, ``*``, ``AND``, ``NEAR(``, ``-`` or parentheses are just characters and can never
+raise an SQLite error. Control characters (NUL included) count as spaces. A query longer than
+``MAX_QUERY_CHARS`` is refused with ``BadRequest`` (a symbol search box never needs more); of a
+long query only the first ``MAX_QUERY_TERMS`` distinct words are used.
+
+Thread safety and processes: one ``Catalog`` may be shared by threads (the hub calls it from a
+worker thread). A file catalog keeps two connections, each behind its own lock: writes
+(``replace_source``) are serialized on one, reads on the other, and because the file is in WAL
+mode a search running during a long ``replace_source`` sees the catalog as it was before, never
+half of it. Other processes may open the same file: readers are never blocked, a second writer
+waits up to ``BUSY_TIMEOUT_S``. A ``":memory:"`` catalog has a single connection and lock.
+
+Failure behaviour: the catalog is a cache of what providers list, rebuilt by populating. A file at
+the catalog path that is not a current nbfeed catalog (not SQLite, another application's
+database, an older schema) is moved aside to ``<name>.bad-<n>`` (with its ``-wal``/``-shm``
+files), logged, and a fresh catalog is created: never overwritten, never deleted. A
+``replace_source`` that fails (bad entry, disk full) rolls back and leaves the source as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from nbfeed.errors import BadRequest
+
+log = logging.getLogger(__name__)
+
+ENTRY_TYPES = ("candlestick", "line", "quote")
+MAX_QUERY_CHARS = 200
+MAX_QUERY_TERMS = 8
+MAX_LIMIT = 1000
+MAX_RANKED = 250
+BUSY_TIMEOUT_S = 10.0
+
+_APPLICATION_ID = 0x6E626663  # "nbfc": marks a file as an nbfeed catalog
+_SCHEMA_VERSION = 1
+# Greater than any other character: `name_lc < prefix || _TOP` bounds a prefix range scan.
+_TOP = "\U0010ffff"
+# Words as FTS5's unicode61 tokenizer sees them: letters and digits (underscore is punctuation).
+_WORD = re.compile(r"[^\W_]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# bm25 column weights (symbol, label, categories, tags): a word in the symbol says more than one
+# in the label, a category word ("stocks") says little, and tags are only for filtering.
+_BM25 = "bm25(entries_fts, 10.0, 4.0, 1.0, 0.0)"
+_TIE_BREAK = "e.name_len, e.name_lc, e.source"
+# A query word on more entries than this filters full-text matches but does not score them.
+_BROAD = 2000
+
+# One encoder for all entries: json.dumps with options builds a new one per call.
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+_SCHEMA = f"""
+PRAGMA application_id = {_APPLICATION_ID};
+PRAGMA user_version = {_SCHEMA_VERSION};
+CREATE TABLE sources (source TEXT PRIMARY KEY, entries INTEGER NOT NULL) WITHOUT ROWID;
+-- Filter values ("source:binance", "type:quote", "category:crypto") -> the short word standing
+-- for them in the tags column of the full-text index. Never deleted, so words stay stable.
+CREATE TABLE filter_tokens (value TEXT PRIMARY KEY, token TEXT NOT NULL UNIQUE) WITHOUT ROWID;
+CREATE TABLE entries (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    name TEXT NOT NULL,
+    name_lc TEXT NOT NULL,
+    name_len INTEGER NOT NULL,  -- of name_lc: prefix matches are read shortest first
+    name_label TEXT NOT NULL,
+    type TEXT NOT NULL,
+    categories TEXT NOT NULL,   -- the categories joined by spaces, for full-text search
+    tags TEXT NOT NULL,         -- filter_tokens of the entry's source, type and categories
+    doc TEXT NOT NULL           -- the entry as given, JSON
+);
+-- No UNIQUE (source, name): replace_source writes a whole source with distinct names, and one
+-- index less makes populating faster. entries_by_source serves lookup().
+CREATE INDEX entries_by_name ON entries (name_lc);
+CREATE INDEX entries_by_length ON entries (name_len, name_lc);
+CREATE INDEX entries_by_source ON entries (source, name_lc);
+-- Keyed so that a category is listed in symbol order and membership is one key lookup.
+CREATE TABLE entry_categories (
+    category TEXT NOT NULL,     -- lower case: the category filter ignores case
+    name_lc TEXT NOT NULL,
+    entry_id INTEGER NOT NULL,
+    PRIMARY KEY (category, name_lc, entry_id)
+) WITHOUT ROWID;
+CREATE VIRTUAL TABLE entries_fts USING fts5 (
+    name, name_label, categories, tags,
+    content = 'entries', content_rowid = 'id',
+    tokenize = 'unicode61 remove_diacritics 2',
+    -- Prefix indexes make a word prefix one posting list read lazily; without one, SQLite
+    -- merges the lists of every matching word up front (milliseconds for "stoc").
+    prefix = '1 2 3 4 5 6'
+);
+"""
+_FTS_COLUMNS = "name, name_label, categories, tags"
+
+
+class Catalog:
+    """Dataset entries of every source in an SQLite file (or ``":memory:"``), with symbol search."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._closed = False
+        if self.path == ":memory:":
+            self._writer = _connect(self.path)
+            _init_schema(self._writer)
+            self._reader = self._writer
+            self._write_lock = self._read_lock = threading.Lock()
+            return
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = _open_file(self.path)
+        self._reader = _connect(self.path, cache_mb=8)
+        self._reader.execute("PRAGMA query_only = ON")
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.path!r}{', closed' if self._closed else ''})"
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def replace_source(self, source: str, entries: Iterable[Mapping[str, Any]]) -> int:
+        """Make ``entries`` the whole list of ``source``'s symbols; return how many are stored.
+
+        One transaction: readers see the old list or the new one, never a mix, and on any error
+        (a malformed entry raises ``BadRequest`` naming it) the old list stays. An entry without a
+        ``source`` gets this one; an entry naming another source is refused. Two entries with the
+        same ``name`` are one symbol: the later entry wins. An empty list removes the source.
+        """
+        _check_text("source", source)
+        rows = _prepare_entries(source, entries)
+        with self._write() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                self._replace(conn, source, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            # Fresh statistics after a large change keep the planner on the right indexes.
+            conn.execute("PRAGMA optimize")
+        log.debug("catalog %s: %s now has %d entries", self.path, source, len(rows))
+        return len(rows)
+
+    @classmethod
+    def _replace(cls, conn: sqlite3.Connection, source: str, rows: list[tuple]) -> None:
+        old = conn.execute("SELECT entries FROM sources WHERE source = ?", (source,)).fetchone()
+        old = old[0] if old else 0
+        total = conn.execute("SELECT coalesce(sum(entries), 0) FROM sources").fetchone()[0]
+        # Deleting a row from the full-text index costs as much as adding one; when this source
+        # is most of the catalog, indexing everything afresh is cheaper and leaves no garbage.
+        rebuild = 2 * old > total
+        if not rebuild:
+            conn.execute(
+                f"INSERT INTO entries_fts (entries_fts, rowid, {_FTS_COLUMNS})"
+                f" SELECT 'delete', id, {_FTS_COLUMNS} FROM entries WHERE source = ?",
+                (source,),
+            )
+        conn.execute(
+            "DELETE FROM entry_categories WHERE entry_id IN"
+            " (SELECT id FROM entries WHERE source = ?)",
+            (source,),
+        )
+        conn.execute("DELETE FROM entries WHERE source = ?", (source,))
+        conn.execute("DELETE FROM sources WHERE source = ?", (source,))
+        if not rows:
+            if rebuild:
+                conn.execute("INSERT INTO entries_fts (entries_fts) VALUES ('rebuild')")
+            return
+        tokens = cls._filter_tokens(conn, source, rows)
+        first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM entries").fetchone()[0]
+        conn.executemany(
+            "INSERT INTO entries (id, source, name, name_lc, name_len, name_label, type,"
+            " categories, tags, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                (first + i, source, name, name_lc, name_len, label, kind, categories,
+                 " ".join([tokens[f"source:{source}"], tokens[f"type:{kind}"],
+                           *(tokens[f"category:{c}"] for c in lower_categories)]),
+                 doc)
+                for i, (name, name_lc, name_len, label, kind, categories, doc, lower_categories)
+                in enumerate(rows)
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO entry_categories (category, name_lc, entry_id) VALUES (?, ?, ?)",
+            ((c, row[1], first + i) for i, row in enumerate(rows) for c in row[7]),
+        )
+        if rebuild:
+            conn.execute("INSERT INTO entries_fts (entries_fts) VALUES ('rebuild')")
+        else:
+            conn.execute(
+                f"INSERT INTO entries_fts (rowid, {_FTS_COLUMNS})"
+                f" SELECT id, {_FTS_COLUMNS} FROM entries WHERE id >= ?",
+                (first,),
+            )
+        conn.execute("INSERT INTO sources VALUES (?, ?)", (source, len(rows)))
+
+    @staticmethod
+    def _filter_tokens(conn: sqlite3.Connection, source: str, rows: list[tuple]) -> dict:
+        """filter value -> token for every value in ``rows``, creating the missing ones."""
+        values = {f"source:{source}"}
+        for row in rows:
+            values.add(f"type:{row[4]}")
+            values.update(f"category:{c}" for c in row[7])
+        tokens = dict(conn.execute("SELECT value, token FROM filter_tokens"))
+        for value in sorted(values - tokens.keys()):
+            # Letters then base-36 digits: one word for the tokenizer, short in the index.
+            token = value[0] + _base36(len(tokens))
+            conn.execute("INSERT INTO filter_tokens VALUES (?, ?)", (value, token))
+            tokens[value] = token
+        return tokens
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str | None = "",
+        source: str | None = None,
+        category: str | None = None,
+        type: str | None = None,  # shadows the builtin: the name the wire protocol uses
+        limit: int = 20,
+    ) -> list[dict]:
+        """Entries matching ``query`` (best first), optionally only of one source/category/type.
+
+        ``limit`` must be a positive int; above ``MAX_LIMIT`` it is lowered to it. ``category``
+        ignores case. An unknown source or category finds nothing. Raises ``BadRequest`` for a
+        query that is not text or too long, a bad limit, or a ``type`` other than candlestick,
+        line or quote.
+        """
+        text = _normalize_query(query)
+        limit = _check_limit(limit)
+        for field, value in (("source", source), ("category", category), ("type", type)):
+            if value is not None:
+                _check_text(field, value)
+        if type is not None and type not in ENTRY_TYPES:
+            raise BadRequest(f"type must be one of {', '.join(ENTRY_TYPES)}; got {type!r:.80}")
+        category = category.lower() if category is not None else None
+        where, params, values = "", (), []
+        if source is not None:
+            where, params = " AND e.source = ?", (source,)
+            values.append(f"source:{source}")
+        if type is not None:
+            where, params = f"{where} AND e.type = ?", (*params, type)
+            values.append(f"type:{type}")
+
+        with self._read() as conn:
+            if category is not None:
+                values.append(f"category:{category}")
+            tags = []
+            for value in values:
+                row = conn.execute(
+                    "SELECT token FROM filter_tokens WHERE value = ?", (value,)
+                ).fetchone()
+                if row is None:  # no entry ever had this source, type or category
+                    return []
+                tags.append(row[0])
+            if not text:
+                return self._list(conn, where, params, category, limit)
+            if category is not None:
+                where += (
+                    " AND EXISTS (SELECT 1 FROM entry_categories c"
+                    " WHERE c.category = ? AND c.name_lc = e.name_lc AND c.entry_id = e.id)"
+                )
+                params = (*params, category)
+            found: dict[int, str] = {}
+            self._collect(
+                conn, found, limit,
+                f"SELECT e.id, e.doc FROM entries e WHERE e.name_lc = ?{where}"
+                f" ORDER BY {_TIE_BREAK} LIMIT ?",
+                (text, *params),
+            )
+            # Prefix matches, one symbol length at a time: each is an index range read in
+            # order, and the shortest symbols come first without sorting every match.
+            longest = conn.execute("SELECT max(name_len) FROM entries").fetchone()[0] or 0
+            for length in range(len(text) + 1, longest + 1):
+                if len(found) >= limit:
+                    break
+                self._collect(
+                    conn, found, limit,
+                    "SELECT e.id, e.doc FROM entries e WHERE e.name_len = ? AND e.name_lc > ?"
+                    f" AND e.name_lc < ?{where} ORDER BY e.name_lc, e.source LIMIT ?",
+                    (length, text, text + _TOP, *params),
+                )
+            self._full_text(conn, found, limit, _query_words(text), tags)
+        return [json.loads(doc) for doc in found.values()]
+
+    @classmethod
+    def _full_text(
+        cls, conn: sqlite3.Connection, found: dict[int, str], limit: int, words: list[str],
+        tags: list[str],
+    ) -> None:
+        """The full-text stage: entries having every word, ranked by bm25 of the selective ones.
+
+        bm25 weighs each word by how rare it is, and finding that out reads the word's whole
+        posting list: tens of milliseconds for ``t`` or ``stocks`` in a big catalog. A word on
+        more than ``_BROAD`` entries would get a weight near zero anyway, so it still filters
+        but is left out of the score; with only broad words, the tie-break orders the matches.
+        Only the first ``max(limit, MAX_RANKED)`` matches in catalog order are scored.
+        """
+        if not words or len(found) >= limit:
+            return
+        selective = [
+            w for w in words
+            if conn.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM entries_fts WHERE entries_fts MATCH ?"
+                f" LIMIT {_BROAD})",
+                (_fts_match([w], []),),
+            ).fetchone()[0] < _BROAD
+        ]
+        candidates = (
+            "SELECT rowid AS id FROM entries_fts WHERE entries_fts MATCH ?"
+            f" LIMIT {max(limit, MAX_RANKED)}"
+        )
+        if selective:
+            # `+rowid`: a plain `rowid IN` would be handed to FTS5, which reruns the MATCH once
+            # per listed rowid; as an expression it filters the rows of one MATCH instead.
+            ranked = (
+                f"SELECT rowid AS id, {_BM25} AS score FROM entries_fts"
+                f" WHERE entries_fts MATCH ? AND +rowid IN ({candidates})"
+            )
+            params: tuple = (_fts_match(selective, []), _fts_match(words, tags))
+        else:
+            ranked = f"SELECT id, 0 AS score FROM ({candidates})"
+            params = (_fts_match(words, tags),)
+        cls._collect(
+            conn, found, limit,
+            f"SELECT e.id, e.doc FROM ({ranked}) AS m JOIN entries e ON e.id = m.id"
+            f" ORDER BY m.score, {_TIE_BREAK} LIMIT ?",
+            params,
+        )
+
+    @staticmethod
+    def _collect(
+        conn: sqlite3.Connection, found: dict[int, str], limit: int, sql: str, params: tuple
+    ) -> None:
+        """Add the rows of one ranking stage to ``found`` (in order, skipping earlier stages')."""
+        wanted = limit - len(found)
+        if wanted <= 0:
+            return
+        # Rows found by an earlier stage come back here too: ask for enough to skip them.
+        for entry_id, doc in conn.execute(sql, (*params, wanted + len(found))).fetchall():
+            if entry_id not in found:
+                found[entry_id] = doc
+                if len(found) == limit:
+                    return
+
+    @staticmethod
+    def _list(
+        conn: sqlite3.Connection, where: str, params: tuple, category: str | None, limit: int
+    ) -> list[dict]:
+        if category is not None:
+            # Walk the category index in symbol order instead of sorting the whole category.
+            sql = (
+                "SELECT e.doc FROM entry_categories c JOIN entries e ON e.id = c.entry_id"
+                f" WHERE c.category = ?{where} ORDER BY c.name_lc, e.source LIMIT ?"
+            )
+            params = (category, *params)
+        else:
+            sql = f"SELECT e.doc FROM entries e WHERE 1{where} ORDER BY e.name_lc, e.source LIMIT ?"
+        return [json.loads(doc) for (doc,) in conn.execute(sql, (*params, limit))]
+
+    def lookup(self, source: str, name: str) -> dict | None:
+        """The entry ``name`` of ``source`` exactly as stored (case-sensitive), or None."""
+        _check_text("source", source)
+        _check_text("name", name)
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT doc FROM entries WHERE source = ? AND name_lc = ? AND name = ?",
+                (source, name.lower(), name),
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def sources(self) -> dict[str, int]:
+        """Every source with at least one entry -> its number of entries."""
+        with self._read() as conn:
+            return dict(conn.execute("SELECT source, entries FROM sources ORDER BY source"))
+
+    def close(self) -> None:
+        """Close the database; safe to call twice. Later calls raise ``RuntimeError``."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._reader is not self._writer:
+                with self._read_lock:
+                    self._reader.close()
+            self._writer.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._read_lock:
+            self._check_open()
+            yield self._reader
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._write_lock:
+            self._check_open()
+            yield self._writer
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"catalog {self.path} is closed")
+
+
+# -- opening -----------------------------------------------------------------------------------
+
+
+def _connect(path: str, cache_mb: int = 32) -> sqlite3.Connection:
+    # Autocommit mode (isolation_level=None): transactions are spelled out where they are needed.
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    if path != ":memory:":
+        conn.execute("PRAGMA journal_mode = WAL")
+        # In WAL mode NORMAL loses at most the last commits on power loss, never consistency;
+        # acceptable for a cache that populating rebuilds.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        # Populating 200k entries writes a WAL the size of the catalog: give the space back.
+        conn.execute("PRAGMA journal_size_limit = 33554432")
+    # Populating inserts into indexes at random places: a bigger page cache (it grows only as
+    # pages are used) keeps that from rereading pages. Searches touch few pages.
+    conn.execute(f"PRAGMA cache_size = -{cache_mb * 1024}")
+    return conn
+
+
+def _init_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(f"BEGIN; {_SCHEMA} COMMIT;")
+
+
+def _open_file(path: str) -> sqlite3.Connection:
+    """Open (or create) the catalog file, moving aside whatever else is at ``path``."""
+    conn = None
+    try:
+        conn = _connect(path)
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if app_id == _APPLICATION_ID and version == _SCHEMA_VERSION:
+            return conn
+        if app_id == 0 and not conn.execute("SELECT 1 FROM sqlite_master").fetchone():
+            _init_schema(conn)
+            return conn
+        conn.close()
+        reason = f"application_id {app_id:#x}, schema version {version}"
+    except sqlite3.DatabaseError as exc:  # "file is not a database" and the like
+        if conn is not None:
+            conn.close()
+        reason = str(exc)
+    moved = _move_aside(path)
+    log.warning("%s is not an nbfeed catalog (%s): moved to %s", path, reason, moved)
+    conn = _connect(path)
+    _init_schema(conn)
+    return conn
+
+
+def _move_aside(path: str) -> str:
+    n = 1
+    while Path(f"{path}.bad-{n}").exists():
+        n += 1
+    target = f"{path}.bad-{n}"
+    Path(path).rename(target)
+    # A stale write-ahead log next to a new database would be replayed into it.
+    for suffix in ("-wal", "-shm"):
+        if Path(path + suffix).exists():
+            Path(path + suffix).rename(target + suffix)
+    return target
+
+
+# -- input -------------------------------------------------------------------------------------
+
+
+def _check_text(field: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{field} must be a non-empty string, got {value!r:.80}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{field} is not valid text (lone surrogate): {value!r:.80}") from None
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    text = ""
+    while True:
+        number, digit = divmod(number, 36)
+        text = digits[digit] + text
+        if not number:
+            return text
+
+
+def _prepare_entries(source: str, entries: object) -> list[tuple]:
+    """Check ``entries``; one row per distinct name, shortest first (the catalog order).
+
+    A row is (name, name_lc, name_len, label, type, categories as text, doc, lower-case
+    categories). Full validation is ``nbfeed.providers.dataset.validate_entries``; this only
+    refuses what would break the catalog itself (missing name, wrong field types, not JSON).
+    """
+    if isinstance(entries, (str, bytes, Mapping)) or not isinstance(entries, Iterable):
+        raise BadRequest(f"entries of {source!r} must be a list of dicts, got {entries!r:.80}")
+    by_name: dict[str, tuple] = {}
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            raise BadRequest(f"entry {index} of {source!r} must be a dict, got {entry!r:.80}")
+        name = entry.get("name")
+        label = entry.get("name_label", "")
+        kind = entry.get("type", "")
+        categories = entry.get("categories", [])
+        if not isinstance(name, str) or not name.strip():
+            raise BadRequest(
+                f"entry {index} of {source!r}: 'name' must be a non-empty string, got {name!r:.80}"
+            )
+        problem = (
+            "names another source" if entry.get("source", source) != source
+            else "'name_label' is not a string" if not isinstance(label, str)
+            else "'type' is not a string" if not isinstance(kind, str)
+            else "'categories' is not a list of strings"
+            if not isinstance(categories, (list, tuple))
+            or not all(isinstance(c, str) for c in categories)
+            else None
+        )
+        if problem is None:
+            try:
+                doc = _JSON.encode(entry if "source" in entry else {"source": source, **entry})
+                if not doc.isascii():
+                    doc.encode("utf-8")  # lone surrogates cannot be stored
+            except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+                problem = f"is not JSON text ({exc})"
+        if problem is not None:
+            raise BadRequest(f"entry {name!r:.80} of {source!r} {problem}: {entry!r:.200}")
+        name_lc = name.lower()
+        by_name[name] = (name, name_lc, len(name_lc), label, kind, " ".join(categories), doc,
+                         sorted({c.lower() for c in categories}))
+    # Catalog order: a query matching more than MAX_RANKED entries ranks the first ones.
+    return sorted(by_name.values(), key=lambda row: (row[2], row[1], row[0]))
+
+
+def _normalize_query(query: object) -> str:
+    if query is None:
+        return ""
+    if not isinstance(query, str):
+        raise BadRequest(f"query must be a string, got {query!r:.80}")
+    if len(query) > MAX_QUERY_CHARS:
+        raise BadRequest(
+            f"query is {len(query)} characters long; at most {MAX_QUERY_CHARS} are accepted"
+        )
+    if query:
+        _check_text("query", query)
+    return " ".join(_CONTROL.sub(" ", query).split()).lower()
+
+
+def _query_words(text: str) -> list[str]:
+    """The words of a query for full-text search (at most ``MAX_QUERY_TERMS``).
+
+    A word that is a prefix of another query word adds nothing (the longer word's match
+    satisfies it) and is dropped; words past ``MAX_QUERY_TERMS`` are dropped to bound the work
+    of hostile queries.
+    """
+    words = list(dict.fromkeys(_WORD.findall(text)))
+    kept = [w for w in words if not any(o != w and o.startswith(w) for o in words)]
+    return kept[:MAX_QUERY_TERMS]
+
+
+def _fts_match(words: list[str], tags: list[str]) -> str:
+    """An FTS5 query: every word as a word prefix in symbol, label or categories, every tag.
+
+    Each word is quoted, so nothing the user typed is read as FTS syntax, and words never
+    match the tags column.
+    """
+    quoted = " ".join(f'"{w}"*' for w in words)
+    match = f"{{name name_label categories}}: ({quoted})"
+    if tags:
+        match += " AND tags: ({})".format(" ".join(f'"{t}"' for t in tags))
+    return match
+
+
+def _check_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        raise BadRequest(f"limit must be a positive integer, got {limit!r:.80}")
+    return min(limit, MAX_LIMIT)
