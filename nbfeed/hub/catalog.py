@@ -468,7 +468,11 @@ def _init_schema(conn: sqlite3.Connection) -> None:
 
 
 def _open_file(path: str) -> sqlite3.Connection:
-    """Open (or create) the catalog file, moving aside whatever else is at ``path``."""
+    """Open (or create) the catalog file, moving aside whatever else is at ``path``.
+
+    A catalog that cannot be opened now (locked, unreadable, a directory) is an error, never a
+    reason to move it.
+    """
     conn = None
     try:
         conn = _connect(path)
@@ -481,7 +485,11 @@ def _open_file(path: str) -> sqlite3.Connection:
             return conn
         conn.close()
         reason = f"application_id {app_id:#x}, schema version {version}"
-    except sqlite3.DatabaseError as exc:  # "file is not a database" and the like
+    except sqlite3.OperationalError as exc:
+        if conn is not None:
+            conn.close()
+        raise sqlite3.OperationalError(f"cannot open the catalog {path}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
         if conn is not None:
             conn.close()
         reason = str(exc)

@@ -196,10 +196,11 @@ class Hub:
             try:
                 entries = await self._processes[name].request(
                     "dataset", (), self.config.request_timeout)
-                self.catalog.replace_source(name, entries)
+                # Re-indexing 100k+ entries takes seconds: off the loop; searches go on meanwhile.
+                stored = await asyncio.to_thread(self.catalog.replace_source, name, entries)
                 self.populate_errors.pop(name, None)
-                results[name] = f"ok: {len(entries)} symbols"
-            except NBFeedError as exc:
+                results[name] = f"ok: {stored} symbols"
+            except Exception as exc:  # NBFeedError from the provider, or the catalog failing
                 self.populate_errors[name] = str(exc)
                 results[name] = f"error: {exc}"
                 log.warning("populating %s failed, keeping previous entries: %s", name, exc)

@@ -10,24 +10,25 @@ in order. When it falls behind and more than ``max_rows`` rows are waiting, the 
 each bar (and at most ``max_rows`` bars, newest kept). Memory therefore stays bounded by the
 number of distinct rows, never by the upstream rate, and a slow subscriber never slows the others
 (putting into an outbox never blocks or awaits). ``conflated_rows`` counts what was merged away.
+
+"Behind" is judged once the burst being delivered has been handed out: on an event loop the
+check runs in a callback queued after the wake-ups of the readers, so a reader that was waiting
+takes the whole burst first, however large it is (a busy provider's bursts can exceed
+``max_rows``), while one that is still busy is conflated. Between the put and that check a box
+may briefly hold one burst beyond ``max_rows``; those batches are shared with every other
+subscriber, not copies. Without a running loop the check is immediate.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ..jsonfast import dumpb
+
 MAX_EVENTS = 256
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 class StreamBatch:
@@ -40,19 +41,13 @@ class StreamBatch:
         self.symbol = symbol
         self.interval = interval
         self.rows = rows
-        self._json: str | None = None
+        self._json: bytes | None = None
 
-    def json_rows(self) -> str:
-        """The rows as a JSON array fragment without brackets (NaN/inf become null), cached."""
+    def json_rows(self) -> bytes:
+        """The rows as a UTF-8 JSON array fragment without brackets (NaN/inf become null),
+        computed once however many subscribers write it."""
         if self._json is None:
-            try:
-                text = json.dumps(self.rows, separators=(",", ":"), allow_nan=False)
-            except ValueError:
-                text = json.dumps([{k: _clean(v) for k, v in r.items()} for r in self.rows],
-                                  separators=(",", ":"))
-            except TypeError:
-                text = json.dumps(self.rows, separators=(",", ":"), default=str)
-            self._json = text[1:-1]
+            self._json = dumpb(self.rows)[1:-1]
         return self._json
 
     def __repr__(self) -> str:
@@ -79,6 +74,7 @@ class Outbox:
         self.closed = False
         self.conflated_rows = 0
         self.delivered_rows = 0
+        self._check_queued = False
 
     def __len__(self) -> int:
         return self._rows + len(self._events)
@@ -92,9 +88,15 @@ class Outbox:
             return
         self._batches.append(batch)
         self._rows += len(batch.rows)
-        if self._rows > self.max_rows:
-            self._conflate()
-        self._wake()
+        self._wake()  # first, so a waiting reader's wake-up is queued before the check
+        if self._rows > self.max_rows and not self._check_queued:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._conflate()
+                return
+            self._check_queued = True
+            loop.call_soon(self._conflate_if_behind)
 
     def put_event(self, event: dict) -> None:
         if self.closed:
@@ -136,6 +138,11 @@ class Outbox:
             w.set_result(None)
         if self.on_ready is not None:
             self.on_ready()
+
+    def _conflate_if_behind(self) -> None:
+        self._check_queued = False
+        if self._rows > self.max_rows:
+            self._conflate()
 
     def _conflate(self) -> None:
         merged: dict[tuple[str, str, str], dict[Any, dict]] = {}

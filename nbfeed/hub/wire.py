@@ -25,6 +25,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import BadRequest, LimitExceeded, NBFeedError
+from ..jsonfast import dumpb
 from .hub import Hub
 from .outbox import StreamBatch
 from .subscription import Subscription
@@ -48,27 +49,27 @@ class WireLimits:
     min_flush_interval: float = 0.0
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), default=str)
+def _dumps(obj: Any) -> bytes:
+    return dumpb(obj)
 
 
 class WireSession:
     """One connected client: parses its messages, runs them against the hub, pumps its data."""
 
-    def __init__(self, hub: Hub, send: Callable[[str], Awaitable[None] | None],
+    def __init__(self, hub: Hub, send: Callable[[bytes], Awaitable[None] | None],
                  limits: WireLimits | None = None) -> None:
         self.hub = hub
         self._send = send
         self.limits = limits or WireLimits()
         self.subscriptions: dict[str, Subscription] = {}
-        self._ids_json: dict[str, str] = {}
+        self._ids_json: dict[str, bytes] = {}
         self._ready = asyncio.Event()
         self._requests: set[asyncio.Task] = set()
         self._closed = False
         self._pump_task = asyncio.ensure_future(self._pump())
         self.frames_sent = 0
 
-    def hello(self) -> str:
+    def hello(self) -> bytes:
         return _dumps({"type": "hello", "version": VERSION, "server": f"nbfeed {__version__}"})
 
     # ---- incoming -------------------------------------------------------------------------
@@ -146,7 +147,7 @@ class WireSession:
             await sub.close()
             return
         self.subscriptions[rid] = sub
-        self._ids_json[rid] = json.dumps(rid)
+        self._ids_json[rid] = dumpb(rid)
         sub.outbox.on_ready = self._ready.set
         await self._write(_dumps({"type": "data_init", "id": rid, "source": sub.source,
                                   "interval": sub.interval, "rows": sub.snapshot()}))
@@ -198,7 +199,7 @@ class WireSession:
 
     # ---- outgoing -------------------------------------------------------------------------
 
-    async def _write(self, text: str) -> None:
+    async def _write(self, text: bytes) -> None:
         if self._closed:
             return
         result = self._send(text)
@@ -222,7 +223,7 @@ class WireSession:
 
     async def flush(self) -> None:
         """Write one frame per subscription with everything waiting, plus status/error events."""
-        events_seen: set[str] = set()
+        events_seen: set[bytes] = set()
         for rid, sub in list(self.subscriptions.items()):
             if not len(sub.outbox):
                 continue
@@ -244,8 +245,8 @@ class WireSession:
                     event["id"] = rid
                     await self._write(_dumps(event))
             if parts:
-                await self._write('{"type":"data_update","id":' + self._ids_json[rid]
-                                  + ',"rows":[' + ",".join(parts) + "]}")
+                await self._write(b'{"type":"data_update","id":' + self._ids_json[rid]
+                                  + b',"rows":[' + b",".join(parts) + b"]}")
 
     async def close(self) -> None:
         """Release every subscription and stop; safe to call more than once."""

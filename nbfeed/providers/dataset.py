@@ -43,9 +43,8 @@ def validate_entry(provider: str, index: int, entry: Any) -> dict:
         raise bad("name", "must be a non-empty string")
     if len(name) > MAX_NAME or any(ord(c) < 32 for c in name):
         raise bad("name", f"must be at most {MAX_NAME} printable characters")
-    source = entry.get("source", provider)
-    if source != provider:
-        raise bad("source", f"is {source!r} but the provider is {provider!r}")
+    # ``source`` is whatever name the provider was registered under (one class may serve
+    # several sources), so an entry's own value is replaced rather than checked.
     kind = entry.get("type", "candlestick")
     if kind not in ENTRY_TYPES:
         raise bad("type", f"is {kind!r}; expected one of {', '.join(ENTRY_TYPES)}")

@@ -56,9 +56,10 @@ class StreamHandler(NBFeedHandlerMixin, WebSocketMixin, WebSocketHandler, Jupyte
         self.session = WireSession(self.hub, self._send, self.nbfeed_app.wire_limits())
         self._send(self.session.hello())
 
-    def _send(self, text: str) -> Any:
+    def _send(self, frame: bytes) -> Any:
         try:
-            return self.write_message(text)
+            # UTF-8 JSON bytes, sent as a text frame: no re-encoding per client.
+            return self.write_message(frame)
         except WebSocketClosedError:
             return None
 
