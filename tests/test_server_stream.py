@@ -233,3 +233,24 @@ class TestStalledReader:
             assert buffered < 1_000_000
         fast.close()
         slow.close()
+
+
+async def test_provider_killed_streams_resume_with_status_events(nbfeed_server, jp_ws_fetch):
+    import os
+    import signal
+
+    hub = nbfeed_server.hub
+    ws = await WireClient.open(jp_ws_fetch)
+    await ws.request({"type": "subscribe", "id": "q", "source": "counting", "symbols": ["B"]})
+    await ws.until(lambda f: f["type"] == "data_update")
+    pid = next(p["pid"] for p in hub.providers_info() if p["name"] == "counting")
+    os.kill(pid, signal.SIGKILL)
+    down = await ws.until(lambda f: f["type"] == "status" and f["state"] == "restarting")
+    assert down["source"] == "counting" and "restarting" in down["detail"]
+    await ws.until(lambda f: f["type"] == "status" and f["state"] == "running", timeout=60)
+    frame = await ws.until(lambda f: f["type"] == "data_update", timeout=60)
+    assert frame["id"] == "q" and frame["rows"][0]["symbol"] == "B"
+    assert frame["rows"][0]["seq"] < 100  # a fresh process: its counter started again
+    new_pid = next(p["pid"] for p in hub.providers_info() if p["name"] == "counting")
+    assert new_pid != pid
+    ws.close()
