@@ -137,6 +137,10 @@ class Stream:
             self._event_callbacks.append(callback)
         return callback
 
+    def off_update(self, callback: Callable) -> None:
+        """Stop calling ``callback`` (registered with :meth:`on_update` or :meth:`on_event`)."""
+        self.remove_callback(callback)
+
     def remove_callback(self, callback: Callable) -> None:
         with self._lock:
             if callback in self._callbacks:
