@@ -28,7 +28,8 @@ Queries are text, never FTS syntax: the catalog splits a query into words itself
 one, so ``"``, ``*``, ``AND``, ``NEAR(``, ``-`` or parentheses are just characters and can never
 raise an SQLite error. Control characters (NUL included) count as spaces. A query longer than
 ``MAX_QUERY_CHARS`` is refused with ``BadRequest`` (a symbol search box never needs more); of a
-long query only the first ``MAX_QUERY_TERMS`` distinct words are used.
+long query only the first ``MAX_QUERY_TERMS`` distinct words are used. These checks, and the
+preparation of entries for writing, live in ``nbfeed.hub.catalog_input``.
 
 Thread safety and processes: one ``Catalog`` may be shared by threads (the hub calls it from a
 worker thread). A file catalog keeps two connections, each behind its own lock: writes
@@ -48,7 +49,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -58,12 +58,31 @@ from typing import Any
 
 from nbfeed.errors import BadRequest
 
+from .catalog_input import (
+    ENTRY_TYPES,
+    MAX_LIMIT,
+    MAX_QUERY_CHARS,
+    MAX_QUERY_TERMS,
+    check_limit,
+    check_text,
+    fts_match,
+    normalize_query,
+    prepare_entries,
+    query_words,
+)
+
+__all__ = [
+    "Catalog",
+    "ENTRY_TYPES",
+    "MAX_QUERY_CHARS",
+    "MAX_QUERY_TERMS",
+    "MAX_LIMIT",
+    "MAX_RANKED",
+    "BUSY_TIMEOUT_S",
+]
+
 log = logging.getLogger(__name__)
 
-ENTRY_TYPES = ("candlestick", "line", "quote")
-MAX_QUERY_CHARS = 200
-MAX_QUERY_TERMS = 8
-MAX_LIMIT = 1000
 MAX_RANKED = 250
 BUSY_TIMEOUT_S = 10.0
 
@@ -71,18 +90,12 @@ _APPLICATION_ID = 0x6E626663  # "nbfc": marks a file as an nbfeed catalog
 _SCHEMA_VERSION = 1
 # Greater than any other character: `name_lc < prefix || _TOP` bounds a prefix range scan.
 _TOP = "\U0010ffff"
-# Words as FTS5's unicode61 tokenizer sees them: letters and digits (underscore is punctuation).
-_WORD = re.compile(r"[^\W_]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # bm25 column weights (symbol, label, categories, tags): a word in the symbol says more than one
 # in the label, a category word ("stocks") says little, and tags are only for filtering.
 _BM25 = "bm25(entries_fts, 10.0, 4.0, 1.0, 0.0)"
 _TIE_BREAK = "e.name_len, e.name_lc, e.source"
 # A query word on more entries than this filters full-text matches but does not score them.
 _BROAD = 2000
-
-# One encoder for all entries: json.dumps with options builds a new one per call.
-_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 _SCHEMA = f"""
 PRAGMA application_id = {_APPLICATION_ID};
@@ -165,8 +178,8 @@ class Catalog:
         ``source`` gets this one; an entry naming another source is refused. Two entries with the
         same ``name`` are one symbol: the later entry wins. An empty list removes the source.
         """
-        _check_text("source", source)
-        rows = _prepare_entries(source, entries)
+        check_text("source", source)
+        rows = prepare_entries(source, entries)
         with self._write() as conn:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -266,11 +279,11 @@ class Catalog:
         query that is not text or too long, a bad limit, or a ``type`` other than candlestick,
         line or quote.
         """
-        text = _normalize_query(query)
-        limit = _check_limit(limit)
+        text = normalize_query(query)
+        limit = check_limit(limit)
         for field, value in (("source", source), ("category", category), ("type", type)):
             if value is not None:
-                _check_text(field, value)
+                check_text(field, value)
         if type is not None and type not in ENTRY_TYPES:
             raise BadRequest(f"type must be one of {', '.join(ENTRY_TYPES)}; got {type!r:.80}")
         category = category.lower() if category is not None else None
@@ -320,7 +333,7 @@ class Catalog:
                     f" AND e.name_lc < ?{where} ORDER BY e.name_lc, e.source LIMIT ?",
                     (length, text, text + _TOP, *params),
                 )
-            self._full_text(conn, found, limit, _query_words(text), tags)
+            self._full_text(conn, found, limit, query_words(text), tags)
         return [json.loads(doc) for doc in found.values()]
 
     @classmethod
@@ -343,7 +356,7 @@ class Catalog:
             if conn.execute(
                 "SELECT count(*) FROM (SELECT 1 FROM entries_fts WHERE entries_fts MATCH ?"
                 f" LIMIT {_BROAD})",
-                (_fts_match([w], []),),
+                (fts_match([w], []),),
             ).fetchone()[0] < _BROAD
         ]
         candidates = (
@@ -357,10 +370,10 @@ class Catalog:
                 f"SELECT rowid AS id, {_BM25} AS score FROM entries_fts"
                 f" WHERE entries_fts MATCH ? AND +rowid IN ({candidates})"
             )
-            params: tuple = (_fts_match(selective, []), _fts_match(words, tags))
+            params: tuple = (fts_match(selective, []), fts_match(words, tags))
         else:
             ranked = f"SELECT id, 0 AS score FROM ({candidates})"
-            params = (_fts_match(words, tags),)
+            params = (fts_match(words, tags),)
         cls._collect(
             conn, found, limit,
             f"SELECT e.id, e.doc FROM ({ranked}) AS m JOIN entries e ON e.id = m.id"
@@ -400,8 +413,8 @@ class Catalog:
 
     def lookup(self, source: str, name: str) -> dict | None:
         """The entry ``name`` of ``source`` exactly as stored (case-sensitive), or None."""
-        _check_text("source", source)
-        _check_text("name", name)
+        check_text("source", source)
+        check_text("name", name)
         with self._read() as conn:
             row = conn.execute(
                 "SELECT doc FROM entries WHERE source = ? AND name_lc = ? AND name = ?",
@@ -513,16 +526,7 @@ def _move_aside(path: str) -> str:
     return target
 
 
-# -- input -------------------------------------------------------------------------------------
-
-
-def _check_text(field: str, value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"{field} must be a non-empty string, got {value!r:.80}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadRequest(f"{field} is not valid text (lone surrogate): {value!r:.80}") from None
+# -- filter tokens -----------------------------------------------------------------------------
 
 
 def _base36(number: int) -> str:
@@ -533,94 +537,3 @@ def _base36(number: int) -> str:
         text = digits[digit] + text
         if not number:
             return text
-
-
-def _prepare_entries(source: str, entries: object) -> list[tuple]:
-    """Check ``entries``; one row per distinct name, shortest first (the catalog order).
-
-    A row is (name, name_lc, name_len, label, type, categories as text, doc, lower-case
-    categories). Full validation is ``nbfeed.providers.dataset.validate_entries``; this only
-    refuses what would break the catalog itself (missing name, wrong field types, not JSON).
-    """
-    if isinstance(entries, (str, bytes, Mapping)) or not isinstance(entries, Iterable):
-        raise BadRequest(f"entries of {source!r} must be a list of dicts, got {entries!r:.80}")
-    by_name: dict[str, tuple] = {}
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, Mapping):
-            raise BadRequest(f"entry {index} of {source!r} must be a dict, got {entry!r:.80}")
-        name = entry.get("name")
-        label = entry.get("name_label", "")
-        kind = entry.get("type", "")
-        categories = entry.get("categories", [])
-        if not isinstance(name, str) or not name.strip():
-            raise BadRequest(
-                f"entry {index} of {source!r}: 'name' must be a non-empty string, got {name!r:.80}"
-            )
-        problem = (
-            "names another source" if entry.get("source", source) != source
-            else "'name_label' is not a string" if not isinstance(label, str)
-            else "'type' is not a string" if not isinstance(kind, str)
-            else "'categories' is not a list of strings"
-            if not isinstance(categories, (list, tuple))
-            or not all(isinstance(c, str) for c in categories)
-            else None
-        )
-        if problem is None:
-            try:
-                doc = _JSON.encode(entry if "source" in entry else {"source": source, **entry})
-                if not doc.isascii():
-                    doc.encode("utf-8")  # lone surrogates cannot be stored
-            except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
-                problem = f"is not JSON text ({exc})"
-        if problem is not None:
-            raise BadRequest(f"entry {name!r:.80} of {source!r} {problem}: {entry!r:.200}")
-        name_lc = name.lower()
-        by_name[name] = (name, name_lc, len(name_lc), label, kind, " ".join(categories), doc,
-                         sorted({c.lower() for c in categories}))
-    # Catalog order: a query matching more than MAX_RANKED entries ranks the first ones.
-    return sorted(by_name.values(), key=lambda row: (row[2], row[1], row[0]))
-
-
-def _normalize_query(query: object) -> str:
-    if query is None:
-        return ""
-    if not isinstance(query, str):
-        raise BadRequest(f"query must be a string, got {query!r:.80}")
-    if len(query) > MAX_QUERY_CHARS:
-        raise BadRequest(
-            f"query is {len(query)} characters long; at most {MAX_QUERY_CHARS} are accepted"
-        )
-    if query:
-        _check_text("query", query)
-    return " ".join(_CONTROL.sub(" ", query).split()).lower()
-
-
-def _query_words(text: str) -> list[str]:
-    """The words of a query for full-text search (at most ``MAX_QUERY_TERMS``).
-
-    A word that is a prefix of another query word adds nothing (the longer word's match
-    satisfies it) and is dropped; words past ``MAX_QUERY_TERMS`` are dropped to bound the work
-    of hostile queries.
-    """
-    words = list(dict.fromkeys(_WORD.findall(text)))
-    kept = [w for w in words if not any(o != w and o.startswith(w) for o in words)]
-    return kept[:MAX_QUERY_TERMS]
-
-
-def _fts_match(words: list[str], tags: list[str]) -> str:
-    """An FTS5 query: every word as a word prefix in symbol, label or categories, every tag.
-
-    Each word is quoted, so nothing the user typed is read as FTS syntax, and words never
-    match the tags column.
-    """
-    quoted = " ".join(f'"{w}"*' for w in words)
-    match = f"{{name name_label categories}}: ({quoted})"
-    if tags:
-        match += " AND tags: ({})".format(" ".join(f'"{t}"' for t in tags))
-    return match
-
-
-def _check_limit(limit: object) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
-        raise BadRequest(f"limit must be a positive integer, got {limit!r:.80}")
-    return min(limit, MAX_LIMIT)

@@ -31,17 +31,16 @@ Rules that shape every answer:
   answers) and written when it becomes final or on ``close()``, so a tick costs a dict update;
   a fetched bar for the same time replaces it (the stream may have stopped mid-bar).
 
-Storage: one SQLite file (WAL) with bars packed per series in blocks of up to 1024 bar slots -
-times as int64 and open/high/low/close/volume as float64 columns, plus a JSON list for rows that
-carry other fields - because unpacking ~100 blobs is several times faster than stepping through
-100k SQLite rows (see ``bench/history_cache.py``). Numbers in the five OHLCV fields come back as
-floats; any other field comes back exactly as stored. Rows without ``symbol`` get the requested
-one. The file is a cache: an unknown schema version is dropped and rebuilt.
+Storage: one SQLite file (WAL), kept by ``nbfeed.hub.bar_store.BarStore`` (bars packed in
+blocks, row checking, schema; see its docstring). Numbers in the five OHLCV fields of a plain
+OHLCV row come back as floats; any other field comes back exactly as stored. Rows without
+``symbol`` get the requested one. The file is a cache: an unknown schema version is dropped and
+rebuilt.
 
-Threads: SQLite work for fetched spans and reads runs in worker threads (``asyncio.to_thread``)
-with one writer connection and, for files, one reader connection, each behind a lock; big writes
-are split into short transactions so a live write never waits long. ``add_live_bars`` and
-``coverage`` are synchronous and must be called from the event loop's thread.
+Threads: SQLite work for fetched spans and reads runs in worker threads (``asyncio.to_thread``);
+the store serializes it on its own locks and splits big writes into short transactions so a live
+write never waits long. ``add_live_bars`` and ``coverage`` are synchronous (final live bars are
+written at once) and must be called from the event loop's thread.
 """
 
 from __future__ import annotations
@@ -49,14 +48,8 @@ from __future__ import annotations
 import asyncio
 import calendar
 import inspect
-import json
 import logging
-import math
 import numbers
-import sqlite3
-import sys
-import threading
-from array import array
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -69,398 +62,31 @@ from .. import timeutil
 from ..errors import BadInterval, BadRequest, LimitExceeded, UpstreamError
 from ..intervals import BAR_INTERVALS, INTERVALS, floor_bar, interval_ms, next_bar
 from . import spans
+from .bar_store import (
+    BLOCK_BARS,
+    MAX_TIME_MS,
+    MIN_TIME_MS,
+    BarStore,
+    MalformedBar,
+    Record,
+    Row,
+    bar_record,
+    parse_fetched,
+    record_row,
+)
 from .spans import Span
 
 log = logging.getLogger(__name__)
 
-Row = dict[str, Any]
 Fetch = Callable[[int, int], Awaitable[list[Row]] | list[Row]]
 
 MAX_ROWS = 1_000_000
 """Most bars one request may ask for (``count``, or the bars a start/end span can hold)."""
 DEFAULT_COUNT = 500
 """Bars returned when a request gives neither ``start`` nor ``count``."""
-MIN_TIME_MS = -2_208_988_800_000  # 1900-01-01: older than any market data, safe for calendars
-MAX_TIME_MS = 32_503_680_000_000  # 3000-01-01
 
-_OHLCV = ("open", "high", "low", "close", "volume")
-_FAST_NUMBERS = (float, int)
-_BLOCK_BARS = 1024
-_BLOCKS_PER_TRANSACTION = 16  # ~16k bars: keeps each write-lock hold to tens of ms
 _WIDEN_FACTOR = 3
 _WIDEN_MIN_MS = 4 * 86_400_000  # a long weekend, so one widening reaches the last trading day
-_SCHEMA_VERSION = 1
-_LITTLE_ENDIAN = sys.byteorder == "little"
-
-
-class _Malformed(Exception):
-    """A bar row that cannot be stored; the message says why."""
-
-
-Record = tuple  # (time, open, high, low, close, volume, extra dict or None)
-
-
-# --------------------------------------------------------------------------- storage
-
-
-class _BarStore:
-    """The synchronous SQLite side: series ids, packed bar blocks and complete spans."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        memory = self.path == ":memory:"
-        if not memory:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._writer = sqlite3.connect(
-            self.path, check_same_thread=False, timeout=30, isolation_level=None
-        )
-        try:
-            self._tune(self._writer)
-            if not memory:
-                self._writer.execute("PRAGMA journal_mode=WAL")
-                self._writer.execute("PRAGMA synchronous=NORMAL")
-            self._create_schema()
-        except sqlite3.DatabaseError as exc:
-            self._writer.close()
-            raise sqlite3.DatabaseError(
-                f"history cache {self.path!r} is not a usable SQLite database ({exc}); "
-                "delete the file or configure another path"
-            ) from exc
-        self._write_lock = threading.Lock()
-        # A second connection lets big reads run beside writes (WAL); ":memory:" has only one.
-        self._reader = (
-            self._writer
-            if memory
-            else self._tune(
-                sqlite3.connect(
-                    self.path, check_same_thread=False, timeout=30, isolation_level=None
-                )
-            )
-        )
-        self._read_lock = self._write_lock if memory else threading.Lock()
-
-    @staticmethod
-    def _tune(conn: sqlite3.Connection) -> sqlite3.Connection:
-        conn.execute("PRAGMA cache_size=-32768")  # 32 MB: a warm 100k-bar read stays in memory
-        return conn
-
-    def _create_schema(self) -> None:
-        db = self._writer
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, _SCHEMA_VERSION):
-            log.warning(
-                "history cache %s has schema %s, expected %s: rebuilding it",
-                self.path,
-                version,
-                _SCHEMA_VERSION,
-            )
-            for table in ("series", "bar_blocks", "coverage"):
-                db.execute(f"DROP TABLE IF EXISTS {table}")
-        db.executescript(f"""
-            CREATE TABLE IF NOT EXISTS series (
-                id INTEGER PRIMARY KEY, source TEXT NOT NULL, symbol TEXT NOT NULL,
-                bar_interval TEXT NOT NULL, UNIQUE (source, symbol, bar_interval));
-            CREATE TABLE IF NOT EXISTS bar_blocks (
-                series INTEGER NOT NULL, block INTEGER NOT NULL, n INTEGER NOT NULL,
-                times BLOB NOT NULL, cols BLOB NOT NULL, extras TEXT,
-                PRIMARY KEY (series, block)) WITHOUT ROWID;
-            CREATE TABLE IF NOT EXISTS coverage (
-                series INTEGER NOT NULL, span_start INTEGER NOT NULL, span_end INTEGER NOT NULL,
-                PRIMARY KEY (series, span_start)) WITHOUT ROWID;
-            PRAGMA user_version = {_SCHEMA_VERSION};
-        """)
-
-    def load_series(self, source: str, symbol: str, interval: str) -> tuple[int, list[Span]]:
-        """The series id (created when new) and its complete spans."""
-        with self._write_lock:
-            db = self._writer
-            db.execute(
-                "INSERT OR IGNORE INTO series (source, symbol, bar_interval) VALUES (?, ?, ?)",
-                (source, symbol, interval),
-            )
-            sid = db.execute(
-                "SELECT id FROM series WHERE source=? AND symbol=? AND bar_interval=?",
-                (source, symbol, interval),
-            ).fetchone()[0]
-            return sid, self._coverage(db, sid)
-
-    def coverage(self, source: str, symbol: str, interval: str) -> list[Span]:
-        """Complete spans of a series as stored ([] for a series never seen)."""
-        with self._read_lock:
-            row = self._reader.execute(
-                "SELECT id FROM series WHERE source=? AND symbol=? AND bar_interval=?",
-                (source, symbol, interval),
-            ).fetchone()
-            return [] if row is None else self._coverage(self._reader, row[0])
-
-    @staticmethod
-    def _coverage(db: sqlite3.Connection, sid: int) -> list[Span]:
-        return [
-            tuple(r)
-            for r in db.execute(
-                "SELECT span_start, span_end FROM coverage WHERE series=? ORDER BY span_start",
-                (sid,),
-            )
-        ]
-
-    def add_coverage(self, sid: int, span: Span) -> Span:
-        """Mark ``span`` complete, merged with stored spans it overlaps or touches; returns the
-        merged span (which may include coverage another process added)."""
-        start, end = span
-        with self._write_lock, _transaction(self._writer) as db:
-            touching = db.execute(
-                "SELECT span_start, span_end FROM coverage WHERE series=? AND "
-                "span_start <= ? AND span_end >= ?",
-                (sid, end, start),
-            ).fetchall()
-            start = min([start, *(r[0] for r in touching)])
-            end = max([end, *(r[1] for r in touching)])
-            db.execute(
-                "DELETE FROM coverage WHERE series=? AND span_start <= ? AND span_end >= ?",
-                (sid, end, start),
-            )
-            db.execute("INSERT INTO coverage VALUES (?, ?, ?)", (sid, start, end))
-        return start, end
-
-    def write_bars(self, sid: int, block_ms: int, records: Iterable[Record]) -> None:
-        """Upsert bar records (later duplicates win), a few blocks per transaction."""
-        by_block: dict[int, dict[int, Record]] = {}
-        for rec in records:
-            by_block.setdefault(rec[0] // block_ms, {})[rec[0]] = rec
-        blocks = sorted(by_block.items())
-        for i in range(0, len(blocks), _BLOCKS_PER_TRANSACTION):
-            with self._write_lock, _transaction(self._writer) as db:
-                for block, new in blocks[i : i + _BLOCKS_PER_TRANSACTION]:
-                    old = db.execute(
-                        "SELECT n, times, cols, extras FROM bar_blocks WHERE series=? AND block=?",
-                        (sid, block),
-                    ).fetchone()
-                    if old is not None:
-                        merged = _decode_records(*old)
-                        merged.update(new)
-                        new = merged
-                    db.execute(
-                        "INSERT OR REPLACE INTO bar_blocks VALUES (?, ?, ?, ?, ?, ?)",
-                        (sid, block, *_encode_block(new)),
-                    )
-
-    def read(
-        self, sid: int, symbol: str, block_ms: int, start: int, end: int, count: int | None
-    ) -> list[Row]:
-        """Rows with ``start <= time < end`` in time order; only the newest ``count`` if given."""
-        bounds = (sid, start // block_ms, (end - 1) // block_ms)
-        parts = []
-        with self._read_lock:
-            if count is None:
-                cur = self._reader.execute(
-                    "SELECT n, times, cols, extras FROM bar_blocks WHERE "
-                    "series=? AND block BETWEEN ? AND ? ORDER BY block",
-                    bounds,
-                )
-                parts = [_slice_block(row, start, end) for row in cur]
-            else:
-                cur = self._reader.execute(
-                    "SELECT n, times, cols, extras FROM bar_blocks WHERE "
-                    "series=? AND block BETWEEN ? AND ? "
-                    "ORDER BY block DESC",
-                    bounds,
-                )
-                total = 0
-                for row in cur:
-                    part = _slice_block(row, start, end)
-                    parts.append(part)
-                    total += part[-1] - part[-2]
-                    if total >= count:
-                        break
-                cur.close()
-                parts.reverse()
-                if total > count:  # drop the oldest surplus from the first (oldest) block
-                    parts[0] = (*parts[0][:-2], parts[0][-2] + total - count, parts[0][-1])
-        out: list[Row] = []
-        for part in parts:  # dicts are built outside the lock: they are the expensive part
-            out += _block_rows(symbol, *part)
-        return out
-
-    def close(self) -> None:
-        with self._write_lock:
-            self._writer.close()
-        if self._reader is not self._writer:
-            with self._read_lock:
-                self._reader.close()
-
-
-class _transaction:
-    """``with _transaction(conn) as db:`` - BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-
-
-def _pack(typecode: str, values: list) -> bytes:
-    arr = array(typecode, values)
-    if not _LITTLE_ENDIAN:  # the file stays portable between machines
-        arr.byteswap()
-    return arr.tobytes()
-
-
-def _unpack(typecode: str, blob: bytes) -> list:
-    arr = array(typecode)
-    arr.frombytes(blob)
-    if not _LITTLE_ENDIAN:
-        arr.byteswap()
-    return arr.tolist()
-
-
-def _encode_block(records: dict[int, Record]) -> tuple[int, bytes, bytes, str | None]:
-    recs = [records[t] for t in sorted(records)]
-    cols: list[float] = []
-    for k in range(1, 6):
-        cols += [r[k] for r in recs]
-    extras = [r[6] for r in recs]
-    extras_json = (
-        json.dumps(extras, separators=(",", ":")) if any(x is not None for x in extras) else None
-    )
-    return len(recs), _pack("q", [r[0] for r in recs]), _pack("d", cols), extras_json
-
-
-def _decode_records(n: int, times: bytes, cols: bytes, extras: str | None) -> dict[int, Record]:
-    ts, cs = _unpack("q", times), _unpack("d", cols)
-    xs = json.loads(extras) if extras is not None else [None] * n
-    return {
-        t: (t, cs[i], cs[n + i], cs[2 * n + i], cs[3 * n + i], cs[4 * n + i], xs[i])
-        for i, t in enumerate(ts)
-    }
-
-
-def _slice_block(row: tuple, start: int, end: int) -> tuple:
-    n, times, cols, extras = row
-    ts = _unpack("q", times)
-    return n, ts, cols, extras, bisect_left(ts, start), bisect_left(ts, end)
-
-
-def _block_rows(
-    symbol: str, n: int, ts: list[int], cols_blob: bytes, extras: str | None, i: int, j: int
-) -> list[Row]:
-    if i >= j:
-        return []
-    cs = _unpack("d", cols_blob)
-    columns = zip(
-        ts[i:j],
-        cs[i:j],
-        cs[n + i : n + j],
-        cs[2 * n + i : 2 * n + j],
-        cs[3 * n + i : 3 * n + j],
-        cs[4 * n + i : 4 * n + j],
-        strict=True,
-    )
-    if extras is None:
-        return [
-            {"time": t, "symbol": symbol, "open": o, "high": h, "low": lo, "close": c, "volume": v}
-            for t, o, h, lo, c, v in columns
-        ]
-    xs = json.loads(extras)[i:j]
-    return [
-        {"time": t, "symbol": symbol, "open": o, "high": h, "low": lo, "close": c, "volume": v}
-        if x is None
-        else {"time": t, "symbol": symbol, **x}
-        for (t, o, h, lo, c, v), x in zip(columns, xs, strict=True)
-    ]
-
-
-# --------------------------------------------------------------------------- rows
-
-
-def _bar_record(row: Any, symbol: str) -> Record:
-    """A stored record for one row; raises _Malformed saying what is wrong with it."""
-    if type(row) is not dict:
-        raise _Malformed(f"expected a dict, got {type(row).__name__}")
-    t = row.get("time")
-    if type(t) is not int:
-        t = _row_time(t)
-    if not MIN_TIME_MS <= t < MAX_TIME_MS:
-        raise _Malformed(f"time {t} is outside 1900..3000 in epoch ms")
-    size = len(row)
-    if size == 6 or (size == 7 and row.get("symbol") == symbol):
-        get = row.get
-        o, h, lo, c, v = get("open"), get("high"), get("low"), get("close"), get("volume")
-        if (
-            type(o) in _FAST_NUMBERS
-            and type(h) in _FAST_NUMBERS
-            and type(lo) in _FAST_NUMBERS
-            and type(c) in _FAST_NUMBERS
-            and type(v) in _FAST_NUMBERS
-        ):
-            return (t, o, h, lo, c, v, None)
-    extra: dict[str, Any] = {}
-    for key, value in row.items():
-        if key == "time":
-            continue
-        if key == "symbol":
-            if not isinstance(value, str):
-                raise _Malformed(f"symbol {value!r} is not a string")
-            if value != symbol:
-                extra[key] = value
-            continue
-        if not isinstance(key, str):
-            raise _Malformed(f"field name {key!r} is not a string")
-        extra[key] = _row_number(key, value)
-    cols = tuple(extra[f] if type(extra.get(f)) in _FAST_NUMBERS else math.nan for f in _OHLCV)
-    return (t, *cols, extra)
-
-
-def _row_time(value: Any) -> int:
-    if value is None:
-        raise _Malformed("time is missing")
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise _Malformed(f"time {value!r:.60} is not an integer epoch-ms bar start")
-
-
-def _row_number(key: str, value: Any) -> Any:
-    if value is None or type(value) in _FAST_NUMBERS:
-        return value
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return int(value) if isinstance(value, numbers.Integral) else float(value)
-    raise _Malformed(f"field {key!r} = {value!r:.60} is not a number")
-
-
-def _parse_fetched(result: Any, symbol: str, not_after: int) -> list[Record]:
-    """Validate a fetch answer; drops bars starting at/after ``not_after`` (not yet begun)."""
-    if not isinstance(result, (list, tuple)):
-        raise _Malformed(f"fetch returned {type(result).__name__}, expected a list of row dicts")
-    records = []
-    for i, row in enumerate(result):
-        try:
-            rec = _bar_record(row, symbol)
-        except _Malformed as exc:
-            raise _Malformed(f"row {i}: {exc}") from None
-        if rec[0] < not_after:
-            records.append(rec)
-    return records
-
-
-def _record_row(rec: Record, symbol: str) -> Row:
-    t, o, h, lo, c, v, extra = rec
-    if extra is not None:
-        return {"time": t, "symbol": symbol, **extra}
-    return {
-        "time": t,
-        "symbol": symbol,
-        "open": float(o),
-        "high": float(h),
-        "low": float(lo),
-        "close": float(c),
-        "volume": float(v),
-    }
 
 
 # --------------------------------------------------------------------------- requests
@@ -555,7 +181,7 @@ class HistoryCache:
     def __init__(
         self, path: str | Path, *, max_rows: int = MAX_ROWS, default_count: int = DEFAULT_COUNT
     ) -> None:
-        self._store = _BarStore(path)
+        self._store = BarStore(path)
         self.path = self._store.path
         self.max_rows = max_rows
         self.default_count = default_count
@@ -652,8 +278,8 @@ class HistoryCache:
         problems = []
         for i, row in enumerate(rows):
             try:
-                rec = _bar_record(row, series.symbol)
-            except _Malformed as exc:
+                rec = bar_record(row, series.symbol)
+            except MalformedBar as exc:
                 problems.append(f"row {i}: {exc}")
                 continue
             records[rec[0]] = rec
@@ -734,7 +360,7 @@ class HistoryCache:
 
     def _new_series(self, key: tuple[str, str, str], sid: int, coverage: list[Span]) -> _Series:
         series = _Series(
-            sid, key[1], key[2], interval_ms(key[2]) * _BLOCK_BARS, spans.normalize(coverage)
+            sid, key[1], key[2], interval_ms(key[2]) * BLOCK_BARS, spans.normalize(coverage)
         )
         return self._series.setdefault(key, series)
 
@@ -805,8 +431,8 @@ class HistoryCache:
         """Validate, store and mark complete (worker thread); returns the merged complete span
         and which of the ``pending`` live bar times the answer contained."""
         try:
-            records = _parse_fetched(result, series.symbol, not_after)
-        except _Malformed as exc:
+            records = parse_fetched(result, series.symbol, not_after)
+        except MalformedBar as exc:
             raise UpstreamError(
                 f"history for {series.symbol} {series.interval} "
                 f"[{timeutil.ms_to_iso(span[0])}, {timeutil.ms_to_iso(span[1])}): malformed "
@@ -824,7 +450,7 @@ class HistoryCache:
         )
         for rec in pending:  # the open live bar(s): usually appended at the end
             i = bisect_left(rows, rec[0], key=_row_time_key)
-            row = _record_row(rec, series.symbol)
+            row = record_row(rec, series.symbol)
             if i < len(rows) and rows[i]["time"] == rec[0]:
                 rows[i] = row
             else:

@@ -22,7 +22,6 @@ from ..errors import (
     BadInterval,
     BadRequest,
     LimitExceeded,
-    NBFeedError,
     UnknownSource,
     UnknownSymbol,
     UpstreamError,
