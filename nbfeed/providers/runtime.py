@@ -32,7 +32,6 @@ import os
 import queue
 import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -43,6 +42,14 @@ log = logging.getLogger("nbfeed.runtime")
 # A batch is sent as soon as the sender is free; under load rows pile up while the previous send
 # is in flight, which batches them without adding latency at low rates.
 MAX_BATCH_ROWS = 20_000
+
+
+def _report(what: str, exc: BaseException) -> None:
+    """One line for expected errors (nbfeed errors name the problem); a traceback for bugs."""
+    if isinstance(exc, NBFeedError):
+        log.warning("%s: %s", what, exc)
+    else:
+        log.warning("%s raised", what, exc_info=exc)
 
 
 def _wire_error(exc: BaseException) -> NBFeedError:
@@ -150,7 +157,7 @@ class ProviderRuntime:
         try:
             self.provider.init()
         except BaseException as exc:
-            traceback.print_exc()
+            _report(f"provider {self.name}: init()", exc)
             self.sink.send(("init_failed", _wire_error(exc)))
             return
         for target, tname in ((self.sink.run_sender, "sender"), (self._run_control, "control"),
@@ -194,7 +201,8 @@ class ProviderRuntime:
                     p.no_update(symbol, interval)
             except BaseException as exc:
                 if op == "sub":
-                    traceback.print_exc()
+                    _report(f"provider {self.name}: start_streaming({msg[2]!r}, {msg[3]!r})",
+                            exc)
                     self._safe_send(("stream_error", msg[2], msg[3], _wire_error(exc)))
                 else:
                     log.exception("provider %s: %s hook raised", self.name, op)
@@ -218,7 +226,7 @@ class ProviderRuntime:
             self._safe_send(("reply", req_id, True, value))
         except BaseException as exc:
             if not isinstance(exc, (NBFeedError, NotImplementedError)):
-                traceback.print_exc()
+                _report(f"provider {self.name}: {kind} request", exc)
             self._safe_send(("reply", req_id, False, _wire_error(exc)))
 
     def _safe_send(self, msg: tuple) -> None:
@@ -282,7 +290,7 @@ def child_main(conn: Any, name: str, payload: tuple, options: dict, settings: di
     try:
         runtime = ProviderRuntime(conn, name, payload, options, settings)
     except BaseException as exc:
-        traceback.print_exc()
+        _report(f"provider {name}: loading the class", exc)
         try:
             conn.send(("init_failed", _wire_error(exc)))
         except Exception:
