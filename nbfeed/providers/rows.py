@@ -47,14 +47,14 @@ def normalize_row(row: Mapping[str, Any], *, source: str, symbol: str | None,
     if sym is None:
         sym = row.get("name")
     out["symbol"] = sym
-    prefix = None
-    if sym is not None and interval is not None:
-        prefix = f"{source}-{sym}-{interval}-"
+    # Reference-style keys are "<source>-<symbol>-<interval>-<field>"; the source part is
+    # whatever name the author hard-coded, which need not be the name we registered it under.
+    marker = f"-{sym}-{interval}-" if sym is not None and interval is not None else None
     for key, value in row.items():
         if key in _TIME_KEYS or key == "symbol":
             continue
-        if prefix is not None and key.startswith(prefix):
-            key = key[len(prefix):]
+        if marker is not None and marker in key:
+            key = key[key.index(marker) + len(marker):]
         elif "-" in key and source and key.startswith(source + "-"):
             # reference form for a symbol/interval we were not told: keep the last part
             key = key.rsplit("-", 1)[-1]
