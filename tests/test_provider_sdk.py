@@ -259,3 +259,23 @@ def test_outside_a_process_the_provider_is_plain_python():
     assert RecordingProvider.implements_subscribe() and not ReferencePortProvider \
         .implements_subscribe()
     assert p.published == []  # period 0: nothing was started
+
+
+class TicksOnly(Provider):
+    """Lists no symbols; its class says it streams ticks only."""
+
+    intervals = ("tick",)
+
+    def subscribe(self, symbol, interval):
+        self.publish({"time": now_ms(), "symbol": symbol, "price": 1.0})
+
+
+@pytest.mark.asyncio
+async def test_class_intervals_are_enforced_when_nothing_is_listed(start_hub):
+    from nbfeed.errors import BadInterval
+
+    hub = await start_hub(ProviderSpec("ticks", TicksOnly))
+    with pytest.raises(BadInterval, match=r"'1m' is not supported by 'ticks'; supported: tick"):
+        await hub.subscribe("ticks", ["ANY"], "1m")
+    sub = await hub.subscribe("ticks", ["ANY"], "tick")
+    await sub.close()

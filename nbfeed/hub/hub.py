@@ -161,7 +161,12 @@ class Hub:
             raise BadRequest(f"symbol must be a non-empty string of at most 200 characters, "
                              f"got {symbol!r:.80}")
         if self.catalog is None or not self.catalog.sources().get(source):
-            return symbol  # nothing listed (yet): the provider itself decides
+            # Nothing listed (yet): the provider decides on symbols, its class on intervals.
+            supported = self._processes[source].intervals
+            if interval not in supported:
+                raise BadInterval(f"interval {interval!r} is not supported by {source!r}; "
+                                  f"supported: {', '.join(supported)}")
+            return symbol
         entry = self.catalog.lookup(source, symbol)
         if entry is None:
             near = [e["name"] for e in self.catalog.search(symbol, source=source, limit=5)]

@@ -36,10 +36,13 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ..errors import UpstreamError, UpstreamTimeout
+from ..intervals import INTERVALS
 from ..providers.registry import ProviderSpec
 
 log = logging.getLogger("nbfeed.hub")
 
+#: Messages (each a batch of rows) the reader thread may hold before it waits for the loop.
+MAX_INBOX_MESSAGES = 1_000
 STATES = ("starting", "running", "restarting", "failed", "stopped")
 
 
@@ -63,6 +66,8 @@ class ProviderProcess:
         self.state = "stopped"
         self.detail = ""
         self.restarts = 0  # total, for display
+        #: What the provider class says it can serve at all (its ``intervals`` attribute).
+        self.intervals: tuple[str, ...] = INTERVALS
         self._recent_restarts = 0
         self._ready_at = 0.0
         self._proc: Any = None
@@ -75,6 +80,7 @@ class ProviderProcess:
         self._restart_task: asyncio.Task | None = None
         self._inbox: list[tuple] = []
         self._inbox_lock = threading.Lock()
+        self._drained = threading.Event()
         self._drain_scheduled = False
         self._generation = 0
 
@@ -202,13 +208,22 @@ class ProviderProcess:
                 continue
             with self._inbox_lock:
                 self._inbox.append(msg)
-                if self._drain_scheduled:
-                    continue
+                full = len(self._inbox) >= MAX_INBOX_MESSAGES
+                schedule = not self._drain_scheduled
                 self._drain_scheduled = True
-            try:
-                loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:  # loop closed
-                return
+                if full:
+                    self._drained.clear()
+            if schedule:
+                try:
+                    loop.call_soon_threadsafe(self._drain)
+                except RuntimeError:  # loop closed
+                    return
+            if full:
+                # The loop is not keeping up: stop reading, so the pipe fills and the provider's
+                # publish() blocks (its own bounded queue) instead of our memory growing.
+                while not self._drained.wait(1.0):
+                    if loop.is_closed():
+                        return
         try:
             loop.call_soon_threadsafe(self._on_exit, proc, generation)
         except RuntimeError:
@@ -218,6 +233,7 @@ class ProviderProcess:
         with self._inbox_lock:
             inbox, self._inbox = self._inbox, []
             self._drain_scheduled = False
+            self._drained.set()
         for msg in inbox:
             op = msg[0]
             if op == "reply":
@@ -229,6 +245,7 @@ class ProviderProcess:
                     else:
                         fut.set_exception(value)
             elif op == "ready":
+                self.intervals = tuple(msg[1].get("intervals") or self.intervals)
                 self._ready_at = time.monotonic()
                 self._set_state("running", "")
                 if self._ready is not None and not self._ready.done():

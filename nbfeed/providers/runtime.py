@@ -164,7 +164,8 @@ class ProviderRuntime:
                               (self._watch_parent, "parent-watch"), (self._watch_idle, "idle")):
             threading.Thread(target=target, name=f"nbfeed-{self.name}-{tname}",
                              daemon=True).start()
-        self.sink.send(("ready", {"pid": os.getpid(), "name": self.name}))
+        self.sink.send(("ready", {"pid": os.getpid(), "name": self.name,
+                                  "intervals": list(self.provider.intervals)}))
         self._read_commands()
 
     def _read_commands(self) -> None:
