@@ -27,6 +27,10 @@ For tick streams in line mode each flush adds at most one point (the latest pric
 runs on its own thread rather than the kernel's event loop so that updates keep flowing while a
 cell is running.
 
+The bar store and the binary frame format live in :mod:`.chart_store`; turning DataFrames and
+rows into checked (time, values) pairs lives in :mod:`.chart_input`. This module is the widget:
+traits, stream attachment, locking and the flush thread.
+
 Failure behaviour: ``update()`` validates every row before applying any and raises
 :class:`nbfeed.errors.BadRequest` naming the bad row and value. Rows from a stream are validated
 the same way but bad ones are dropped (counted in ``stats``, logged once) so one bad row cannot
@@ -37,14 +41,11 @@ flush thread carries on.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
-import math
 import pathlib
-import struct
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import anywidget
@@ -55,247 +56,25 @@ import traitlets
 from ..errors import BadRequest, NBFeedError
 from ..intervals import TICK, check_interval, interval_ms
 from ..timeutil import to_ms
+from .chart_input import (
+    CANDLE_COLUMNS,
+    Plan,
+    RowPlace,
+    frame_symbol,
+    frame_times,
+    frame_values,
+    is_numeric,
+    row_values,
+)
+from .chart_store import BarStore, decode_frame, encode_frame
 
 __all__ = ["LiveChart", "decode_frame", "encode_frame"]
 
 log = logging.getLogger("nbfeed.widgets.chart")
 
-CANDLE_COLUMNS = ("open", "high", "low", "close", "volume")
-_OHLC = CANDLE_COLUMNS[:4]
-_TIME_NAMES = ("time", "date", "timestamp", "datetime")
 _KINDS = ("auto", "candle", "line")
 _MAX_BARS_LIMIT = 1_000_000
 _MAX_FLUSH_HZ = 60.0
-_MAGIC = b"NBCF"
-
-
-# --- wire format ---------------------------------------------------------------------------------
-
-def encode_frame(seq: int, columns: Sequence[str], times: np.ndarray, values: np.ndarray) -> bytes:
-    """Bars as one binary frame: ``NBCF``, uint32 header length, JSON header, float64 columns.
-
-    The JSON header is ``{"seq", "n", "columns"}`` padded with spaces so the arrays start on an
-    8-byte boundary (the browser can view them as ``Float64Array`` without copying). Then ``n``
-    times (epoch ms) and ``n`` values per column, all little-endian float64. Snapshots and deltas
-    share the format; a delta's bars are upserts by time.
-    """
-    n = len(times)
-    header = json.dumps({"seq": seq, "n": n, "columns": list(columns)}).encode()
-    header += b" " * (-(8 + len(header)) % 8)
-    body = np.asarray(times, dtype="<f8").tobytes() + np.asarray(values, dtype="<f8").tobytes()
-    return _MAGIC + struct.pack("<I", len(header)) + header + body
-
-
-def decode_frame(data: bytes | memoryview) -> dict[str, Any]:
-    """Read :func:`encode_frame` output: ``{"seq", "columns", "times": int64[], name: float64[]}``.
-
-    For tests and tools that inspect what the chart sends. Raises ValueError on a malformed frame.
-    """
-    raw = bytes(data)
-    if len(raw) < 8 or raw[:4] != _MAGIC:
-        raise ValueError("not a LiveChart frame (missing NBCF magic)")
-    (hlen,) = struct.unpack("<I", raw[4:8])
-    header = json.loads(raw[8:8 + hlen])
-    n, columns = header["n"], header["columns"]
-    arrays = np.frombuffer(raw, dtype="<f8", offset=8 + hlen)
-    if arrays.size != n * (len(columns) + 1):
-        raise ValueError(f"frame holds {arrays.size} numbers, header says {n} x {len(columns) + 1}")
-    out: dict[str, Any] = {"seq": header["seq"], "columns": columns,
-                           "times": arrays[:n].astype(np.int64)}
-    for k, name in enumerate(columns):
-        out[name] = arrays[n * (k + 1):n * (k + 2)].copy()
-    return out
-
-
-# --- the bounded bar store -----------------------------------------------------------------------
-
-class _BarStore:
-    """Time-sorted bars (int64 ms + float64 columns); keeps the newest ``max_bars``.
-
-    Arrays grow to twice ``max_bars`` and are compacted when full, so appends are amortized O(1)
-    and memory stays flat. Not thread-safe: the chart holds its lock around every call.
-    """
-
-    def __init__(self, columns: Sequence[str], max_bars: int) -> None:
-        self.columns = tuple(columns)
-        self.max_bars = max_bars
-        cap = min(2 * max_bars, 1024)
-        self._t = np.empty(cap, np.int64)
-        self._v = np.empty((len(self.columns), cap), np.float64)
-        self._lo = self._hi = 0
-
-    def __len__(self) -> int:
-        return self._hi - self._lo
-
-    def view(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._t[self._lo:self._hi], self._v[:, self._lo:self._hi]
-
-    def since(self, t0: int) -> tuple[np.ndarray, np.ndarray]:
-        """Copies of the bars with time >= ``t0``."""
-        i = self._lo + int(np.searchsorted(self._t[self._lo:self._hi], t0))
-        return self._t[i:self._hi].copy(), self._v[:, i:self._hi].copy()
-
-    def upsert(self, t: int, vals: Sequence[float | None], overwrite: bool = True) -> bool:
-        """Replace the bar at ``t`` (values that are None are kept) or insert it in order.
-
-        Returns False when nothing changed: the bar exists and ``overwrite`` is off, or it is
-        older than a full window.
-        """
-        lo, hi = self._lo, self._hi
-        if hi > lo and t <= self._t[hi - 1]:
-            i = hi - 1 if t == self._t[hi - 1] else lo + int(np.searchsorted(self._t[lo:hi], t))
-            if self._t[i] == t:
-                if not overwrite:
-                    return False
-                for k, v in enumerate(vals):
-                    if v is not None:
-                        self._v[k, i] = v
-                return True
-            if hi - lo >= self.max_bars and i == lo:
-                return False
-            self._make_room()
-            i += self._lo - lo
-            lo, hi = self._lo, self._hi
-            self._t[i + 1:hi + 1] = self._t[i:hi]
-            self._v[:, i + 1:hi + 1] = self._v[:, i:hi]
-        else:
-            self._make_room()
-            i = self._hi
-        self._t[i] = t
-        for k, v in enumerate(vals):
-            self._v[k, i] = np.nan if v is None else v
-        self._hi += 1
-        if self._hi - self._lo > self.max_bars:
-            self._lo = self._hi - self.max_bars
-        return True
-
-    def _make_room(self) -> None:
-        """Ensure one free slot after ``_hi``: compact to the front, or grow up to 2*max_bars."""
-        cap = len(self._t)
-        if self._hi < cap:
-            return
-        n = self._hi - self._lo
-        if cap < 2 * self.max_bars and n * 2 > cap:
-            new_cap = min(2 * cap, 2 * self.max_bars)
-            t, v = np.empty(new_cap, np.int64), np.empty((len(self.columns), new_cap), np.float64)
-        else:
-            t, v = self._t, self._v
-        t[:n] = self._t[self._lo:self._hi]
-        v[:, :n] = self._v[:, self._lo:self._hi]
-        self._t, self._v, self._lo, self._hi = t, v, 0, n
-
-
-# --- reading input -------------------------------------------------------------------------------
-
-class _RowPlace:
-    """``row 3 (time ...)`` for error messages, formatted only when an error is raised."""
-
-    __slots__ = ("i", "t")
-
-    def __init__(self, i: int, t: int) -> None:
-        self.i, self.t = i, t
-
-    def __str__(self) -> str:
-        return f"row {self.i} (time {self.t})"
-
-
-def _check_number(value: Any, name: str, where: Any, allow_nan: bool = False) -> float:
-    if type(value) is float:
-        if value - value == 0.0:  # finite (inf - inf and nan - nan are nan): the common case
-            return value
-        f = value
-    elif value is None or isinstance(value, (bool, str, bytes)):
-        raise BadRequest(f"{where}: {name} must be a number, got {value!r:.60}")
-    else:
-        try:
-            f = float(value)
-        except (TypeError, ValueError):
-            raise BadRequest(f"{where}: {name} must be a number, got "
-                             f"{type(value).__name__} {value!r:.60}") from None
-    if not math.isfinite(f) and not (allow_nan and f != f):
-        raise BadRequest(f"{where}: {name} is {f}, expected a finite number")
-    return f
-
-
-def _datetimes_to_ms(values: Any, what: str) -> np.ndarray:
-    idx = pd.DatetimeIndex(values)
-    if idx.hasnans:
-        raise BadRequest(f"{what} holds a missing time (NaT)")
-    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
-    return idx.as_unit("ms").asi8.astype(np.int64)
-
-
-def _numbers_to_ms(col: pd.Series, what: str) -> np.ndarray:
-    """Epoch s/ms/us/ns by magnitude, as :func:`nbfeed.timeutil.number_to_ms` reads one number."""
-    a = col.to_numpy(dtype=np.float64, na_value=np.nan)
-    if not np.isfinite(a).all():
-        raise BadRequest(f"{what} holds a missing or infinite time")
-    if pd.api.types.is_integer_dtype(col.dtype):
-        i = col.to_numpy(dtype=np.int64)
-        m = np.abs(i)
-        return np.where(m < 10**11, i * 1000,
-                        np.where(m < 10**14, i, np.where(m < 10**17, i // 1000, i // 10**6)))
-    m = np.abs(a)
-    ms = np.where(m < 1e11, np.round(a * 1000),
-                  np.where(m < 1e14, a, np.where(m < 1e17, a // 1000, a // 1e6)))
-    return ms.astype(np.int64)
-
-
-def _frame_times(df: pd.DataFrame) -> tuple[np.ndarray, str | None]:
-    """Epoch ms of every row and the name of the column they came from (None: the index)."""
-    if isinstance(df.index, pd.DatetimeIndex):
-        return _datetimes_to_ms(df.index, "the DataFrame's index"), None
-    lower = {str(c).lower(): c for c in df.columns}
-    name = next((lower[n] for n in _TIME_NAMES if n in lower), None)
-    if name is None:
-        raise BadRequest(
-            "the DataFrame needs a DatetimeIndex or a 'time' column (epoch ms or datetimes); "
-            f"got a {type(df.index).__name__} and columns {', '.join(map(str, df.columns))}")
-    col = df[name]
-    what = f"column {name!r}"
-    if pd.api.types.is_datetime64_any_dtype(col.dtype):
-        return _datetimes_to_ms(col, what), name
-    if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
-        return _numbers_to_ms(col, what), name
-    return np.array([to_ms(v, str(name)) for v in col], dtype=np.int64), name
-
-
-def _numeric(col: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype)
-
-
-class _Plan:
-    """What the chart plots: ``kind``, the store's columns and the row fields they read."""
-
-    def __init__(self, kind: str, columns: Sequence[str]) -> None:
-        self.kind = kind
-        self.columns = tuple(columns)
-
-    @classmethod
-    def resolve(cls, kind: str, field: str | None, keys: Iterable[str], numeric: Iterable[str],
-                what: str, one_series: bool) -> _Plan:
-        """Decide from the first data's keys; ``one_series``: rows plot price or close only."""
-        keys = [str(k) for k in keys]
-        lower = {k.lower() for k in keys}
-        has_ohlc = all(c in lower for c in _OHLC)
-        if kind == "candle" or (kind == "auto" and has_ohlc and field is None):
-            if not has_ohlc:
-                raise BadRequest(f"kind='candle' needs open, high, low and close; {what} has "
-                                 f"{', '.join(keys) or 'nothing'}")
-            return cls("candle", CANDLE_COLUMNS)
-        if field is None and has_ohlc:
-            field = next(k for k in keys if k.lower() == "close")
-        if field is not None:
-            if field not in keys:
-                raise BadRequest(f"field {field!r} is not in {what} ({', '.join(keys)})")
-            return cls("line", (field,))
-        numeric = [str(k) for k in numeric if str(k).lower() not in (*_TIME_NAMES, "symbol")]
-        for preferred in ("price", "close", "value"):
-            if preferred in numeric:
-                return cls("line", (preferred,) if one_series else numeric)
-        if not numeric:
-            raise BadRequest(f"{what} has no numeric column to plot ({', '.join(keys) or 'empty'})")
-        return cls("line", numeric)
 
 
 # --- the widget ----------------------------------------------------------------------------------
@@ -383,8 +162,8 @@ class LiveChart(anywidget.AnyWidget):
         self._send_lock = threading.Lock()    # keeps sends (and their seq numbers) in order
         self._wake = threading.Condition(self._lock)
         self._stop = threading.Event()
-        self._plan: _Plan | None = None
-        self._store: _BarStore | None = None
+        self._plan: Plan | None = None
+        self._store: BarStore | None = None
         self._max_bars_n = max_bars
         self._seq = 0
         self._dirty_from: int | None = None   # oldest bar time changed since the last flush
@@ -485,13 +264,13 @@ class LiveChart(anywidget.AnyWidget):
     def _plan_from_interval(self, interval: str) -> None:
         if interval == TICK:
             cols = (self._field or "price",)
-            self._set_plan(_Plan("line", cols) if self._kind_wanted != "candle" else None)
+            self._set_plan(Plan("line", cols) if self._kind_wanted != "candle" else None)
         elif self._kind_wanted == "line" or self._field is not None:
-            self._set_plan(_Plan("line", (self._field or "close",)))
+            self._set_plan(Plan("line", (self._field or "close",)))
         else:
-            self._set_plan(_Plan("candle", CANDLE_COLUMNS))
+            self._set_plan(Plan("candle", CANDLE_COLUMNS))
 
-    def _set_plan(self, plan: _Plan | None) -> None:
+    def _set_plan(self, plan: Plan | None) -> None:
         """Fix what the chart plots, once: the first data (or the stream's interval) decides."""
         if plan is None:
             raise BadRequest("kind='candle' needs a bar stream (interval like '1m'); "
@@ -500,7 +279,7 @@ class LiveChart(anywidget.AnyWidget):
             if self._plan is not None:
                 return
             self._plan = plan
-            self._store = _BarStore(plan.columns, self._max_bars_n)
+            self._store = BarStore(plan.columns, self._max_bars_n)
             self._resync = True
 
     def _ingest(self, rows: Any, *, strict: bool, overwrite: bool = True,
@@ -543,48 +322,16 @@ class LiveChart(anywidget.AnyWidget):
         return applied
 
     def _parse_frame(self, df: pd.DataFrame) -> tuple[np.ndarray, list[list[float | None]]]:
-        times, time_col = _frame_times(df)
+        times, time_col = frame_times(df)
         cols = [c for c in df.columns if c != time_col]
-        sym_col = next((c for c in cols if str(c).lower() == "symbol"), None)
-        if sym_col is not None:
-            symbols = [str(s) for s in pd.unique(df[sym_col].dropna())]
-            if self._symbol is None and len(symbols) > 1:
-                raise BadRequest(f"the DataFrame holds several symbols ({', '.join(symbols[:5])})"
-                                 "; pass symbol= to pick one")
-            if self._symbol is None and len(symbols) == 1:
-                self._symbol = symbols[0]
-            if self._symbol is not None:
-                keep = (df[sym_col].astype(str) == self._symbol).to_numpy()
-                df, times = df[keep], times[keep]
+        df, times, symbol = frame_symbol(df, times, cols, self._symbol)
+        if self._symbol is None and symbol is not None:
+            self._symbol = symbol
         if self._plan is None:
-            self._set_plan(_Plan.resolve(self._kind_wanted, self._field, map(str, cols),
-                                         [str(c) for c in cols if _numeric(df[c])],
-                                         "the DataFrame", one_series=False))
-        lower = {str(c).lower(): c for c in cols}
-        order = np.argsort(times, kind="stable")
-        times = times[order]
-        # Keep the last row of each duplicated time, as a live update would.
-        last = np.append(times[1:] != times[:-1], True) if len(times) else np.array([], bool)
-        times, order = times[last][-self._max_bars_n:], order[last][-self._max_bars_n:]
-        matrix = np.full((len(times), len(self.columns)), np.nan)
-        for k, name in enumerate(self.columns):
-            col = name if name in df.columns else lower.get(name.lower())
-            if col is None:
-                if self.kind == "candle" and name == "volume":
-                    continue
-                raise BadRequest(f"the DataFrame has no column {name!r} (the chart plots "
-                                 f"{', '.join(self.columns)})")
-            if not _numeric(df[col]):
-                raise BadRequest(f"column {col!r} is not numeric (dtype {df[col].dtype})")
-            values = df[col].to_numpy(dtype=np.float64, na_value=np.nan)[order]
-            gaps_ok = self.kind == "line" or name == "volume"  # NaN: a gap in a line
-            bad = np.isinf(values) | (False if gaps_ok else np.isnan(values))
-            if bad.any():
-                at = pd.Timestamp(int(times[np.argmax(bad)]), unit="ms", tz="UTC")
-                raise BadRequest(f"column {col!r} is {values[np.argmax(bad)]} at {at}; "
-                                 "expected a finite number")
-            matrix[:, k] = values
-        return times, [[None if v != v else v for v in row] for row in matrix.tolist()]
+            self._set_plan(Plan.resolve(self._kind_wanted, self._field, map(str, cols),
+                                        [str(c) for c in cols if is_numeric(df[c])],
+                                        "the DataFrame", one_series=False))
+        return frame_values(df, times, cols, self.kind, self.columns, self._max_bars_n)
 
     def _parse_rows(self, rows: list[Any], strict: bool) -> list[tuple[int, list[float | None]]]:
         out: list[tuple[int, list[float | None]]] = []
@@ -626,30 +373,12 @@ class LiveChart(anywidget.AnyWidget):
         if self._plan is None:
             numeric = [k for k, v in row.items() if isinstance(v, (int, float))
                        and not isinstance(v, bool)]
-            plan = _Plan.resolve(self._kind_wanted, self._field, row.keys(), numeric,
+            plan = Plan.resolve(self._kind_wanted, self._field, row.keys(), numeric,
                                  f"row {i}", one_series=True)
             self._set_plan(plan)
             if self._interval is None and plan.kind == "line" and "price" in plan.columns:
                 self._interval = TICK
-        where = _RowPlace(i, t)
-        if self.kind == "candle":
-            try:
-                vals: list[float | None] = [row["open"], row["high"], row["low"], row["close"],
-                                            row.get("volume")]
-            except KeyError:
-                missing = [c for c in _OHLC if c not in row]
-                raise BadRequest(f"{where} has no {', '.join(missing)} (a candle needs open, "
-                                 "high, low, close)") from None
-            for k, v in enumerate(vals):
-                # Finite floats (v - v == 0) pass without a call; a missing volume is allowed.
-                if (type(v) is not float or v - v != 0.0) and (k < 4 or v is not None):
-                    vals[k] = _check_number(v, CANDLE_COLUMNS[k], where, allow_nan=k == 4)
-            return t, vals
-        vals = [None if row.get(c) is None else _check_number(row[c], c, where)
-                for c in self.columns]
-        if all(v is None for v in vals):
-            raise BadRequest(f"{where} has none of the plotted fields ({', '.join(self.columns)})")
-        return t, vals
+        return t, row_values(row, RowPlace(i, t), self.kind, self.columns)
 
     def _adopt_symbol(self, sym: str) -> None:
         """A chart without a symbol follows the first one its rows carry."""
