@@ -74,7 +74,8 @@ class NBFeed(ExtensionApp):
                           "their endpoints at the server root. Default: on when base_url is '/'."
                           ).tag(config=True)
     workspace_origins = List(Unicode(), default_value=[
-        "https://pro.openbb.co", "https://pro.openbb.dev", "https://excel.openbb.co"],
+        "https://pro.openbb.co", "https://pro.openbb.dev", "https://excel.openbb.co",
+        "http://localhost:1420"],  # [workspace] + the desktop app's origin
         help="Origins allowed to call the Workspace endpoints (CORS) and open its socket.",
     ).tag(config=True)
     workspace_api_key = Unicode("", help="An extra key Workspace may send (X-API-KEY, "
@@ -83,6 +84,7 @@ class NBFeed(ExtensionApp):
 
     hub: Hub | None = None
     _info_file: Any = None
+    workspace_backend: Any = None  # [workspace] set by nbfeed.server_ext.workspace
 
     # ---- configuration --------------------------------------------------------------------
 
@@ -141,6 +143,13 @@ class NBFeed(ExtensionApp):
                 workspace_handlers = None
             if workspace_handlers is not None:
                 self.handlers.extend(workspace_handlers(self))
+                # [workspace] widgets.json/apps.json at the host root: added to the web app
+                # directly, because ExtensionApp prefixes base_url to self.handlers.
+                from .workspace import workspace_root_handlers
+
+                root = workspace_root_handlers(self)
+                if root:
+                    self.serverapp.web_app.add_handlers(".*$", root)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         assert self.hub is not None
@@ -158,6 +167,11 @@ class NBFeed(ExtensionApp):
                 "nbfeed: OpenBB Workspace backend URL: %s/nbfeed/workspace - in Workspace, "
                 "'Connect backend', paste that URL and add the server token as an API key "
                 "(header X-API-KEY, or Authorization: token <token>)", url)
+            # [workspace] the host-root copy, when served
+            backend = self.workspace_backend
+            if backend is not None and backend.root_enabled:
+                self.log.info("nbfeed: Workspace backend also at the host root: %s",
+                              backend.urls(serverapp.connection_url)["root_url"])
 
     def _write_info(self, serverapp: Any) -> None:
         path = info_path(serverapp.runtime_dir)

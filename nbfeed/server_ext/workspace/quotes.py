@@ -28,8 +28,6 @@ from ...intervals import TICK
 
 #: Updated over the socket (besides the row id ``symbol``).
 LIVE_FIELDS = ("price", "change", "change_percent", "bid", "ask")
-#: In the snapshot only: the name never changes, volume is frozen on purpose (see columns).
-STATIC_FIELDS = ("name", "volume")
 MAX_SYMBOLS = 200
 
 

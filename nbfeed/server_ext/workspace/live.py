@@ -1,0 +1,244 @@
+"""The live grid socket: ``<base_url>nbfeed/workspace/ws/<capability>/quotes/<source>``.
+
+Workspace opens it right after fetching the snapshot, with no credentials, and speaks:
+
+- client -> server: ``{"type": "params", "params": {"symbol": ...}}`` (``type`` may be missing) on
+  open and on every param change; the value is a string, a comma list or a list. Each message
+  *replaces* the subscription; no symbols at all means no subscription (the socket stays open).
+  Anything else (not JSON, not an object, wrong types, unknown symbols) is ignored - never a
+  close: Workspace has no reconnect logic. Unknown symbols are dropped, the rest subscribed.
+- server -> client: text frames, each a JSON array of rows ``{"symbol", price, change,
+  change_percent, bid, ask}`` - the latest row per symbol since the previous frame, at most
+  ``1 / min_interval`` frames per second (default 10).
+
+Access: the path's capability (see :mod:`.backend`) and an ``Origin`` allowlist; a wrong
+capability or a foreign ``Origin`` is refused with 403 before the upgrade.
+
+Backpressure: rows come from a hub :class:`~nbfeed.hub.Subscription`, whose outbox conflates
+while this socket is slow; a frame is written only after the previous one reached the OS, so a
+slow browser costs one pending frame and one row per symbol, never a growing buffer. The
+subscription lives as long as the params do: when a provider restarts, the hub re-subscribes it
+and rows simply resume (status events are logged, not sent). The server never closes a healthy
+socket: WebSocketMixin pings every 30 s and only closes a peer that stopped answering them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from jupyter_server.auth.decorator import allow_unauthenticated
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from tornado import web
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from ...errors import NBFeedError
+from ...hub.outbox import StreamBatch
+from ...intervals import TICK
+from ...jsonfast import dumps
+from .backend import MAX_SOCKETS, WorkspaceBackend
+from .quotes import MAX_SYMBOLS, live_row, parse_symbols
+
+log = logging.getLogger("nbfeed.workspace")
+
+MAX_MESSAGE = 1024 * 1024   # tornado closes above this (1009); Workspace sends ~100 bytes
+MAX_IGNORED = 64 * 1024     # bigger messages are ignored unparsed
+SYMBOL_KEYS = ("symbol", "symbols", "ticker")
+_closing: set[asyncio.Future] = set()
+
+
+def params_of(message: str | bytes) -> dict | None:
+    """The params object of a client message, or None when the message is to be ignored."""
+    if isinstance(message, bytes) or len(message) > MAX_IGNORED:
+        return None
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("type", "params") != "params":
+        return None
+    params = data.get("params")
+    if params is None and "type" not in data and any(k in data for k in SYMBOL_KEYS):
+        params = data  # a bare params object
+    return params if isinstance(params, dict) else None
+
+
+class LiveGridSession:
+    """One socket's subscription: params messages in, throttled row frames out.
+
+    ``send(text)`` writes a frame and returns an awaitable that completes when it is flushed
+    (or None when the socket is gone). No tornado imports: testable with any transport.
+    """
+
+    def __init__(self, hub: Any, source: str, send: Callable[[str], Awaitable | None], *,
+                 min_interval: float = 0.1, max_symbols: int = MAX_SYMBOLS) -> None:
+        self.hub = hub
+        self.source = source
+        self.send = send
+        self.min_interval = min_interval
+        self.max_symbols = max_symbols
+        self.symbols: list[str] = []
+        self.sub: Any = None
+        self._pump: asyncio.Task | None = None
+        self.frames = 0
+        self.ignored = 0
+
+    async def receive(self, message: str | bytes) -> None:
+        params = params_of(message)
+        if params is None:
+            self.ignored += 1
+            log.debug("nbfeed: Workspace socket ignored a message: %.80r", message)
+            return
+        value = next((params[k] for k in SYMBOL_KEYS if k in params), None)
+        try:
+            symbols = parse_symbols(value, limit=self.max_symbols)
+        except NBFeedError as exc:
+            self.ignored += 1
+            log.debug("nbfeed: Workspace socket ignored params: %s", exc)
+            return
+        await self.set_symbols(symbols)
+
+    def _known(self, symbols: list[str]) -> list[str]:
+        catalog = self.hub.catalog
+        if catalog is None or not catalog.sources().get(self.source):
+            return symbols  # nothing listed: the provider decides
+        out = []
+        for sym in symbols:
+            entry = catalog.lookup(self.source, sym)
+            if entry is not None and (TICK in (entry.get("intervals") or [])
+                                      or entry.get("type") == "quote"):
+                out.append(sym)
+        return out
+
+    async def set_symbols(self, symbols: list[str]) -> None:
+        """Replace the subscription (an empty list: none)."""
+        wanted = self._known(symbols)
+        if wanted == self.symbols and (self.sub is not None or not wanted):
+            return
+        new = None
+        if wanted:
+            try:
+                new = await self.hub.subscribe(self.source, wanted, TICK)
+            except NBFeedError as exc:
+                log.info("nbfeed: Workspace live grid %s: %s", self.source, exc)
+                return
+        await self._stop()
+        self.symbols, self.sub = wanted, new
+        if new is not None:
+            self._pump = asyncio.ensure_future(self._run(new))
+
+    async def _stop(self) -> None:
+        pump, sub = self._pump, self.sub
+        self._pump = self.sub = None
+        if pump is not None:
+            pump.cancel()
+        if sub is not None:
+            await sub.close()
+
+    async def _run(self, sub: Any) -> None:
+        loop = asyncio.get_running_loop()
+        latest = {row["symbol"]: row for row in sub.snapshot()}
+        last_flush = loop.time() - self.min_interval
+        while True:
+            if latest:
+                wait = last_flush + self.min_interval - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # throttle; rows keep conflating meanwhile
+                    self._merge(sub.outbox.take(), latest)
+                if not await self._write(latest):
+                    return
+                latest = {}
+                last_flush = loop.time()
+            try:
+                self._merge(await sub.outbox.get(), latest)
+            except EOFError:
+                return
+
+    def _merge(self, items: list[Any], latest: dict[str, dict]) -> None:
+        for item in items:
+            if isinstance(item, StreamBatch):
+                if item.rows:
+                    latest[item.symbol] = item.rows[-1]
+            elif isinstance(item, dict):
+                log.info("nbfeed: Workspace live grid %s: %s %s", self.source,
+                         item.get("type"), item.get("state") or item.get("message", ""))
+
+    async def _write(self, latest: dict[str, dict]) -> bool:
+        frame = dumps([live_row(r) for r in latest.values()])
+        done = self.send(frame)
+        if done is None:
+            return False
+        try:
+            await done
+        except WebSocketClosedError:
+            return False
+        self.frames += 1
+        return True
+
+    async def close(self) -> None:
+        await self._stop()
+
+
+class LiveGridSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
+    """The tornado shell around :class:`LiveGridSession` (capability + origin checked)."""
+
+    backend: WorkspaceBackend
+    session: LiveGridSession | None = None
+    capability = ""
+
+    def initialize(self, backend: WorkspaceBackend, min_interval: float = 0.1) -> None:
+        self.backend = backend
+        self.min_interval = min_interval
+
+    @property
+    def max_message_size(self) -> int:  # read by tornado on upgrade
+        return MAX_MESSAGE
+
+    def check_origin(self, origin: str | None = None) -> bool:
+        return self.backend.origin_allowed(origin if origin is not None else self.get_origin(),
+                                           self.request.headers.get("Host"), self.settings)
+
+    @allow_unauthenticated
+    async def get(self, capability: str, source: str) -> None:
+        if not self.backend.capability_matches(capability):
+            log.warning("nbfeed: Workspace socket refused: wrong capability (from %s)",
+                        self.request.remote_ip)
+            raise web.HTTPError(403, "wrong capability; fetch widgets.json again")
+        if not self.check_origin():
+            log.warning("nbfeed: Workspace socket refused: origin %r is not in "
+                        "c.NBFeed.workspace_origins", self.get_origin())
+            raise web.HTTPError(403, "origin not allowed")
+        if source not in self.backend.hub.sources():
+            raise web.HTTPError(404, f"unknown source {source!r:.80}")
+        if len(self.backend.sockets) >= MAX_SOCKETS:
+            raise web.HTTPError(503, "too many Workspace sockets")
+        self.capability = capability
+        await super().get(capability, source)
+
+    def open(self, capability: str, source: str) -> None:  # type: ignore[override]
+        super().open(capability, source)
+        self.backend.sockets.add(self)
+        self.session = LiveGridSession(self.backend.hub, source, self._send,
+                                       min_interval=self.min_interval)
+
+    def _send(self, text: str) -> Awaitable | None:
+        try:
+            return self.write_message(text)
+        except WebSocketClosedError:
+            return None
+
+    async def on_message(self, message: str | bytes) -> None:
+        if self.session is not None:
+            await self.session.receive(message)
+
+    def on_close(self) -> None:
+        self.backend.sockets.discard(self)
+        session, self.session = self.session, None
+        if session is not None:
+            task = asyncio.ensure_future(session.close())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
