@@ -329,7 +329,8 @@ async def test_auth_failure_is_the_providers_status_and_the_hub_keeps_serving(st
     await wait_until(lambda: [c for c in fp.connections("stocks")
                               if c.close_reason == "auth failed"], "the refused reconnect")
     await asyncio.sleep(1.0)  # a refused key must not make the provider hammer the server
-    assert len([c for c in fp.connections("stocks") if c.close_reason == "auth failed"]) == 1
+    # One refused reconnect (two if a retry was already in flight when the key was revoked).
+    assert len([c for c in fp.connections("stocks") if c.close_reason == "auth failed"]) <= 2
     assert (info(hub, "polygon")["pid"], info(hub, "polygon")["restarts"]) == (pid, 0)
     with pytest.raises(UpstreamError, match="rejected the API key"):
         await hub.history("polygon", "AAPL", "1d", count=5)
