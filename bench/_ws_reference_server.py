@@ -28,7 +28,7 @@ class Push(WebSocketHandler):
         return True
 
     def open(self) -> None:
-        asyncio.ensure_future(self.push())
+        self.pusher = asyncio.ensure_future(self.push())
 
     async def push(self) -> None:
         try:

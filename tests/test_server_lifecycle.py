@@ -44,7 +44,8 @@ class Server:
                "NBFEED_HOME": str(tmp / "home")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyter_server", "--no-browser", "--port=0",
-             '--ServerApp.jpserver_extensions={"nbfeed": True}', f"--IdentityProvider.token={TOKEN}",
+             "--ServerApp.jpserver_extensions={'nbfeed': True}".replace("'", '"'),
+             f"--IdentityProvider.token={TOKEN}",
              "--NBFeed.providers=simulated", "--allow-root", f"--ServerApp.root_dir={tmp}"],
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
