@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 TOKEN = "nbfeed-test-token"
+ENABLE = '--ServerApp.jpserver_extensions={"nbfeed": True}'
 
 
 def alive(pid: int) -> bool:
@@ -44,8 +45,7 @@ class Server:
                "NBFEED_HOME": str(tmp / "home")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyter_server", "--no-browser", "--port=0",
-             "--ServerApp.jpserver_extensions={'nbfeed': True}".replace("'", '"'),
-             f"--IdentityProvider.token={TOKEN}",
+             ENABLE, f"--IdentityProvider.token={TOKEN}",
              "--NBFeed.providers=simulated", "--allow-root", f"--ServerApp.root_dir={tmp}"],
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
