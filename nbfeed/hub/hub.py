@@ -156,11 +156,16 @@ class Hub:
                                 f"{', '.join(self._processes) or '(none)'}")
         return self._processes[source]
 
-    def _check_symbol(self, source: str, symbol: Any, interval: str) -> str:
+    def _listed(self, source: str) -> bool:
+        """Whether the catalog holds entries for ``source`` (one query; ask once per call)."""
+        return self.catalog is not None and bool(self.catalog.sources().get(source))
+
+    def _check_symbol(self, source: str, symbol: Any, interval: str,
+                      listed: bool | None = None) -> str:
         if not isinstance(symbol, str) or not symbol or len(symbol) > 200:
             raise BadRequest(f"symbol must be a non-empty string of at most 200 characters, "
                              f"got {symbol!r:.80}")
-        if self.catalog is None or not self.catalog.sources().get(source):
+        if not (self._listed(source) if listed is None else listed):
             # Nothing listed (yet): the provider decides on symbols, its class on intervals.
             supported = self._processes[source].intervals
             if interval not in supported:
@@ -263,8 +268,9 @@ class Hub:
         limit = self.config.max_symbols_per_subscription
         if len(symbols) > limit:
             raise LimitExceeded(f"{len(symbols)} symbols in one subscription; the limit is {limit}")
+        listed = self._listed(source)  # not once per symbol: a subscribe may name 1,000
         for sym in symbols:
-            self._check_symbol(source, sym, interval)
+            self._check_symbol(source, sym, interval, listed)
         sub = Subscription(self, source, symbols, interval,
                            max_pending_rows or self.config.max_pending_rows)
         self._subs.add(sub)

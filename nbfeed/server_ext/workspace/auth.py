@@ -30,6 +30,7 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
 
 from ...errors import NBFeedError
+from ...jsonfast import dumpb
 from .backend import WorkspaceBackend
 
 ALLOW_HEADERS = "Authorization, X-API-KEY, Content-Type"
@@ -143,7 +144,7 @@ class WorkspaceHandler(APIHandler):
 
     def reply(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
-        self.finish(json.dumps(data, separators=(",", ":"), allow_nan=False))
+        self.finish(dumpb(data))  # orjson; NaN becomes null instead of a 500
 
     def fail(self, exc: NBFeedError) -> None:
         self.set_status(exc.http_status)
