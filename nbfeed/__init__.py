@@ -72,7 +72,7 @@ def connect(url: str | None = None, token: str | None = None, **kwargs: Any) -> 
     return _connect(url, token=token, **kwargs)
 
 
-def register_provider(name: str, provider: type | str, **options: Any) -> None:
+def register_provider(name: str, provider: type | str | None = None, **options: Any) -> None:
     """Run a provider class (e.g. defined in this notebook) in its own process, under ``name``.
 
     See :meth:`nbfeed.client.Feed.register_provider`.

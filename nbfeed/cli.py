@@ -47,6 +47,8 @@ from .errors import NBFeedError, UpstreamError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _SYMBOL_COLUMNS = ["source", "name", "type", "categories", "name_label"]
 _PROVIDER_COLUMNS = ["name", "status", "datasets", "restarts", "detail"]
+_CLI_ENABLE_HINT = ("--provider {name} (or name it as a command's source); in Jupyter: "
+                    "c.NBFeed.providers")
 
 
 # ---- options ------------------------------------------------------------------------------
@@ -106,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=help, parents=[common],
                                    allow_abbrev=False, **kwargs)
 
-    p = command("providers", "List the loaded providers: status, symbol count, detail.")
+    p = command("providers", "List providers: the loaded ones (status, symbol count, detail), "
+                "then every other installed one (usable or not, and how to turn it on).")
     p.add_argument("--format", choices=("table", "json"), default="table")
 
     p = command("populate", "Fill or refresh the symbol catalog from providers.")
@@ -163,7 +166,8 @@ def _hub_command(args: argparse.Namespace, wanted: Sequence[str] | None, body: B
 
     specs = provider_specs(args.providers, args.options, wanted)
     config = HubConfig(home=_home(args), providers=specs, request_timeout=args.timeout,
-                       start_timeout=max(args.timeout, 5.0), populate_on_start=populate_on_start)
+                       start_timeout=max(args.timeout, 5.0), populate_on_start=populate_on_start,
+                       enable_hint=_CLI_ENABLE_HINT)
     try:
         return asyncio.run(run_with_hub(config, body, interrupted_code=interrupted_code))
     except KeyboardInterrupt:
@@ -191,14 +195,23 @@ def _say(message: str) -> None:
 
 def cmd_providers(args: argparse.Namespace, out: TextIO) -> int:
     async def body(hub: Any) -> int:
-        info = hub.providers_info()
+        info = hub.providers_info(include_available=True)
         for row in info:  # why a provider has no symbols is as useful as why it failed
             if not row["detail"] and row.get("populate_error"):
                 row["detail"] = f"populate failed: {row['populate_error']}"
         if args.format == "json":
             write_rows(info, "json", out)
-        else:
-            write_rows(info, "table", out, _PROVIDER_COLUMNS)
+            return EXIT_OK
+        loaded = [row for row in info if row.get("loaded", True)]
+        others = [row for row in info if not row.get("loaded", True)]
+        write_rows(loaded, "table", out, _PROVIDER_COLUMNS)
+        if others:
+            out.write("\nAlso installed (not loaded by this command):\n")
+            for row in others:
+                about = row["detail"] if row["status"] == "not usable" else row["description"]
+                out.write(f"  {row['name']:<12} {row['status']:<11} {about}\n")
+                then = "turn on" if row["status"] == "not loaded" else "then turn on"
+                out.write(f"  {'':<12} {'':<11} {then}: {row['enable']}\n")
         return EXIT_OK
 
     return _hub_command(args, None, body)

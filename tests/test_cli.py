@@ -103,12 +103,34 @@ def test_bad_command_lines_fail_before_any_provider_starts(home, args, named):
 def test_providers_lists_the_default_sources(home):
     result = nbfeed(home, "providers")
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    loaded = result.stdout.partition("\n\n")[0]
+    lines = loaded.splitlines()
     assert lines[0].split()[:4] == ["name", "status", "datasets", "restarts"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert set(rows) == {"simulated", "csv"}
     assert rows["simulated"][1] == "running", result.stdout
     assert int(rows["simulated"][2]) > 40, result.stdout + result.stderr
+
+
+def test_providers_also_shows_what_is_installed_and_how_to_turn_it_on(home):
+    env = _env()
+    env.pop("POLYGON_API_KEY", None)
+    result = subprocess.run(_argv(home, "providers"), capture_output=True, text=True,
+                            timeout=TIMEOUT, env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    others = result.stdout.partition("Also installed")[2]
+    assert "binance" in others and "polygon" in others, result.stdout
+    binance = others[others.index("binance"):].splitlines()
+    assert "not loaded" in binance[0] and "--provider binance" in binance[1]
+    polygon = others[others.index("polygon"):]
+    assert "not usable" in polygon and "POLYGON_API_KEY" in polygon
+    env["POLYGON_API_KEY"] = "a-key"  # with a key it is one flag away
+    result = subprocess.run(_argv(home, "providers", "--format", "json"), capture_output=True,
+                            text=True, timeout=TIMEOUT, env=env, cwd=REPO)
+    listed = {row["name"]: row for row in json.loads(result.stdout)}
+    assert listed["polygon"]["status"] == "not loaded" and not listed["polygon"]["loaded"]
+    assert listed["simulated"]["loaded"] and listed["simulated"]["status"] == "running"
+    assert "a-key" not in result.stdout
 
 
 def test_populate_reports_per_source_and_fails_when_one_fails(home):

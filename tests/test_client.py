@@ -119,6 +119,17 @@ def test_errors_name_the_bad_argument(feed, call, exc, named):
         call(feed)
 
 
+def test_providers_lists_loaded_then_installed_sources(feed, monkeypatch):
+    monkeypatch.delenv("POLYGON_API_KEY", raising=False)
+    table = feed.providers()
+    assert table.loc["simulated", "status"] == "running" and table.loc["simulated", "loaded"]
+    assert table.loc["binance", "status"] == "not loaded"
+    assert "register_provider('binance')" in table.loc["binance", "enable"]
+    assert table.loc["polygon", "status"] == "not usable"
+    assert "POLYGON_API_KEY" in table.loc["polygon", "detail"]
+    assert list(table.index[:1]) == ["simulated"]  # loaded ones first
+
+
 def test_register_a_provider_defined_here(feed):
     class Ticker(nbfeed.Provider):  # not importable: shipped to its own process by value
         def get_dataset(self):

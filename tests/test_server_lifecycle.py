@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def wait_until(pred, timeout: float, what: str) -> None:
 class Server:
     """``python -m jupyter_server`` with nbfeed on a free port; output collected in a thread."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, providers: tuple[str, ...] = ("simulated",)) -> None:
         self.runtime = tmp / "runtime"
         env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(self.runtime),
                "JUPYTER_CONFIG_DIR": str(tmp / "config"), "JUPYTER_DATA_DIR": str(tmp / "data"),
@@ -46,7 +47,8 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyter_server", "--no-browser", "--port=0",
              ENABLE, f"--IdentityProvider.token={TOKEN}",
-             "--NBFeed.providers=simulated", "--allow-root", f"--ServerApp.root_dir={tmp}"],
+             *(f"--NBFeed.providers={name}" for name in providers),
+             "--allow-root", f"--ServerApp.root_dir={tmp}"],
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
         self.output: list[str] = []
@@ -128,3 +130,60 @@ def test_sigkilled_server_leaves_no_provider_behind(server):
     server.proc.wait(10)
     for pid in info["provider_pids"]:
         wait_until(lambda pid=pid: not alive(pid), 15, f"orphaned provider {pid} to exit")
+
+
+def _get(url: str, timeout: float = 90) -> tuple[int, dict]:
+    req = urllib.request.Request(url, headers={"Authorization": f"token {TOKEN}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def test_a_server_queried_the_instant_it_answers_has_its_catalog(tmp_path):
+    """A script (or OpenBB Workspace) that starts a server and asks at once gets every symbol:
+    catalog-dependent requests wait for the first listing of the providers still starting."""
+    server = Server(tmp_path, providers=("simulated", "csv"))
+    try:
+        # Jupyter writes its own runtime file before extensions start; nbfeed's comes later.
+        jp_file = server.runtime / f"jpserver-{server.proc.pid}.json"
+        wait_until(jp_file.exists, 90, "Jupyter's runtime file")
+        base = json.loads(jp_file.read_text())["url"].replace("localhost", "127.0.0.1")
+        deadline = time.monotonic() + 90
+        while True:  # the instant the server answers HTTP at all
+            try:
+                if _get(base + "api/status", timeout=5)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "server never answered"
+            time.sleep(0.01)
+        answers: dict[str, tuple[int, dict]] = {}
+
+        def ask(name: str, url: str) -> None:
+            answers[name] = _get(url)
+
+        asks = [threading.Thread(target=ask, args=args) for args in [
+            ("symbols", base + "nbfeed/api/symbols?q=AAPL"),
+            ("csv", base + "nbfeed/api/symbols?q=DEMO&source=csv"),
+            ("widgets", base + "nbfeed/workspace/widgets.json"),
+            ("providers", base + "nbfeed/api/providers")]]
+        for t in asks:
+            t.start()
+        for t in asks:
+            t.join(120)
+        status, symbols = answers["symbols"]
+        assert status == 200 and symbols["results"][0]["name"] == "AAPL", symbols
+        status, csv_symbols = answers["csv"]
+        assert status == 200 and csv_symbols["results"], csv_symbols
+        status, widgets = answers["widgets"]
+        assert status == 200
+        assert any(w["type"] == "live_grid" for w in widgets.values()), sorted(widgets)
+        status, providers = answers["providers"]
+        # The status list answers at once and says who is still starting.
+        loaded = {p["name"]: p["status"] for p in providers["providers"] if p.get("loaded")}
+        assert set(loaded) == {"simulated", "csv"}
+        assert set(loaded.values()) <= {"starting", "running"}
+    finally:
+        server.kill()

@@ -18,9 +18,26 @@ API = ("nbfeed", "api")
 
 async def test_providers_lists_running_simulated(nbfeed_server, jp_fetch):
     _, data = await fetch_json(jp_fetch, *API, "providers")
-    (sim,) = data["providers"]
+    loaded = [p for p in data["providers"] if p["loaded"]]
+    (sim,) = loaded
     assert sim["name"] == "simulated" and sim["status"] == "running"
     assert sim["datasets"] >= 40
+    others = {p["name"]: p for p in data["providers"] if not p["loaded"]}
+    assert {"csv", "binance", "polygon"} <= set(others)
+    assert others["binance"]["status"] == "not loaded"
+    assert "c.NBFeed.providers" in others["binance"]["enable"]
+
+
+async def test_a_provider_known_by_name_is_turned_on_from_a_notebook(nbfeed_server, jp_fetch):
+    body = json.dumps({"name": "csv", "kind": "builtin"})
+    resp = await jp_fetch(*API, "providers", method="POST", body=body)
+    assert json.loads(resp.body)["provider"]["status"] == "running"
+    _, data = await fetch_json(jp_fetch, *API, "symbols", params={"source": "csv", "q": ""})
+    assert data["results"]
+    with pytest.raises(HTTPClientError) as err:
+        await jp_fetch(*API, "providers", method="POST",
+                       body=json.dumps({"name": "nosuch", "kind": "builtin"}))
+    assert err.value.code == 404 and b"nosuch" in err.value.response.body
 
 
 async def test_symbols_ranked_and_filtered(nbfeed_server, jp_fetch):

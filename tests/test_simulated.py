@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from nbfeed.errors import BadInterval, BadRequest, UnknownSymbol
@@ -155,3 +156,56 @@ def test_dataset_is_valid_and_can_grow_for_benchmarks(sim):
     names = {e["name"] for e in entries}
     assert {"AAPL", "BTC-USD", "EURUSD", "ZZZ", "SIM00000", "SIM00004"} <= names
     assert all("tick" in e["intervals"] and "1m" in e["intervals"] for e in entries)
+
+
+def test_every_symbol_has_its_own_volume_spread_and_volatility(sim):
+    """The simulator looks like a market: no two symbols share a running volume, and each
+    asset class trades at its own scale (stocks in cents, FX in pips, crypto most volatile)."""
+    provider = sim(seed=7)
+    t = np.asarray([to_ms("2026-03-04T15:30:00Z")])
+    quotes = {sym: provider.quotes(sym, t)[0] for sym in provider.universe}
+    volumes = [q["volume"] for q in quotes.values()]
+    assert len(set(volumes)) == len(volumes), "two symbols share the same running volume"
+    # Independent series, not one curve scaled: the volume ratio of two stocks moves over a day.
+    later = np.asarray([to_ms("2026-03-04T20:00:00Z")])
+    ratio_then = quotes["GOOGL"]["volume"] / quotes["NVDA"]["volume"]
+    ratio_later = (provider.quotes("GOOGL", later)[0]["volume"]
+                   / provider.quotes("NVDA", later)[0]["volume"])
+    assert abs(ratio_then / ratio_later - 1) > 0.01
+    for sym, q in quotes.items():
+        assert q["bid"] < q["price"] < q["ask"], q
+        decimals = 3 if sym == "USDJPY" else 5 if sym in ("EURUSD", "GBPUSD", "EURGBP") else 2
+        for field in ("price", "bid", "ask"):
+            assert round(q[field], decimals) == q[field], (sym, field, q[field])
+    eur = quotes["EURUSD"]
+    assert 0.00002 <= eur["ask"] - eur["bid"] <= 0.0005  # a fraction of a pip to a few pips
+
+    def daily_vol(sym: str) -> float:
+        closes = np.asarray([b["close"] for b in provider.get_history(
+            sym, "1d", to_ms("2024-01-01"), to_ms("2025-01-01"), None)])
+        return float(np.diff(np.log(closes)).std())
+
+    fx, stock, crypto = daily_vol("EURUSD"), daily_vol("AAPL"), daily_vol("BTC-USD")
+    assert fx < stock < crypto, (fx, stock, crypto)
+    assert 0.001 < fx < 0.01 and 0.005 < stock < 0.05 and 0.02 < crypto < 0.1
+
+
+def test_volume_adds_up_across_intervals_and_quotes(sim):
+    provider = sim(seed=3)
+    day = to_ms("2026-03-04T00:00:00Z")
+    at = day + 13 * 3_600_000 + 17 * 60_000  # 13:17 UTC
+    minutes = provider.get_history("MSFT", "1m", day, at, None)
+    (quote,) = provider.quotes("MSFT", np.asarray([at]))
+    assert sum(b["volume"] for b in minutes) == quote["volume"]
+    hours = provider.get_history("MSFT", "1h", day, day + 86_400_000, None)
+    (daily,) = provider.get_history("MSFT", "1d", day, day + 86_400_000, None)
+    assert sum(b["volume"] for b in hours) == daily["volume"] > 0
+    busy = [b["volume"] for b in hours]
+    assert max(busy) > 1.5 * min(busy)  # an intraday profile, not a flat line
+
+
+def test_the_seed_decides_the_volume_series(sim):
+    t = np.asarray([to_ms("2026-03-04T15:30:00Z")])
+    a, b, c = sim(seed=1), sim(seed=1), sim(seed=2)
+    assert a.quotes("AAPL", t) == b.quotes("AAPL", t)
+    assert a.quotes("AAPL", t)[0]["volume"] != c.quotes("AAPL", t)[0]["volume"]

@@ -63,7 +63,7 @@ class EmbeddedFeed(Feed):
         return self._call(self.hub.history(source, symbol, interval, start, end, count))
 
     def _providers(self):
-        return self.hub.providers_info()
+        return self.hub.providers_info(include_available=True)
 
     def _subscribe(self, source: str, symbols: list[str], interval: str) -> Stream:
         holder: dict[str, Stream] = {}
@@ -96,8 +96,10 @@ class EmbeddedFeed(Feed):
         if sub is not None and not self._closed:
             asyncio.run_coroutine_threadsafe(sub.close(), self._loop)
 
-    def register_provider(self, name: str, provider: type | str, **options: Any) -> None:
-        spec = ProviderSpec(name=name, factory=provider, options=options)
+    def register_provider(self, name: str, provider: type | str | None = None,
+                          **options: Any) -> None:
+        spec = (resolve_spec(name, None, **options) if provider is None
+                else ProviderSpec(name=name, factory=provider, options=options))
         self._call(self.hub.add_provider(spec, replace=name in self.hub.sources()), timeout=120)
         state = next(p for p in self.hub.providers_info() if p["name"] == name)
         if state["status"] == "failed":

@@ -38,9 +38,14 @@ class Feed:
     def _providers(self) -> list[dict]:
         raise NotImplementedError  # abstract
 
-    def register_provider(self, name: str, provider: type | str, **options: Any) -> None:
+    def register_provider(self, name: str, provider: type | str | None = None,
+                          **options: Any) -> None:
         """Run ``provider`` (a Provider subclass, e.g. defined in this notebook, or a dotted
-        path) in its own process as source ``name``; replaces a provider of that name."""
+        path) in its own process as source ``name``; replaces a provider of that name.
+
+        Without ``provider``, ``name`` is one nbfeed knows (``"binance"``, an entry point):
+        ``feed.register_provider("binance")`` turns on a source ``providers()`` lists as not
+        loaded."""
         raise NotImplementedError  # abstract
 
     def close(self) -> None:
@@ -49,7 +54,9 @@ class Feed:
     # ---- public API -----------------------------------------------------------------------
 
     def providers(self) -> pd.DataFrame:
-        """Loaded providers with their status (running, restarting, failed + reason)."""
+        """Every provider: the loaded ones with their status (running, restarting, failed +
+        reason), then those that could be turned on (``not loaded``, with ``enable`` saying
+        how) or that need setup first (``not usable``, with ``detail`` saying why)."""
         return table_frame(self._providers(), index="name")
 
     def symbols(self, query: str = "", source: str | None = None, *, category: str | None = None,

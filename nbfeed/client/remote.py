@@ -104,10 +104,14 @@ class RemoteFeed(Feed):
                   "start": _param_time(start), "end": _param_time(end), "count": count}
         return self._get("nbfeed/api/history", params)["rows"]
 
-    def register_provider(self, name: str, provider: type | str, **options: Any) -> None:
+    def register_provider(self, name: str, provider: type | str | None = None,
+                          **options: Any) -> None:
         import base64
 
-        kind, value = ProviderSpec(name=name, factory=provider, options=options).payload()
+        if provider is None:  # the server resolves the name with its own installed providers
+            kind, value = "builtin", None
+        else:
+            kind, value = ProviderSpec(name=name, factory=provider, options=options).payload()
         if kind == "pickled":
             value = base64.b64encode(value).decode()
         self._request("POST", "nbfeed/api/providers",

@@ -50,6 +50,13 @@ class HubConfig:
     #: Populate the catalog for sources that have no entries yet, when the hub starts.
     populate_on_start: bool = True
     provider_log_level: str = "WARNING"
+    #: How a user turns on a provider that is not loaded, in this front end's words
+    #: (``{name}`` is replaced): shown by :meth:`Hub.providers_info` for the others.
+    enable_hint: str = ("nbfeed.connect(embedded=True, providers=[..., '{name}']) or "
+                        "feed.register_provider('{name}')")
+    #: Options configured for providers that are not loaded, used only to tell whether they
+    #: could run (e.g. an API key given in configuration).
+    known_options: dict[str, dict] = field(default_factory=dict)
 
     def resolved_home(self) -> Path:
         return Path(self.home) if self.home is not None else default_home()

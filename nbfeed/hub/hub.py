@@ -27,7 +27,12 @@ from ..errors import (
     UpstreamError,
 )
 from ..intervals import TICK, check_interval, is_bar
-from ..providers.registry import ProviderSpec, check_source_name
+from ..providers.registry import (
+    ProviderSpec,
+    available_providers,
+    check_source_name,
+    describe_unloaded,
+)
 from ..timeutil import to_ms
 from .config import HubConfig
 from .outbox import StreamBatch
@@ -64,6 +69,12 @@ class Hub:
         self.started = False
         self._populating: dict[str, asyncio.Task] = {}
         self.populate_errors: dict[str, str] = {}
+        # Set once a provider has started and its first catalog listing is in (or failed):
+        # requests that depend on the catalog wait for it instead of answering "no data".
+        # Created here, not in start(), so that requests arriving before the hub has even
+        # started (a server answers HTTP before its extensions' start hooks run) wait too.
+        self._ready: dict[str, asyncio.Event] = {
+            spec.name: asyncio.Event() for spec in self.config.providers}
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -114,6 +125,15 @@ class Hub:
             if not replace:
                 raise BadRequest(f"a provider named {spec.name!r} is already running")
             await old.stop()
+        ready = self._ready.get(spec.name)
+        if ready is None or ready.is_set():
+            ready = self._ready[spec.name] = asyncio.Event()
+        try:
+            await self._start_process(spec, replace)
+        finally:
+            ready.set()  # failed or not: nobody may wait beyond this
+
+    async def _start_process(self, spec: ProviderSpec, replace: bool) -> None:
         proc = ProviderProcess(
             spec, on_message=self._on_message, on_state=self._on_state,
             settings={"idle_timeout": spec.options.get("idle_timeout", self.config.idle_timeout),
@@ -135,18 +155,70 @@ class Hub:
     # ---- queries --------------------------------------------------------------------------
 
     def sources(self) -> list[str]:
-        return list(self._processes)
+        """Every source this hub runs or is starting."""
+        return list(dict.fromkeys([*self._ready, *self._processes]))
 
-    def providers_info(self) -> list[dict]:
-        """Name, status (running|starting|restarting|degraded|failed|stopped), reason, datasets."""
+    async def wait_ready(self, sources: Iterable[str] | None = None,
+                         timeout: float | None = None) -> list[str]:
+        """Wait until ``sources`` (default: all) have started and listed their symbols once.
+
+        Bounded by ``timeout`` (default: the provider start timeout); returns the sources that
+        are still starting when it gives up, so a caller can say so instead of answering as if
+        there were no data. A provider that fails to start counts as ready (its status says why).
+        """
+        names = list(self._ready) if sources is None else [s for s in sources if s in self._ready]
+        pending = [self._ready[n] for n in names if not self._ready[n].is_set()]
+        if pending:
+            limit = self.config.start_timeout if timeout is None else timeout
+            waits = [asyncio.ensure_future(e.wait()) for e in pending]
+            _, still = await asyncio.wait(waits, timeout=limit)
+            for w in still:
+                w.cancel()
+        return [n for n in names if not self._ready[n].is_set()]
+
+    async def _ready_process(self, source: Any) -> ProviderProcess:
+        """The process of ``source`` once it is ready (see :meth:`wait_ready`)."""
+        if (isinstance(source, str) and source in self._ready
+                and await self.wait_ready([source]) and source not in self._processes):
+            raise UpstreamError(f"source {source!r} is still starting; try again shortly")
+        return self._process(source)
+
+    def providers_info(self, include_available: bool = False) -> list[dict]:
+        """Name, status (running|starting|restarting|degraded|failed|stopped), reason, datasets.
+
+        With ``include_available``, also every provider nbfeed could run but this hub does not
+        (built-ins and the ``nbfeed.providers`` entry points), after the loaded ones: status
+        ``not loaded`` (``enable`` says how to turn it on) or ``not usable`` (``detail`` says
+        why, e.g. a missing API key).
+        """
         # A stopped hub has closed its catalog; it still reports its providers as stopped.
         counts = self.catalog.sources() if self.catalog is not None and self.started else {}
+        out = self._loaded_info(counts)
+        if include_available:
+            loaded = set(self.sources())
+            for name, path in sorted(available_providers().items()):
+                if name in loaded:
+                    continue
+                about = describe_unloaded(path, self.config.known_options.get(name))
+                out.append({"name": name, "status": about["status"], "loaded": False,
+                            "detail": about["detail"], "description": about["description"],
+                            "enable": self.config.enable_hint.replace("{name}", name),
+                            "datasets": 0, "pid": None, "restarts": 0,
+                            "populate_error": None})
+        return out
+
+    def _loaded_info(self, counts: dict[str, int]) -> list[dict]:
         out = []
-        for name, proc in self._processes.items():
-            state, detail = proc.status
-            out.append({"name": name, "status": state, "detail": detail,
-                        "datasets": counts.get(name, 0), "pid": proc.pid,
-                        "restarts": proc.restarts,
+        for name in self.sources():
+            proc = self._processes.get(name)
+            state, detail = proc.status if proc is not None else ("starting", "")
+            if state == "running" and not self._ready[name].is_set():
+                state, detail = "starting", "listing its symbols"
+            out.append({"name": name, "status": state, "loaded": True, "detail": detail,
+                        "description": proc.description if proc is not None else "",
+                        "enable": "",
+                        "datasets": counts.get(name, 0), "pid": proc and proc.pid,
+                        "restarts": proc.restarts if proc is not None else 0,
                         "populate_error": self.populate_errors.get(name)})
         return out
 
@@ -186,9 +258,15 @@ class Hub:
     async def search(self, query: str = "", source: str | None = None,
                      category: str | None = None, type: str | None = None,
                      limit: int = 20) -> list[dict]:
-        """Symbols ranked by relevance (exact, prefix, then full text)."""
+        """Symbols ranked by relevance (exact, prefix, then full text).
+
+        Waits (bounded) for sources that are still listing their symbols, so a server that
+        has just started never answers as if it had none.
+        """
         if source is not None:
-            self._process(source)
+            await self._ready_process(source)
+        else:
+            await self.wait_ready()
         return self.catalog.search(query, source=source, category=category, type=type,
                                    limit=limit)
 
@@ -218,7 +296,7 @@ class Hub:
     async def history(self, source: str, symbol: str, interval: str, start: Any = None,
                       end: Any = None, count: Any = None) -> list[dict]:
         """Bars in time order (UTC), served from the cache, fetching only missing spans."""
-        proc = self._process(source)
+        proc = await self._ready_process(source)
         interval = check_interval(interval)
         if not is_bar(interval):
             raise BadInterval("history needs a bar interval, not 'tick'")
@@ -255,7 +333,7 @@ class Hub:
     async def subscribe(self, source: str, symbols: str | Iterable[str], interval: str = TICK, *,
                         max_pending_rows: int | None = None) -> Subscription:
         """Subscribe to live rows; validated before anything starts (errors name the value)."""
-        proc = self._process(source)
+        proc = await self._ready_process(source)
         interval = check_interval(interval)
         if isinstance(symbols, str):
             symbols = [symbols]

@@ -68,6 +68,8 @@ class ProviderProcess:
         self.restarts = 0  # total, for display
         #: What the provider class says it can serve at all (its ``intervals`` attribute).
         self.intervals: tuple[str, ...] = INTERVALS
+        #: The provider class's one-line description (``Provider.describe()``).
+        self.description = ""
         self._recent_restarts = 0
         self._ready_at = 0.0
         self._proc: Any = None
@@ -246,6 +248,7 @@ class ProviderProcess:
                         fut.set_exception(value)
             elif op == "ready":
                 self.intervals = tuple(msg[1].get("intervals") or self.intervals)
+                self.description = str(msg[1].get("description") or "")[:200]
                 self._ready_at = time.monotonic()
                 self._set_state("running", "")
                 if self._ready is not None and not self._ready.done():

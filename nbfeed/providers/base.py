@@ -61,6 +61,29 @@ class Provider:
         #: Rows published while not attached to a runtime (unit tests of a provider class).
         self.published: list[dict] = []
 
+    #: One line saying what the source is, shown where nbfeed lists the providers a user can
+    #: turn on (``nbfeed providers``, ``feed.providers()``). Default: the docstring's first line.
+    summary: ClassVar[str] = ""
+
+    @classmethod
+    def describe(cls) -> str:
+        """The :attr:`summary`, else the first line of the class docstring."""
+        if cls.summary:
+            return cls.summary
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0].strip() if doc else ""
+
+    @classmethod
+    def setup_problem(cls, options: dict[str, Any]) -> str | None:
+        """Why this provider could not run with ``options`` here, or ``None`` if it could.
+
+        Called in the hub's process, never in a provider process, to tell users which sources
+        they can turn on (e.g. ``"set POLYGON_API_KEY or the api_key option"``). Look at options
+        and environment variables only: no network, no files that take long to read. The
+        answer should say what to do. Raising is reported as the problem.
+        """
+        return None
+
     # ---- hooks an author implements -------------------------------------------------------
 
     def init(self) -> None:

@@ -62,6 +62,7 @@ class BinanceProvider(Provider):
     """nbfeed's Binance source (spot, public market data). See the module docstring."""
 
     name = "binance"
+    summary = "Binance spot market data (public, no key; needs the internet)"
     intervals = INTERVALS
 
     def init(self) -> None:

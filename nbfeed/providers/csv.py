@@ -191,6 +191,7 @@ class CSVProvider(Provider):
     """Serves a folder of CSV files: catalog, history, replay and live tailing (see module)."""
 
     name = "csv"
+    summary = "A folder of CSV files (NBFEED_CSV_DIR, else nbfeed's samples)"
     intervals = BAR_INTERVALS
 
     def __init__(self, **options: Any) -> None:

@@ -81,6 +81,13 @@ class PolygonProvider(Provider):
     """nbfeed's Polygon.io source. See the module docstring for options and behaviour."""
 
     name = "polygon"
+    summary = "Polygon.io stocks, indices, forex and crypto (needs an API key)"
+
+    @classmethod
+    def setup_problem(cls, options: dict[str, Any]) -> str | None:
+        if options.get("api_key") or os.environ.get("POLYGON_API_KEY", "").strip():
+            return None
+        return "needs an API key: set POLYGON_API_KEY (or the provider's api_key option)"
     intervals = INTERVALS
 
     def init(self) -> None:

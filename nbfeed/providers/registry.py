@@ -51,6 +51,26 @@ def available_providers() -> dict[str, str]:
     return found
 
 
+def describe_unloaded(path: str, options: dict[str, Any] | None = None) -> dict[str, str]:
+    """Whether a provider that is not running could be turned on here, and what it is.
+
+    Imports its class (in the caller's process; nothing is started) and asks
+    :meth:`Provider.setup_problem`. Returns ``status`` (``"not loaded"``: ready to turn on;
+    ``"not usable"``: not here, ``detail`` says why and what to do) and ``description``. A
+    class that cannot be imported is reported, never raised.
+    """
+    try:
+        cls = load_class(path)
+    except BadRequest as exc:
+        return {"status": "not usable", "detail": str(exc), "description": ""}
+    try:
+        problem = cls.setup_problem(dict(options or {}))
+    except Exception as exc:  # an author's check that breaks must not break the listing
+        problem = f"its setup check failed: {type(exc).__name__}: {exc}"
+    return {"status": "not usable" if problem else "not loaded", "detail": problem or "",
+            "description": cls.describe()}
+
+
 def load_class(path: str) -> type:
     """Import ``"pkg.mod:Class"`` or ``"pkg.mod.Class"``; errors name the path."""
     from .base import Provider

@@ -165,7 +165,8 @@ class ProviderRuntime:
             threading.Thread(target=target, name=f"nbfeed-{self.name}-{tname}",
                              daemon=True).start()
         self.sink.send(("ready", {"pid": os.getpid(), "name": self.name,
-                                  "intervals": list(self.provider.intervals)}))
+                                  "intervals": list(self.provider.intervals),
+                                  "description": type(self.provider).describe()}))
         self._read_commands()
 
     def _read_commands(self) -> None:

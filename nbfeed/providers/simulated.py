@@ -14,6 +14,10 @@ on its own, in any order, vectorized. That is what makes history and live agree 
   midnight), ``change``, ``change_percent`` (in percent), ``volume`` (since midnight), ``bid``,
   ``ask``.
 
+Each symbol draws its own price, volume and spread series at the scales of its asset class
+(stocks, crypto, FX): see :mod:`.simulated_market`. Bar volume is what traded inside the bar, so
+a day's 1m bars add up to its 1d bar and to the quotes' volume since midnight.
+
 Rate: ``rate`` option or ``NBFEED_SIMULATED_RATE`` = updates per second per subscribed stream
 (default 4; benchmarks use 1,000-100,000). Rows are generated in vectorized bursts of at most
 every 5 ms, so high rates cost numpy time, not Python loops per row.
@@ -21,11 +25,9 @@ every 5 ms, so high rates cost numpy time, not Python loops per row.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
-import zlib
 
 import numpy as np
 
@@ -33,8 +35,8 @@ from ..errors import BadInterval, BadRequest, UnknownSymbol
 from ..intervals import BAR_INTERVALS, TICK, bar_starts, floor_bar, next_bar
 from ..timeutil import now_ms
 from .base import Provider
+from .simulated_market import DAY, MarketPath, instrument
 
-DAY = 86_400_000
 _STOCKS = [
     ("AAPL", "Apple Inc.", 190.0), ("MSFT", "Microsoft Corporation", 410.0),
     ("GOOGL", "Alphabet Inc. Class A", 140.0), ("AMZN", "Amazon.com, Inc.", 178.0),
@@ -62,96 +64,20 @@ _CRYPTO = [("BTC-USD", "Bitcoin - USD", 65000.0), ("ETH-USD", "Ethereum - USD", 
 _FX = [("EURUSD", "Euro - US Dollar", 1.08), ("GBPUSD", "British Pound - US Dollar", 1.26),
        ("USDJPY", "US Dollar - Japanese Yen", 151.0), ("EURGBP", "Euro - British Pound", 0.86)]
 
-# (period ms, share of the daily volatility) - random-walk-like scaling: amplitude ~ sqrt(period)
-_OCTAVES = [(2_000, 1.0), (15_000, 1.0), (120_000, 1.0), (900_000, 1.0), (3_600_000, 1.0),
-            (4 * 3_600_000, 1.0), (DAY, 1.0), (5 * DAY, 1.0), (30 * DAY, 1.0), (180 * DAY, 1.0)]
 _SAMPLES = 12  # segments per bar
 MAX_BARS = 1_000_000
-_VECTOR_MAX = 2048  # up to this many times, price() evaluates all octaves in one 2-D array
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finalizer: a well-spread hash of uint64 lattice keys (wraps on purpose)."""
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
-
-
-class _Path:
-    """The deterministic price path of one symbol."""
-
-    def __init__(self, seed: int, symbol: str, base: float, daily_vol: float) -> None:
-        self.key = np.uint64((zlib.crc32(symbol.encode()) << 20) ^ (seed & 0xFFFFF))
-        self.base = base
-        self.amps = [(np.int64(period), daily_vol * math.sqrt(period / DAY) * share,
-                      np.uint64(i + 1) << np.uint64(56))
-                     for i, (period, share) in enumerate(_OCTAVES)]
-        self.volume_base = 1e6 * (1 + (zlib.crc32(symbol.encode()) % 9))
-        # The same octaves as columns, for evaluating all of them at once on small arrays.
-        self._periods = np.asarray([p for p, _, _ in self.amps], dtype=np.int64)[:, None]
-        self._periods_f = self._periods.astype(np.float64)
-        self._amps2 = np.asarray([amp * 2.0 for _, amp, _ in self.amps])[:, None]
-        self._keys = np.asarray([self.key ^ salt for _, _, salt in self.amps],
-                                dtype=np.uint64)[:, None]
-        self._prev_close: tuple[int, float] = (-1, 0.0)  # (midnight, price then)
-
-    def price(self, t: np.ndarray) -> np.ndarray:
-        """Prices at epoch-ms times ``t`` (int64 array)."""
-        t = np.asarray(t, dtype=np.int64)
-        if t.size <= _VECTOR_MAX:
-            return self._price_small(t)
-        total = np.zeros(t.shape, dtype=np.float64)
-        for period, amp, salt in self.amps:
-            k = t // period
-            f = (t - k * period) / float(period)
-            f = f * f * (3.0 - 2.0 * f)  # smoothstep: continuous, no kinks at lattice points
-            ku = k.astype(np.uint64)
-            a = _mix(ku ^ self.key ^ salt).astype(np.float64) / 2.0**64
-            b = _mix((ku + np.uint64(1)) ^ self.key ^ salt).astype(np.float64) / 2.0**64
-            total += amp * 2.0 * ((a + (b - a) * f) - 0.5)
-        return np.round(self.base * np.exp(total), 4)
-
-    def _price_small(self, t: np.ndarray) -> np.ndarray:
-        """:meth:`price` with every octave in one (octaves x n) array: ~10 numpy calls instead
-        of ~100, which is what a live burst of a few rows costs. Same operations in the same
-        order, so the results are bit-for-bit those of the loop."""
-        flat = t.reshape(1, -1)
-        k = flat // self._periods
-        f = (flat - k * self._periods) / self._periods_f
-        f = f * f * (3.0 - 2.0 * f)
-        ku = k.astype(np.uint64)
-        a = _mix(ku ^ self._keys).astype(np.float64) / 2.0**64
-        b = _mix((ku + np.uint64(1)) ^ self._keys).astype(np.float64) / 2.0**64
-        terms = self._amps2 * ((a + (b - a) * f) - 0.5)
-        total = np.zeros(flat.shape[1], dtype=np.float64)
-        for term in terms:  # summed octave by octave, as the loop does
-            total += term
-        return np.round(self.base * np.exp(total.reshape(t.shape)), 4)
-
-    def prev_close(self, midnight: int) -> float:
-        """The price at ``midnight`` (UTC), remembered for the day's quotes."""
-        day, price = self._prev_close
-        if day != midnight:
-            price = float(self.price(np.asarray([midnight]))[0])
-            self._prev_close = (midnight, price)
-        return price
-
-    def volume(self, t0: np.ndarray, length: np.ndarray) -> np.ndarray:
-        """Volume traded in bars starting at ``t0`` lasting ``length`` ms (deterministic)."""
-        noise = _mix(t0.astype(np.uint64) ^ self.key).astype(np.float64) / 2.0**64
-        return np.round(self.volume_base * (length / DAY) * (0.5 + noise), 0)
 
 
 class SimulatedProvider(Provider):
     """Deterministic quotes and candles for a stock/crypto/FX universe (see module docstring).
 
     Options: ``seed`` (int), ``rate`` (updates/s per stream), ``symbols`` (extra symbol names),
-    ``universe_size`` (add ``SIM0001``... symbols, for benchmarks), ``daily_vol``.
+    ``universe_size`` (add ``SIM0001``... symbols, for benchmarks), ``daily_vol`` (the same
+    daily volatility for every symbol instead of its asset class's).
     """
 
     name = "simulated"
+    summary = "Simulated quotes and candles for stocks, crypto and FX (offline)"
 
     def init(self) -> None:
         opts = self.options
@@ -163,7 +89,8 @@ class SimulatedProvider(Provider):
             raise BadRequest(f"simulated: rate must be a number, got {rate!r}") from None
         if not 0 < self.rate <= 1_000_000:
             raise BadRequest(f"simulated: rate must be in (0, 1000000], got {self.rate}")
-        vol = float(opts.get("daily_vol", 0.02))
+        vol = opts.get("daily_vol")
+        vol = None if vol is None else float(vol)
         self.universe: dict[str, tuple[str, str, float]] = {}
         for group, items in (("Stocks", _STOCKS), ("Crypto", _CRYPTO), ("FX", _FX)):
             for sym, label, base in items:
@@ -174,8 +101,8 @@ class SimulatedProvider(Provider):
             sym = f"SIM{i:05d}"
             self.universe.setdefault(sym, (f"Simulated instrument {i}", "Stocks",
                                            20.0 + (i * 37) % 500))
-        self.paths = {sym: _Path(self.seed, sym, base, vol)
-                      for sym, (_, _, base) in self.universe.items()}
+        self.paths = {sym: MarketPath(self.seed, instrument(sym, label, group, base, vol))
+                      for sym, (label, group, base) in self.universe.items()}
         self._active: dict[tuple[str, str], bool] = {}
         self._open_starts: dict[tuple[str, str], int] = {}  # stream -> start of its open bar
         self._lock = threading.Lock()
@@ -189,7 +116,7 @@ class SimulatedProvider(Provider):
                  "categories": [group], "intervals": [*BAR_INTERVALS, TICK]}
                 for sym, (label, group, _) in self.universe.items()]
 
-    def _path(self, symbol: str) -> _Path:
+    def _path(self, symbol: str) -> MarketPath:
         path = self.paths.get(symbol)
         if path is None:
             raise UnknownSymbol(f"simulated: unknown symbol {symbol!r}")
@@ -209,7 +136,7 @@ class SimulatedProvider(Provider):
         k = np.arange(_SAMPLES + 1, dtype=np.int64)
         grid = t0[:, None] + (length[:, None] * k[None, :]) // _SAMPLES
         prices = path.price(grid)
-        vol = path.volume(t0, length)
+        vol = path.volume_between(t0, t1)
         opens, closes = prices[:, 0], prices[:, -1]
         highs, lows = prices.max(axis=1), prices.min(axis=1)
         out = [{"time": int(a), "symbol": symbol, "open": float(o), "high": float(h),
@@ -220,7 +147,7 @@ class SimulatedProvider(Provider):
             out[-1] = self._open_bar(path, symbol, int(t0[-1]), int(t1[-1]), now)
         return out
 
-    def _open_bar(self, path: _Path, symbol: str, t0: int, t1: int, now: int) -> dict:
+    def _open_bar(self, path: MarketPath, symbol: str, t0: int, t1: int, now: int) -> dict:
         length = t1 - t0
         k = np.arange(_SAMPLES + 1, dtype=np.int64)
         grid = t0 + (length * k) // _SAMPLES
@@ -228,12 +155,12 @@ class SimulatedProvider(Provider):
         i = int(min(_SAMPLES - 1, (now - t0) * _SAMPLES // length))
         span = int(grid[i + 1] - grid[i]) or 1
         w = (now - int(grid[i])) / span
-        cur = round(float(prices[i] + (prices[i + 1] - prices[i]) * w), 4)
+        cur = float(path.round_price(prices[i] + (prices[i + 1] - prices[i]) * w))
         seen = prices[: i + 1]
-        vol = float(path.volume(np.asarray([t0]), np.asarray([length]))[0])
+        vol = float(path.volume_between(np.asarray([t0]), np.asarray([now]))[0])
         return {"time": t0, "symbol": symbol, "open": float(prices[0]),
                 "high": max(float(seen.max()), cur), "low": min(float(seen.min()), cur),
-                "close": cur, "volume": float(round(vol * (now - t0) / length, 0))}
+                "close": cur, "volume": vol}
 
     def get_history(self, symbol: str, interval: str, start: int | None, end: int | None,
                     count: int | None) -> list[dict]:
@@ -278,13 +205,12 @@ class SimulatedProvider(Provider):
         prices = path.price(times)
         midnight = int(times[0]) - int(times[0]) % DAY
         prev_close = path.prev_close(midnight)
-        spread = np.maximum(np.round(prices * 0.0001, 4), 0.0001)
-        change = prices - prev_close
+        bid, ask = path.quote_sides(times, prices)
+        change = path.round_price(prices - prev_close)
         # Rounded as arrays, not per row: at 100k+ rows/s the per-row Python work is the cost.
-        columns = (times.tolist(), prices.tolist(), np.round(change, 4).tolist(),
+        columns = (times.tolist(), prices.tolist(), change.tolist(),
                    np.round(change / prev_close * 100.0, 4).tolist(),
-                   np.trunc(path.volume_base * (times - midnight) / DAY).tolist(),
-                   np.round(prices - spread, 4).tolist(), np.round(prices + spread, 4).tolist())
+                   path.volume_since_midnight(times).tolist(), bid.tolist(), ask.tolist())
         return [{"time": t, "symbol": symbol, "price": p, "prev_close": prev_close,
                  "change": ch, "change_percent": pct, "volume": v, "bid": bid, "ask": ask}
                 for t, p, ch, pct, v, bid, ask in zip(*columns)]

@@ -108,7 +108,12 @@ class NBFeed(ExtensionApp):
                                           **(options.get(name) or {})))
             except NBFeedError as exc:
                 self.log.error("nbfeed: provider %r skipped: %s", entry, exc)
+        loaded = {spec.name for spec in specs}
         return HubConfig(providers=specs, home=self.home or None,
+                         enable_hint="add '{name}' to c.NBFeed.providers (on the command line: "
+                                     "one --NBFeed.providers={name} flag per provider)",
+                         known_options={k: v for k, v in options.items()
+                                        if k not in loaded and isinstance(v, dict)},
                          catalog_path=self.catalog_path or None,
                          cache_path=self.cache_path or None,
                          request_timeout=self.request_timeout, idle_timeout=self.idle_timeout,

@@ -20,7 +20,7 @@ from tornado import web
 from ..errors import BadRequest, NBFeedError
 from ..hub import Hub
 from ..jsonfast import dumpb
-from ..providers.registry import ProviderSpec
+from ..providers.registry import ProviderSpec, resolve_spec
 from ..timeutil import ms_to_iso
 
 AUTH_RESOURCE = "nbfeed"
@@ -85,7 +85,7 @@ class ProvidersHandler(NBFeedAPIHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.finish(json.dumps({"providers": self.hub.providers_info()}))
+        self.finish(json.dumps({"providers": self.hub.providers_info(include_available=True)}))
 
     @web.authenticated
     async def post(self) -> None:
@@ -126,6 +126,10 @@ def _spec_from_body(body: bytes) -> ProviderSpec:
         raise BadRequest("body must be a JSON object with name, kind, value, options")
     name, kind, value = data.get("name"), data.get("kind"), data.get("value")
     options = data.get("options") or {}
+    if kind == "builtin":  # a provider this server knows by name (built-in or entry point)
+        if value is not None:
+            raise BadRequest("kind 'builtin' takes no value: the name says which provider")
+        return resolve_spec(name, None, **(options if isinstance(options, dict) else {}))
     if kind == "path":
         if not isinstance(value, str):
             raise BadRequest("value must be a dotted class path for kind 'path'")
@@ -136,7 +140,7 @@ def _spec_from_body(body: bytes) -> ProviderSpec:
         except (binascii.Error, TypeError, ValueError):
             raise BadRequest("value must be base64 for kind 'pickled'") from None
         return ProviderSpec(name=name, factory=None, options=options, pickled=pickled)
-    raise BadRequest(f"kind must be 'path' or 'pickled', got {kind!r:.40}")
+    raise BadRequest(f"kind must be 'builtin', 'path' or 'pickled', got {kind!r:.40}")
 
 
 class SymbolsHandler(NBFeedAPIHandler):

@@ -92,15 +92,19 @@ class LandingHandler(WorkspaceHandler):
 
 class WidgetsHandler(WorkspaceHandler):
     @allow_unauthenticated
-    def get(self) -> None:
+    async def get(self) -> None:
         self.require_auth()
+        # Workspace reads widgets.json once per connection: describe every source's symbols,
+        # not the empty catalog of a server that is still starting its providers.
+        await self.backend.hub.wait_ready()
         self.reply(self.backend.widgets(self.prefix))
 
 
 class AppsHandler(WorkspaceHandler):
     @allow_unauthenticated
-    def get(self) -> None:
+    async def get(self) -> None:
         self.require_auth()
+        await self.backend.hub.wait_ready()
         self.reply(self.backend.apps(self.prefix))
 
 

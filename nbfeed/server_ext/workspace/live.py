@@ -116,6 +116,7 @@ class LiveGridSession:
 
     async def set_symbols(self, symbols: list[str]) -> None:
         """Replace the subscription (an empty list: none)."""
+        await self.hub.wait_ready([self.source])
         wanted = self._known(symbols)
         if wanted == self.symbols and (self.sub is not None or not wanted):
             return
