@@ -28,15 +28,15 @@ Configuration (provider options, else environment, else Binance's public endpoin
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
 from typing import Any
 
-from ..errors import BadRequest, UnknownSymbol, UpstreamError
+from ..errors import UnknownSymbol, UpstreamError
 from ..intervals import BAR_INTERVALS, INTERVALS, TICK, check_interval
 from ..timeutil import now_ms
+from ._config import resolve_url
 from .base import Provider
 from .binance_rest import DEFAULT_REST_URL, BinanceREST, WeightBudget
 from .binance_stream import DEFAULT_WS_URL, CombinedStreams, kline_row, stream_names
@@ -48,14 +48,6 @@ __all__ = ["DEFAULT_REST_URL", "DEFAULT_WS_URL", "BinanceProvider", "BinanceREST
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 _CANDLE_OUTPUTS = [{"name": n, "y_axis": "volume" if n == "volume" else "price"}
                    for n in ("open", "high", "low", "close", "volume")]
-
-
-def resolve_url(options: dict, key: str, env: str, default: str) -> str:
-    """A base URL: the provider option, else the environment variable, else the default."""
-    value = options.get(key) or os.environ.get(env) or default
-    if not isinstance(value, str):
-        raise BadRequest(f"option {key!r} must be a URL string, got {value!r}")
-    return value.rstrip("/")
 
 
 class BinanceProvider(Provider):

@@ -47,9 +47,9 @@ from typing import Any
 from ..errors import BadRequest, UnknownSymbol, UpstreamError
 from ..intervals import BAR_INTERVALS, INTERVALS, TICK, check_interval
 from ..timeutil import now_ms
+from ._config import resolve_url
 from ._http import HttpError
 from .base import Provider
-from .binance import resolve_url
 from .polygon_bars import BarBuilder
 from .polygon_rest import (
     DEFAULT_REST_URL,
