@@ -14,12 +14,14 @@ from nbfeed.intervals import (
     INTERVALS,
     TICK,
     bar_starts,
+    ceil_bar,
     check_interval,
     floor_bar,
     interval_ms,
     is_bar,
     next_bar,
     prev_bar,
+    shift_bars,
 )
 from nbfeed.timeutil import ms_to_iso, now_ms, to_ms
 
@@ -72,6 +74,21 @@ def test_bar_starts_are_the_bars_beginning_in_a_half_open_span():
     assert bar_starts(day, day, "1h") == []
     months = bar_starts(ms("2024-01-15 00:00:00"), ms("2024-04-01 00:00:00"), "1M")
     assert months == [ms("2024-02-01 00:00:00"), ms("2024-03-01 00:00:00")]
+
+
+def test_ceil_bar_and_shift_bars_step_on_the_calendar():
+    day = ms("2024-03-05 00:00:00")
+    assert ceil_bar(day, "1h") == day  # a bar start is its own ceiling
+    assert ceil_bar(day + 1, "1h") == day + 3_600_000
+    assert ceil_bar(ms("2024-02-10 00:00:00"), "1M") == ms("2024-03-01 00:00:00")
+    assert shift_bars(day, "1h", 3) == day + 3 * 3_600_000
+    assert shift_bars(day, "1h", -24) == ms("2024-03-04 00:00:00")
+    jan = ms("2024-01-01 00:00:00")
+    assert shift_bars(jan, "1M", -1) == ms("2023-12-01 00:00:00")  # across a year boundary
+    assert shift_bars(jan, "1M", 14) == ms("2025-03-01 00:00:00")
+    # An absurd month count stops at the calendar's ends instead of overflowing a datetime.
+    assert shift_bars(jan, "1M", -10**9) == ms("0001-01-01 00:00:00")
+    assert shift_bars(jan, "1M", 10**9) == ms("9999-12-01 00:00:00")
 
 
 def test_interval_lengths():

@@ -46,21 +46,27 @@ written at once) and must be called from the event loop's thread.
 from __future__ import annotations
 
 import asyncio
-import calendar
 import inspect
 import logging
 import numbers
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .. import timeutil
 from ..errors import BadInterval, BadRequest, LimitExceeded, UpstreamError
-from ..intervals import BAR_INTERVALS, INTERVALS, floor_bar, interval_ms, next_bar
+from ..intervals import (
+    BAR_INTERVALS,
+    INTERVALS,
+    ceil_bar,
+    floor_bar,
+    interval_ms,
+    next_bar,
+    shift_bars,
+)
 from . import spans
 from .bar_store import (
     BLOCK_BARS,
@@ -121,22 +127,6 @@ def _time_arg(value: Any, what: str) -> int:
     if not MIN_TIME_MS <= ms < MAX_TIME_MS:
         raise BadRequest(f"{what}: {value!r:.40} is outside the supported years 1900..2999")
     return ms
-
-
-def _ceil_bar(ms: int, interval: str) -> int:
-    start = floor_bar(ms, interval)
-    return start if start == ms else next_bar(ms, interval)
-
-
-def _bars_back(end: int, count: int, interval: str) -> int:
-    """Start of the bar ``count`` bars before the bar boundary ``end`` (not before 1900)."""
-    if interval == "1M":
-        d = datetime.fromtimestamp(end / 1000, tz=timezone.utc)
-        year, month = divmod(d.year * 12 + d.month - 1 - count, 12)
-        if year < 1900:
-            return MIN_TIME_MS
-        return calendar.timegm((year, month + 1, 1, 0, 0, 0)) * 1000
-    return max(MIN_TIME_MS, end - count * interval_ms(interval))
 
 
 @dataclass(eq=False)
@@ -226,7 +216,7 @@ class HistoryCache:
                 f"start {timeutil.ms_to_iso(start_ms)} must be before end "
                 f"{timeutil.ms_to_iso(end_ms)}{' (now)' if end is None else ''}"
             )
-        end_bar = _ceil_bar(end_ms, interval)
+        end_bar = ceil_bar(end_ms, interval)
         if start_ms is None and count is None:
             count = self.default_count
         series = await self._open_series(key)
@@ -236,7 +226,7 @@ class HistoryCache:
             await self._ensure(series, window, fetch, now)
             return await self._read(series, window, None)
         lower = MIN_TIME_MS if start_ms is None else floor_bar(start_ms, interval)
-        first = max(lower, _bars_back(end_bar, count, interval))
+        first = max(lower, shift_bars(end_bar, interval, -count))
         await self._ensure(series, (first, end_bar), fetch, now)
         rows = await self._read(series, (first, end_bar), count)
         if len(rows) < count and first > lower:

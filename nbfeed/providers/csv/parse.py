@@ -1,6 +1,6 @@
 """Reading CSV text into time and value arrays, naming every problem by file and line.
 
-Pure functions over bytes and strings, no file-system state: :mod:`nbfeed.providers.csv_file`
+Pure functions over bytes and strings, no file-system state: :mod:`nbfeed.providers.csv.file`
 feeds them a whole file or only the bytes appended since the last read. The rules they implement
 (the user-facing summary is in :mod:`nbfeed.providers.csv`):
 
@@ -11,7 +11,7 @@ feeds them a whole file or only the bytes appended since the last read. The rule
 * ``open, high, low, close`` (any case, all four) make a candlestick with an optional ``volume``;
   every other column whose sample values are mostly numbers is a line series named exactly as in
   the header. Text columns and a ``symbol`` column are ignored.
-* Times are read by :mod:`nbfeed.providers.csv_times` (ISO 8601, epoch s/ms, ``YYYYMMDD``).
+* Times are read by :mod:`nbfeed.providers.csv.times` (ISO 8601, epoch s/ms, ``YYYYMMDD``).
 
 Failure behaviour: nothing here raises for bad content. Rows that cannot be read (bad or missing
 date, missing candle field, wrong number of fields, bytes that are not valid in the encoding) are
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .csv_times import parse_times
+from .times import parse_times
 
 DATE_CANDIDATES = ("date", "time", "timestamp", "datetime")
 CANDLE_FIELDS = ("open", "high", "low", "close")

@@ -1,4 +1,4 @@
-"""Times in CSV files: reading time text into epoch ms, and placing times on nbfeed's bar grid.
+"""Times in CSV files: reading time text into epoch ms, and which bar intervals a file serves.
 
 Reading rules (summarized for users in :mod:`nbfeed.providers.csv`): ISO 8601 with or without a
 time of day, ``Z`` or an offset; epoch seconds or milliseconds told apart by magnitude (as
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..intervals import BAR_INTERVALS, floor_bar, interval_ms, next_bar, prev_bar
+from ...intervals import BAR_INTERVALS, interval_ms
 
 _HAS_TIME = r"\d[T ]\d"
 _HAS_OFFSET = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
@@ -115,39 +115,3 @@ def coarser_intervals(native: str) -> list[str]:
         elif interval_ms(iv) % interval_ms(native) == 0:
             out.append(iv)
     return out
-
-
-def ceil_bar(ms: int, interval: str) -> int:
-    """The first bar start at or after ``ms``."""
-    start = floor_bar(ms, interval)
-    return start if start == ms else next_bar(ms, interval)
-
-
-def step_back(bar: int, interval: str, n: int) -> int:
-    """The bar start ``n`` bars before ``bar``."""
-    if interval == "1M":
-        for _ in range(n):
-            bar = prev_bar(bar, interval)
-        return bar
-    return bar - n * interval_ms(interval)
-
-
-def step_forward(bar: int, interval: str, n: int) -> int:
-    """The bar start ``n`` bars after ``bar``."""
-    if interval == "1M":
-        for _ in range(n):
-            bar = next_bar(bar, interval)
-        return bar
-    return bar + n * interval_ms(interval)
-
-
-def floor_many(times: np.ndarray, interval: str) -> np.ndarray:
-    """Vectorized :func:`nbfeed.intervals.floor_bar`."""
-    if interval == "1M":
-        months = times.astype("datetime64[ms]").astype("datetime64[M]")
-        return months.astype("datetime64[ms]").astype(np.int64)
-    step = interval_ms(interval)
-    if interval == "1w":
-        offset = floor_bar(0, "1w")  # Monday alignment, as nbfeed.intervals defines it
-        return times - ((times - offset) % step)
-    return times - (times % step)
