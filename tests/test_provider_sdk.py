@@ -187,6 +187,14 @@ def test_publish_accepts_what_authors_have_and_refuses_rows_without_time():
         p.publish({"time": "soon", "symbol": "AAA"})
     with pytest.raises(BadRequest, match="str"):
         p.publish("AAA 1.0")
+    # A list is checked row by row, not only by its first row: a later row without a usable
+    # time is refused, and rows with ISO times in a list otherwise made of plain rows are read.
+    with pytest.raises(BadRequest, match="no time"):
+        p.publish([{"time": t, "symbol": "AAA", "price": 1.0}, {"symbol": "AAA", "price": 2.0}])
+    p.published.clear()
+    p.publish([{"time": t, "symbol": "AAA", "price": 1.0},
+               {"time": "2024-01-02T09:31:00Z", "symbol": "AAA", "price": 2.0}])
+    assert [r["time"] for r in p.published] == [t, t + 60_000]
 
 
 def test_send_from_reads_the_reference_message_and_refuses_other_actions():

@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import BadRequest, NBFeedError, UpstreamError
+from ..intervals import TICK
 
 log = logging.getLogger("nbfeed.runtime")
 
@@ -93,7 +94,6 @@ class _Sink:
         self.send(("status", state, detail))
 
     def run_sender(self) -> None:
-        streams = self._provider._clients  # (symbol, interval) -> clients, read-only here
         while not self.closed:
             self._wake.wait()
             self._wake.clear()
@@ -105,10 +105,15 @@ class _Sink:
                 continue
             groups: dict[tuple[str, str], list[dict]] = {}
             now = time.monotonic()
+            guessed: dict[Any, str] | None = None  # symbol -> interval, for rows that name none
             for rows, interval in pending:
                 for row in rows:
                     sym = row.get("symbol")
-                    iv = interval or row.get("interval") or _guess_interval(streams, sym)
+                    iv = interval or row.get("interval")
+                    if not iv:
+                        if guessed is None:
+                            guessed = _default_intervals(self._provider.streams())
+                        iv = guessed.get(sym, TICK)
                     key = (sym, iv)
                     group = groups.get(key)
                     if group is None:
@@ -122,11 +127,16 @@ class _Sink:
                 return
 
 
-def _guess_interval(streams: dict, symbol: Any) -> str:
-    intervals = [iv for (s, iv) in list(streams) if s == symbol]
-    if "tick" in intervals or not intervals:
-        return "tick"
-    return intervals[0]
+def _default_intervals(streams: list[tuple[str, str]]) -> dict[str, str]:
+    """The interval a row without one belongs to, per symbol: ``tick`` when the symbol is
+    subscribed to ticks, else its one (first) subscribed interval; unknown symbols: ``tick``."""
+    out: dict[str, str] = {}
+    for symbol, interval in streams:
+        if out.get(symbol) != TICK:
+            out.setdefault(symbol, interval)
+            if interval == TICK:
+                out[symbol] = TICK
+    return out
 
 
 class ProviderRuntime:
@@ -257,7 +267,7 @@ class ProviderRuntime:
         while True:
             time.sleep(period)
             now = time.monotonic()
-            active = set(self.provider._clients)
+            active = set(self.provider.streams())
             for key in list(started):
                 if key not in active:
                     del started[key]

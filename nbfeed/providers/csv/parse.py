@@ -26,6 +26,7 @@ import csv
 import gc
 import io
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -178,17 +179,35 @@ def split_rows(text: str, first_line: int, delimiter: str) -> Rows:
     return Rows(fields, np.asarray(lines, dtype=np.int64))
 
 
+_gc_lock = threading.Lock()
+_gc_pauses = 0  # parses running now, in any thread
+_gc_was_enabled = False
+
+
 @contextmanager
 def _no_gc() -> Iterator[None]:
     """Pause the cyclic GC while building millions of small lists: they hold no cycles, and
-    the collections it would trigger take longer than the parse itself."""
-    was_enabled = gc.isenabled()
-    gc.disable()
+    the collections it would trigger take longer than the parse itself.
+
+    ``gc.disable()`` is process-wide: while a parse runs (about a second for 500k rows) the
+    provider's other threads run without cyclic collections too. Nothing is lost - cycles made
+    meanwhile are collected once the GC is back - and reference counting frees everything else
+    as usual. Parses on several threads share one pause (a counter), so the GC comes back when
+    the last of them ends, and only if it was on before the first began.
+    """
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def detect_layout(header: list[str], sample: list[list[str]], options: ReadOptions,
