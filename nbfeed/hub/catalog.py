@@ -56,8 +56,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from nbfeed.errors import BadRequest
-
+from ..errors import BadRequest
 from .catalog_input import (
     ENTRY_TYPES,
     MAX_LIMIT,
