@@ -286,7 +286,8 @@ class Catalog:
         if type is not None and type not in ENTRY_TYPES:
             raise BadRequest(f"type must be one of {', '.join(ENTRY_TYPES)}; got {type!r:.80}")
         category = category.lower() if category is not None else None
-        where, params, values = "", (), []
+        where, values = "", []
+        params: tuple[str, ...] = ()
         if source is not None:
             where, params = " AND e.source = ?", (source,)
             values.append(f"source:{source}")

@@ -269,15 +269,20 @@ class HistoryCache:
         missing = spans.subtract((start, end), series.coverage)
         if not missing:
             return
-        waits = [f.task for f in series.flights if any(spans.overlaps(f.span, m) for m in missing)]
+        waits = [
+            f.task
+            for f in series.flights
+            if f.task is not None and any(spans.overlaps(f.span, m) for m in missing)
+        ]
         for span in spans.subtract_all(missing, [f.span for f in series.flights]):
             flight = _Flight(span)
-            flight.task = asyncio.get_running_loop().create_task(
+            task = asyncio.get_running_loop().create_task(
                 self._fetch_span(series, flight, fetch, now)
             )
-            flight.task.add_done_callback(partial(_flight_done, series, flight))
+            flight.task = task
+            task.add_done_callback(partial(_flight_done, series, flight))
             series.flights.append(flight)
-            waits.append(flight.task)
+            waits.append(task)
         for task in waits:
             # shield: a caller that gives up must not cancel a fetch others are waiting for.
             await asyncio.shield(task)

@@ -109,12 +109,13 @@ def bar_count(value: Any) -> int | None:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
         raise BadRequest(f"count must be a positive whole number, got {value!r:.40} "
                          f"({type(value).__name__})")
-    if value <= 0:
-        raise BadRequest(f"count must be a positive whole number, got {value}")
-    if value > MAX_HISTORY_BARS:
-        raise LimitExceeded(f"count {value} is more than the limit of {MAX_HISTORY_BARS} bars "
+    count = int(value)
+    if count <= 0:
+        raise BadRequest(f"count must be a positive whole number, got {count}")
+    if count > MAX_HISTORY_BARS:
+        raise LimitExceeded(f"count {count} is more than the limit of {MAX_HISTORY_BARS} bars "
                             "per request")
-    return int(value)
+    return count
 
 
 def time_ms(value: Any, what: str) -> int:

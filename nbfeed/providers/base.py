@@ -187,7 +187,7 @@ class Provider:
         if sink is None:
             self.published.extend(batch)
             return
-        sink.publish(batch, interval)
+        sink.queue(batch, interval)
 
     def send_from(self, message: Mapping[str, Any]) -> None:
         """Accept the reference app's ``write_message`` message and publish its rows."""
