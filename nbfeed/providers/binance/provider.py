@@ -38,12 +38,11 @@ from ...intervals import BAR_INTERVALS, INTERVALS, TICK, check_interval
 from ...timeutil import now_ms
 from .._config import positive_int, positive_number, resolve_url
 from ..base import Provider
+from ..dataset import CANDLE_OUTPUTS
 from .rest import DEFAULT_REST_URL, BinanceREST
 from .stream import DEFAULT_WS_URL, CombinedStreams, kline_row, stream_names
 
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
-_CANDLE_OUTPUTS = [{"name": n, "y_axis": "volume" if n == "volume" else "price"}
-                   for n in ("open", "high", "low", "close", "volume")]
 
 
 class BinanceProvider(Provider):
@@ -87,7 +86,7 @@ class BinanceProvider(Provider):
             "source": self.name, "name": s["symbol"],
             "name_label": f"{s.get('baseAsset', '?')} / {s.get('quoteAsset', '?')}",
             "type": "candlestick", "categories": ["Crypto", str(s.get("quoteAsset", ""))],
-            "intervals": [*BAR_INTERVALS, TICK], "outputs": _CANDLE_OUTPUTS,
+            "intervals": [*BAR_INTERVALS, TICK], "outputs": CANDLE_OUTPUTS,
         } for s in items]
 
     def _check_symbol(self, symbol: Any) -> str:

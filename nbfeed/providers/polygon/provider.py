@@ -50,6 +50,7 @@ from ...timeutil import now_ms
 from .._config import positive_number, resolve_url, switch
 from .._http import HttpError
 from ..base import Provider
+from ..dataset import CANDLE_OUTPUTS
 from .bars import BarBuilder
 from .rest import (
     DEFAULT_REST_URL,
@@ -76,8 +77,6 @@ _TICKER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:.\-]{0,39}$")
 # channel prefixes per cluster: (per-second aggregate, trades, quotes)
 _CHANNELS = {"stocks": ("A", "T", "Q"), "crypto": ("XAS", "XT", "XQ"), "forex": ("CAS", None, "C"),
              "indices": ("A", None, "V")}
-_CANDLE_OUTPUTS = [{"name": n, "y_axis": "volume" if n == "volume" else "price"}
-                   for n in ("open", "high", "low", "close", "volume")]
 
 
 class PolygonProvider(Provider):
@@ -167,7 +166,7 @@ class PolygonProvider(Provider):
                     "categories": [c for c in (market, item.get("type"),
                                                item.get("primary_exchange"))
                                    if isinstance(c, str) and c],
-                    "intervals": [*BAR_INTERVALS, TICK], "outputs": _CANDLE_OUTPUTS})
+                    "intervals": [*BAR_INTERVALS, TICK], "outputs": CANDLE_OUTPUTS})
         if skipped and not entries:
             raise UpstreamError(f"polygon: the API key is not entitled to any of the markets "
                                 f"{', '.join(self.markets)}")
