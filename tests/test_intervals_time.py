@@ -23,7 +23,7 @@ from nbfeed.intervals import (
     prev_bar,
     shift_bars,
 )
-from nbfeed.timeutil import ms_to_iso, now_ms, to_ms
+from nbfeed.timeutil import datetimes_to_ms, ms_to_iso, now_ms, to_ms
 
 
 def ms(text: str) -> int:
@@ -141,3 +141,14 @@ def test_unreadable_times_are_refused_naming_the_field_and_value(value, shown):
 def test_iso_display_round_trips():
     assert ms_to_iso(T) == "2024-01-02T09:30:00Z"
     assert to_ms(ms_to_iso(T + 123)) == T + 123
+
+
+def test_datetime_columns_become_epoch_ms_with_missing_times_flagged():
+    naive = pd.Series(pd.to_datetime(["2024-01-02 09:30", None, "2024-01-02 10:30"]))
+    ms_, valid = datetimes_to_ms(naive)
+    assert ms_.tolist() == [T, 0, T + 3_600_000] and valid.tolist() == [True, False, True]
+    berlin = pd.DatetimeIndex(["2024-01-02 10:30"]).tz_localize("Europe/Berlin")  # 09:30 UTC
+    assert datetimes_to_ms(berlin)[0].tolist() == [T]
+    assert datetimes_to_ms(np.array(["2024-01-02T09:30"], dtype="datetime64[s]"))[0].tolist() \
+        == [T]
+

@@ -187,6 +187,8 @@ def test_publish_accepts_what_authors_have_and_refuses_rows_without_time():
         p.publish({"time": "soon", "symbol": "AAA"})
     with pytest.raises(BadRequest, match="str"):
         p.publish("AAA 1.0")
+    with pytest.raises(BadRequest, match="no time"):  # a missing time in a DataFrame
+        p.publish(pd.DataFrame({"close": [1.0]}, index=pd.DatetimeIndex([pd.NaT])), symbol="D")
     # A list is checked row by row, not only by its first row: a later row without a usable
     # time is refused, and rows with ISO times in a list otherwise made of plain rows are read.
     with pytest.raises(BadRequest, match="no time"):
