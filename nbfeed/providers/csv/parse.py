@@ -22,7 +22,7 @@ no numeric column) raises :class:`LayoutError`, which the store turns into a rep
 
 from __future__ import annotations
 
-import csv
+import csv  # the standard library's (imports are absolute; this package's own are relative)
 import gc
 import io
 import re
