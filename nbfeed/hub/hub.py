@@ -411,6 +411,13 @@ class Hub:
                 sub.outbox.put_event(event)
 
     def _remember(self, key: tuple[str, str, str], stream: _Stream, rows: list[dict]) -> None:
+        """Keep what a new subscriber starts from, and hand final candles to the cache.
+
+        The one place that decides when a live bar is final: once a later bar of the same
+        stream arrived (the newest bar is open; its updates cost one list assignment). Only
+        final bars reach ``HistoryCache.add_live_bars``; a failure to store them is logged and
+        the stream goes on.
+        """
         last = rows[-1]
         if key[2] == TICK:
             stream.last = last
