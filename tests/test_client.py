@@ -119,6 +119,15 @@ def test_errors_name_the_bad_argument(feed, call, exc, named):
         call(feed)
 
 
+def test_history_checks_interval_and_count_before_asking_with_the_hubs_own_limits(feed):
+    from nbfeed.hub.requests import MAX_HISTORY_BARS
+
+    with pytest.raises(nbfeed.BadInterval, match="'tick' has no history"):
+        feed.history("simulated", "AAPL", "tick")
+    with pytest.raises(nbfeed.LimitExceeded, match=f"limit of {MAX_HISTORY_BARS} bars"):
+        feed.history("simulated", "AAPL", "1m", count=MAX_HISTORY_BARS + 1)
+
+
 def test_providers_lists_loaded_then_installed_sources(feed, monkeypatch):
     monkeypatch.delenv("POLYGON_API_KEY", raising=False)
     table = feed.providers()

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     BadInterval,
@@ -26,22 +26,24 @@ from ..errors import (
     UnknownSymbol,
     UpstreamError,
 )
-from ..intervals import TICK, check_interval, is_bar
+from ..intervals import TICK, check_interval
 from ..providers.registry import (
     ProviderSpec,
     available_providers,
     check_source_name,
     describe_unloaded,
 )
-from ..timeutil import to_ms
 from .config import HubConfig
 from .outbox import StreamBatch
 from .process import ProviderProcess
+from .requests import history_request
 from .subscription import Subscription
 
-log = logging.getLogger("nbfeed.hub")
+if TYPE_CHECKING:  # for types only: start() imports and opens them
+    from .catalog import Catalog
+    from .history import HistoryCache
 
-MAX_HISTORY_COUNT = 1_000_000
+log = logging.getLogger("nbfeed.hub")
 
 
 class _Stream:
@@ -64,8 +66,8 @@ class Hub:
         self._processes: dict[str, ProviderProcess] = {}
         self._streams: dict[tuple[str, str, str], _Stream] = {}
         self._subs: set[Subscription] = set()
-        self.catalog: Any = None
-        self.cache: Any = None
+        self.catalog: Catalog | None = None
+        self.cache: HistoryCache | None = None
         self.started = False
         self._populating: dict[str, asyncio.Task] = {}
         self.populate_errors: dict[str, str] = {}
@@ -295,38 +297,23 @@ class Hub:
 
     async def history(self, source: str, symbol: str, interval: str, start: Any = None,
                       end: Any = None, count: Any = None) -> list[dict]:
-        """Bars in time order (UTC), served from the cache, fetching only missing spans."""
+        """Bars in time order (UTC), served from the cache, fetching only missing spans.
+
+        The request is checked once (:func:`~nbfeed.hub.requests.history_request`), and every
+        provider answer goes through the cache: checked, stored and marked complete.
+        """
         proc = await self._ready_process(source)
-        interval = check_interval(interval)
-        if not is_bar(interval):
-            raise BadInterval("history needs a bar interval, not 'tick'")
-        self._check_symbol(source, symbol, interval)
-        start_ms = None if start is None else to_ms(start, "start")
-        end_ms = None if end is None else to_ms(end, "end")
-        if start_ms is not None and end_ms is not None and start_ms >= end_ms:
-            raise BadRequest(f"start ({start}) must be before end ({end})")
-        if count is not None:
-            if isinstance(count, bool) or not isinstance(count, int):
-                raise BadRequest(f"count must be a whole number, got {count!r}")
-            if count <= 0:
-                raise BadRequest(f"count must be positive, got {count}")
-            if count > MAX_HISTORY_COUNT:
-                raise LimitExceeded(f"count {count} is above the limit of {MAX_HISTORY_COUNT}")
+        request = history_request(source, symbol, interval, start, end, count)
+        self._check_symbol(source, symbol, request.interval)
+        if self.cache is None:
+            raise UpstreamError("the hub is not running")
         timeout = self.config.request_timeout
 
-        async def fetch(span_start: int, span_end: int) -> list[dict]:
-            return await proc.request("history", (symbol, interval, span_start, span_end, None),
-                                      timeout)
+        async def fetch(span_start: int | None, span_end: int, bars: int | None) -> list[dict]:
+            return await proc.request(
+                "history", (symbol, request.interval, span_start, span_end, bars), timeout)
 
-        rows = await self.cache.get(source, symbol, interval, start_ms, end_ms, count, fetch)
-        if start_ms is None and count is not None and len(rows) < count:
-            # The cache looks back `count` bars from `end`; a source whose data stops long
-            # before that (a CSV file, a delisted symbol) knows better where its last bars are.
-            direct = await proc.request("history", (symbol, interval, None, end_ms, count),
-                                        timeout)
-            if len(direct) > len(rows):
-                rows = direct[-count:]
-        return rows
+        return await self.cache.get(request, fetch)
 
     # ---- live -----------------------------------------------------------------------------
 
@@ -424,6 +411,13 @@ class Hub:
                 sub.outbox.put_event(event)
 
     def _remember(self, key: tuple[str, str, str], stream: _Stream, rows: list[dict]) -> None:
+        """Keep what a new subscriber starts from, and hand final candles to the cache.
+
+        The one place that decides when a live bar is final: once a later bar of the same
+        stream arrived (the newest bar is open; its updates cost one list assignment). Only
+        final bars reach ``HistoryCache.add_live_bars``; a failure to store them is logged and
+        the stream goes on.
+        """
         last = rows[-1]
         if key[2] == TICK:
             stream.last = last

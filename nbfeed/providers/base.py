@@ -107,7 +107,6 @@ class Provider:
         cannot serve.
         """
         raise NotImplementedError  # abstract
-    subscribe._nbfeed_default = True  # type: ignore[attr-defined]
 
     def unsubscribe(self, symbol: str, interval: str) -> None:
         """Stop the upstream stream of ``symbol`` at ``interval`` (last subscriber left)."""
@@ -171,9 +170,14 @@ class Provider:
         ``symbol`` or get it from the argument; ``interval`` defaults to the row's ``interval``,
         else ``"tick"`` when subscribed to ticks, else the one interval subscribed for that symbol.
         Raises BadRequest for rows it cannot read (no time, unknown stream).
+
+        Under back-pressure it blocks: when the hub does not keep up and more than 200,000 rows
+        (``10 * runtime.MAX_BATCH_ROWS``) wait to be sent, the calling thread waits until the
+        backlog drains (or the provider stops). Rows are never dropped here; a websocket callback
+        that publishes is therefore slowed down rather than allowed to grow memory without bound.
+        Publish from your own thread if the upstream must never wait.
         """
-        if type(rows) is list and rows and type(rows[0]) is dict and \
-                type(rows[0].get("time")) is int and "symbol" in rows[0] and symbol is None:
+        if type(rows) is list and symbol is None and rows and _plain_rows(rows):
             batch = rows  # fast path: already nbfeed rows (simulated provider, ported feeds)
         else:
             batch = normalize_rows(rows, source=self.name, symbol=symbol, interval=interval)
@@ -183,7 +187,7 @@ class Provider:
         if sink is None:
             self.published.extend(batch)
             return
-        sink.publish(batch, interval)
+        sink.queue(batch, interval)
 
     def send_from(self, message: Mapping[str, Any]) -> None:
         """Accept the reference app's ``write_message`` message and publish its rows."""
@@ -215,4 +219,13 @@ class Provider:
     @classmethod
     def implements_subscribe(cls) -> bool:
         """Whether the class provides the simple-level ``subscribe`` hook."""
-        return not getattr(cls.subscribe, "_nbfeed_default", False)
+        return cls.subscribe is not Provider.subscribe
+
+
+def _plain_rows(rows: list) -> bool:
+    """Whether every row already is an nbfeed row (a dict with an int ``time`` and a
+    ``symbol``): then ``publish`` sends the list as it is, without copying."""
+    for row in rows:
+        if type(row) is not dict or type(row.get("time")) is not int or "symbol" not in row:
+            return False
+    return True

@@ -78,7 +78,6 @@ reports ``degraded`` with the reason; every other file is served as usual.
 from __future__ import annotations
 
 import codecs
-import math
 import os
 import threading
 import time
@@ -86,14 +85,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadRequest
-from ..intervals import BAR_INTERVALS, check_interval, interval_ms
-from ..timeutil import now_ms, to_ms
-from .base import Provider
-from .csv_parse import Problem, ReadOptions
-from .csv_store import CSVFile, CSVStore
+from ...errors import BadRequest
+from ...intervals import BAR_INTERVALS, check_interval, interval_ms
+from ...timeutil import now_ms, to_ms
+from .._config import positive_number
+from ..base import Provider
+from .file import CSVFile
+from .parse import Problem, ReadOptions
+from .store import CSVStore
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample_csv"
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample_csv"
 MODES = ("auto", "replay", "tail")
 OPTIONS = ("folder", "date_column", "timezone", "delimiter", "encoding", "interval", "mode",
            "replay_speed", "replay_start", "poll_interval", "categories",
@@ -161,18 +162,10 @@ def read_settings(options: dict[str, Any]) -> CSVSettings:
         read=ReadOptions(date_column=columns, timezone=tz, delimiter=delimiter,
                          encoding=encoding),
         interval=interval, mode=mode,
-        replay_speed=_positive(options, "replay_speed", 1.0),
+        replay_speed=positive_number(options, "csv", "replay_speed", 1.0),
         replay_start=None if start is None else to_ms(start, "csv option replay_start"),
-        poll_interval=_positive(options, "poll_interval", 1.0),
+        poll_interval=positive_number(options, "csv", "poll_interval", 1.0),
         categories=categories)
-
-
-def _positive(options: dict[str, Any], name: str, default: float) -> float:
-    value = options.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not math.isfinite(value) or value <= 0:
-        raise BadRequest(f"csv option {name}: expected a positive number, got {value!r}")
-    return float(value)
 
 
 def _check_timezone(tz: Any) -> None:
@@ -202,8 +195,8 @@ class CSVProvider(Provider):
                              ", ".join(OPTIONS))
         self.settings = read_settings(options)
         self._store: CSVStore | None = None
-        self._feeds: dict[tuple[str, str], _Feed] = {}
-        self._feeds_lock = threading.Lock()
+        self._followers: dict[tuple[str, str], _FileFollower] = {}
+        self._followers_lock = threading.Lock()
 
     @property
     def store(self) -> CSVStore:
@@ -245,20 +238,20 @@ class CSVProvider(Provider):
         if f.layout is None:
             raise BadRequest(f"csv: {symbol!r} cannot be streamed: {f.error}")
         check_interval(interval, f.intervals())
-        feed = _Feed(self, f, interval, self._mode_for(f))
-        with self._feeds_lock:
-            old = self._feeds.pop((symbol, interval), None)
-            self._feeds[(symbol, interval)] = feed
+        follower = _FileFollower(self, f, interval, self._mode_for(f))
+        with self._followers_lock:
+            old = self._followers.pop((symbol, interval), None)
+            self._followers[(symbol, interval)] = follower
         if old is not None:
             old.stop()
-        feed.start()
+        follower.start()
 
     def unsubscribe(self, symbol: str, interval: str) -> None:
-        with self._feeds_lock:
-            feed = self._feeds.pop((symbol, interval), None)
-        if feed is not None:
-            feed.stop()
-            feed.join(timeout=2.0)
+        with self._followers_lock:
+            follower = self._followers.pop((symbol, interval), None)
+        if follower is not None:
+            follower.stop()
+            follower.join(timeout=2.0)
 
     def _mode_for(self, f: CSVFile) -> str:
         if self.settings.mode != "auto":
@@ -270,7 +263,7 @@ class CSVProvider(Provider):
         return "tail" if now_ms() - newest <= window else "replay"
 
 
-class _Feed(threading.Thread):
+class _FileFollower(threading.Thread):
     """One stream: replays a file then follows it, or follows it from the newest bar.
 
     Stops within a fraction of a second of :meth:`stop` or the provider's ``stopping`` event.
@@ -292,7 +285,7 @@ class _Feed(threading.Thread):
         self._stop_event.set()
 
     def _sleep(self, seconds: float) -> bool:
-        """Wait; True when the feed must stop."""
+        """Wait; True when the follower must stop."""
         deadline = time.monotonic() + seconds
         while True:
             if self._stop_event.is_set() or self.provider.stopping.is_set():

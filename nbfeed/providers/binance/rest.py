@@ -31,8 +31,8 @@ from typing import Any
 
 import httpx
 
-from ..errors import BadRequest, LimitExceeded, UnknownSymbol, UpstreamError
-from ._http import HttpError, RateGate, RestClient
+from ...errors import BadRequest, LimitExceeded, UnknownSymbol, UpstreamError
+from .._http import HttpError, RateGate, RestClient
 
 DEFAULT_REST_URL = "https://api.binance.com"
 KLINES_PER_CALL = 1000

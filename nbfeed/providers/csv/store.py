@@ -1,7 +1,7 @@
 """The CSV folder as a store: which files are symbols, and refusing anything outside the folder.
 
 :class:`CSVStore` maps symbols to files (symbol = file name without ``.csv``, exactly), keeps one
-:class:`~nbfeed.providers.csv_file.CSVFile` per symbol (parsed once, kept fresh), and builds the
+:class:`~nbfeed.providers.csv.file.CSVFile` per symbol (parsed once, kept fresh), and builds the
 catalog entries. Listing the folder is cached by the folder's mtime, so a request costs one
 ``stat`` of the folder and one of the file.
 
@@ -20,12 +20,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInterval, BadRequest, UnknownSymbol
-from ..intervals import BAR_INTERVALS
-from .csv_file import CSVFile
-from .csv_parse import Problem, ReadOptions
-
-__all__ = ["CSVFile", "CSVStore", "Problem", "ReadOptions"]
+from ...errors import BadInterval, BadRequest, UnknownSymbol
+from ...intervals import BAR_INTERVALS
+from .file import CSVFile
+from .parse import Problem, ReadOptions
 
 
 class CSVStore:

@@ -29,10 +29,10 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import LimitExceeded, UpstreamError
-from ..intervals import floor_bar, interval_ms
-from ..timeutil import now_ms
-from ._http import HttpError, RestClient
+from ...errors import LimitExceeded, UpstreamError
+from ...intervals import floor_bar, interval_ms
+from ...timeutil import now_ms
+from .._http import HttpError, RestClient
 
 DEFAULT_REST_URL = "https://api.polygon.io"
 _DAY = 86_400_000

@@ -12,7 +12,7 @@ holds its lock around every call). A second older than the bar being built is ig
 
 from __future__ import annotations
 
-from ..intervals import floor_bar
+from ...intervals import floor_bar
 
 
 class BarBuilder:

@@ -9,7 +9,7 @@ Writes a ``--rows`` one-minute candle file (ISO times) in a temporary folder and
   re-reading the file with pandas for each request (what an index avoids);
 * reading 100 appended lines, beside a full reload.
 
-    cd /work/main && python bench/csv_store.py [--rows 500000] [--requests 200]
+    cd /work/main && python bench/csv_history.py [--rows 500000] [--requests 200]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd
 
-from nbfeed.providers.csv_store import CSVStore
+from nbfeed.providers.csv.store import CSVStore
 
 T0 = int(datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp())
 

@@ -2,11 +2,11 @@
 
 The provider class lives here; what it drives are its siblings:
 
-* :mod:`.polygon_rest` - reference tickers, aggregate history put on nbfeed's bar grid, previous
+* :mod:`.rest` - reference tickers, aggregate history put on nbfeed's bar grid, previous
   closes, all paged by ``next_url`` behind one rate gate.
-* :mod:`.polygon_stream` - one authenticated websocket per cluster, kept subscribed to the
+* :mod:`.stream` - one authenticated websocket per cluster, kept subscribed to the
   channels the provider wants.
-* :mod:`.polygon_bars` - candles of every interval built from per-second aggregates.
+* :mod:`.bars` - candles of every interval built from per-second aggregates.
 
 Behaviour and options:
 
@@ -44,27 +44,31 @@ import re
 import threading
 from typing import Any
 
-from ..errors import BadRequest, UnknownSymbol, UpstreamError
-from ..intervals import BAR_INTERVALS, INTERVALS, TICK, check_interval
-from ..timeutil import now_ms
-from ._http import HttpError
-from .base import Provider
-from .binance import resolve_url
-from .polygon_bars import BarBuilder
-from .polygon_rest import (
+from ...errors import BadRequest, UnknownSymbol, UpstreamError
+from ...intervals import BAR_INTERVALS, INTERVALS, TICK, check_interval
+from ...timeutil import now_ms
+from .._config import positive_number, resolve_url, switch
+from .._http import HttpError
+from ..base import Provider
+from ..dataset import CANDLE_OUTPUTS
+from .bars import BarBuilder
+from .rest import (
     DEFAULT_REST_URL,
     PolygonAuthError,
     PolygonREST,
     agg_row,
-    bar_time,
     market_of,
 )
-from .polygon_stream import DEFAULT_DELAYED_WS_URL, DEFAULT_WS_URL, PolygonCluster, ws_name
-
-# What tests and tools import from here, wherever it is defined.
-__all__ = ["CLUSTER", "DEFAULT_DELAYED_WS_URL", "DEFAULT_REST_URL", "DEFAULT_WS_URL", "MARKETS",
-           "BarBuilder", "PolygonAuthError", "PolygonCluster", "PolygonProvider", "PolygonREST",
-           "bar_time", "market_of", "ws_name"]
+from .stream import (
+    AGGREGATE_EVENTS,
+    DEFAULT_DELAYED_WS_URL,
+    DEFAULT_WS_URL,
+    PolygonCluster,
+    aggregate,
+    event_symbol,
+    quote_update,
+    ws_name,
+)
 
 MARKETS = ("stocks", "crypto", "fx", "indices")
 CLUSTER = {"stocks": "stocks", "otc": "stocks", "crypto": "crypto", "fx": "forex",
@@ -73,8 +77,6 @@ _TICKER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:.\-]{0,39}$")
 # channel prefixes per cluster: (per-second aggregate, trades, quotes)
 _CHANNELS = {"stocks": ("A", "T", "Q"), "crypto": ("XAS", "XT", "XQ"), "forex": ("CAS", None, "C"),
              "indices": ("A", None, "V")}
-_CANDLE_OUTPUTS = [{"name": n, "y_axis": "volume" if n == "volume" else "price"}
-                   for n in ("open", "high", "low", "close", "volume")]
 
 
 class PolygonProvider(Provider):
@@ -82,13 +84,13 @@ class PolygonProvider(Provider):
 
     name = "polygon"
     summary = "Polygon.io stocks, indices, forex and crypto (needs an API key)"
+    intervals = INTERVALS
 
     @classmethod
     def setup_problem(cls, options: dict[str, Any]) -> str | None:
         if options.get("api_key") or os.environ.get("POLYGON_API_KEY", "").strip():
             return None
         return "needs an API key: set POLYGON_API_KEY (or the provider's api_key option)"
-    intervals = INTERVALS
 
     def init(self) -> None:
         opts = self.options
@@ -116,10 +118,11 @@ class PolygonProvider(Provider):
                              f"{', '.join(CLUSTER)}")
         self.markets = list(markets)
         self.rest = PolygonREST(self.api_key, self.rest_url, stop=self.stopping, log=self.log,
-                                timeout=float(opts.get("request_timeout", 15.0)),
-                                max_wait=float(opts.get("max_wait", 90.0)),
-                                adjusted=bool(opts.get("adjusted", True)))
-        self.seed_bars = bool(opts.get("seed_bars", True))
+                                timeout=positive_number(opts, "polygon", "request_timeout", 15.0),
+                                max_wait=positive_number(opts, "polygon", "max_wait", 90.0),
+                                adjusted=switch(opts, "polygon", "adjusted", True))
+        self.seed_bars = switch(opts, "polygon", "seed_bars", True)
+        self.max_backoff = positive_number(opts, "polygon", "max_backoff", 30.0)
         self._lock = threading.RLock()
         self._meta: dict[str, dict] = {}
         self._known: set[str] | None = None
@@ -163,7 +166,7 @@ class PolygonProvider(Provider):
                     "categories": [c for c in (market, item.get("type"),
                                                item.get("primary_exchange"))
                                    if isinstance(c, str) and c],
-                    "intervals": [*BAR_INTERVALS, TICK], "outputs": _CANDLE_OUTPUTS})
+                    "intervals": [*BAR_INTERVALS, TICK], "outputs": CANDLE_OUTPUTS})
         if skipped and not entries:
             raise UpstreamError(f"polygon: the API key is not entitled to any of the markets "
                                 f"{', '.join(self.markets)}")
@@ -243,23 +246,19 @@ class PolygonProvider(Provider):
             else:
                 self._builders.setdefault(symbol, {})[interval] = BarBuilder(symbol, interval)
             conn = self._clusters.get(cluster)
-            if conn is not None and conn.socket.state == "failed":
+            if conn is not None and conn.state == "failed":
                 # A new subscription is a user action: give a refused feed one fresh try
                 # (with the channels it already had); it never retries on its own.
                 conn.close()
-                fresh = PolygonCluster(self, cluster, conn.url)
-                fresh.desired = set(conn.desired)
-                conn = self._clusters[cluster] = fresh
-                start = conn
+                conn = self._clusters[cluster] = start = conn.renewed()
             if conn is None:
-                conn = self._clusters[cluster] = PolygonCluster(
-                    self, cluster, f"{self.ws_url}/{cluster}")
-                start = conn
-            with conn.lock:
-                conn.desired.update(channels)
-                conn.dirty = True
+                conn = self._clusters[cluster] = start = PolygonCluster(
+                    f"{self.ws_url}/{cluster}", cluster, api_key=self.api_key,
+                    on_events=self._on_events, on_state=self._cluster_state,
+                    stop=self.stopping, log=self.log, max_backoff=self.max_backoff)
+            conn.add(channels)
         if start is not None:
-            start.socket.start()
+            start.start()
         if interval == TICK:
             threading.Thread(target=self._load_prev_close, args=(symbol,), daemon=True,
                              name=f"polygon-prev-{symbol}").start()
@@ -285,14 +284,9 @@ class PolygonProvider(Provider):
                     del self._channels[ch]
                     unused.append(ch)
             conn = self._clusters.get(cluster)
-            if conn is not None:
-                with conn.lock:
-                    conn.desired.difference_update(unused)
-                    conn.dirty = True
-                    empty = not conn.desired
-                if empty:
-                    del self._clusters[cluster]
-                    conn.close()
+            if conn is not None and conn.remove(unused):
+                del self._clusters[cluster]
+                conn.close()
 
     def _load_prev_close(self, symbol: str) -> None:
         try:
@@ -306,46 +300,27 @@ class PolygonProvider(Provider):
     def _on_events(self, cluster: str, events: list[dict]) -> None:
         """One frame of events from a cluster socket: update bars and quotes, publish once."""
         bars: dict[tuple[str, str], dict] = {}
-        quotes: dict[str, dict] = {}
-        seeds = []
+        quotes: dict[str, dict | None] = {}
+        seeds: list[tuple[BarBuilder, int, int]] = []
         with self._lock:
             for ev in events:
-                kind = ev.get("ev")
-                name = ev.get("sym") or ev.get("pair") or ev.get("p") or ev.get("T")
+                name = event_symbol(ev)
                 symbol = self._names.get((cluster, name)) if isinstance(name, str) else None
                 if symbol is None:
                     continue
                 try:
-                    if kind in ("A", "XAS", "CAS"):
-                        second = int(ev["s"])
-                        values = (float(ev["o"]), float(ev["h"]), float(ev["l"]),
-                                  float(ev["c"]), float(ev.get("v") or 0.0))
-                        for interval, builder in self._builders.get(symbol, {}).items():
-                            fresh = builder.start is None
-                            row = builder.add(second, *values)
-                            if row is not None:
-                                bars[(symbol, interval)] = row
-                                if fresh and self.seed_bars and row["time"] < second:
-                                    seeds.append((builder, row["time"], second))
-                        if "av" in ev:
+                    if ev.get("ev") in AGGREGATE_EVENTS:
+                        self._add_second(symbol, aggregate(ev), bars, seeds)
+                        if "av" in ev:  # the day's volume so far
                             quotes[symbol] = self._merge_quote(symbol, ev.get("e"),
                                                                volume=float(ev["av"]))
-                    elif kind in ("T", "XT"):
-                        quotes[symbol] = self._merge_quote(symbol, ev.get("t"),
-                                                           price=float(ev["p"]))
-                    elif kind in ("Q", "XQ"):
-                        quotes[symbol] = self._merge_quote(symbol, ev.get("t"),
-                                                           bid=float(ev["bp"]),
-                                                           ask=float(ev["ap"]))
-                    elif kind == "C":
-                        bid, ask = float(ev["b"]), float(ev["a"])
-                        quotes[symbol] = self._merge_quote(symbol, ev.get("t"), bid=bid,
-                                                           ask=ask, price=(bid + ask) / 2)
-                    elif kind == "V":
-                        quotes[symbol] = self._merge_quote(symbol, ev.get("t"),
-                                                           price=float(ev["val"]))
+                        continue
+                    update = quote_update(ev)
+                    if update is not None:
+                        quotes[symbol] = self._merge_quote(symbol, update[0], **update[1])
                 except (KeyError, TypeError, ValueError) as exc:
-                    self.log.warning("polygon: unreadable %s event (%s): %.200r", kind, exc, ev)
+                    self.log.warning("polygon: unreadable %s event (%s): %.200r", ev.get("ev"),
+                                     exc, ev)
         for (_, interval), row in bars.items():
             self.publish([row], interval=interval)
         if quotes:
@@ -353,6 +328,19 @@ class PolygonProvider(Provider):
         for builder, start, first in seeds:
             threading.Thread(target=self._seed, args=(builder, start, first), daemon=True,
                              name=f"polygon-seed-{builder.symbol}").start()
+
+    def _add_second(self, symbol: str, second: tuple[int, float, float, float, float, float],
+                    bars: dict[tuple[str, str], dict],
+                    seeds: list[tuple[BarBuilder, int, int]]) -> None:
+        """Fold one second into every bar stream of ``symbol`` (lock held); a stream's first
+        live bar that began before this second is queued for seeding from REST."""
+        for interval, builder in self._builders.get(symbol, {}).items():
+            fresh = builder.start is None
+            row = builder.add(*second)
+            if row is not None:
+                bars[(symbol, interval)] = row
+                if fresh and self.seed_bars and row["time"] < second[0]:
+                    seeds.append((builder, row["time"], second[0]))
 
     def _merge_quote(self, symbol: str, t: Any, **fields: float) -> dict | None:
         """Update the quote row of a ``tick`` stream (lock held); None if nobody wants it."""
@@ -402,14 +390,14 @@ class PolygonProvider(Provider):
     def _cluster_state(self, cluster: PolygonCluster, state: str, detail: str) -> None:
         with self._lock:
             clusters = list(self._clusters.values())
-        failed = [c for c in clusters if c.socket.state == "failed" or c.auth_error]
+        failed = [c for c in clusters if c.failed]
         if state == "failed" or failed:
-            reason = "; ".join(c.auth_error or c.socket.detail for c in failed) or detail
+            reason = "; ".join(c.problem for c in failed) or detail
             healthy = [c for c in clusters if c not in failed]
             self._set_status("degraded" if healthy else "failed", reason)
         elif state == "reconnecting":
             self._set_status("degraded", f"polygon {cluster.cluster} feed: {detail}")
-        elif all(c.socket.state == "connected" for c in clusters):
+        elif all(c.state == "connected" for c in clusters):
             self._set_status("running", "")
 
     def _set_status(self, state: str, detail: str) -> None:

@@ -1,4 +1,4 @@
-"""Times in CSV files: reading time text into epoch ms, and placing times on nbfeed's bar grid.
+"""Times in CSV files: reading time text into epoch ms, and which bar intervals a file serves.
 
 Reading rules (summarized for users in :mod:`nbfeed.providers.csv`): ISO 8601 with or without a
 time of day, ``Z`` or an offset; epoch seconds or milliseconds told apart by magnitude (as
@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..intervals import BAR_INTERVALS, floor_bar, interval_ms, next_bar, prev_bar
+from ...intervals import BAR_INTERVALS, interval_ms
+from ...timeutil import datetimes_to_ms
 
 _HAS_TIME = r"\d[T ]\d"
 _HAS_OFFSET = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
@@ -62,34 +63,26 @@ def _epoch(texts: list[str], v: np.ndarray, pos: np.ndarray, out: np.ndarray,
     if ymd:  # YYYYMMDD, not epoch seconds in August 1970
         days = pd.to_datetime(pd.Series([texts[j].strip() for j in ymd], dtype=object),
                               format="%Y%m%d", errors="coerce")
-        out[pos[ymd]], ok[pos[ymd]] = _ms(days)
+        out[pos[ymd]], ok[pos[ymd]] = datetimes_to_ms(days)
 
 
 def _iso(s: pd.Series, pos: np.ndarray, timezone: str | None, out: np.ndarray,
          ok: np.ndarray) -> None:
     if not timezone:  # naive = UTC, and dates are 00:00 UTC anyway: one pass does it all
-        out[pos], ok[pos] = _ms(pd.to_datetime(s, format="ISO8601", utc=True, errors="coerce"))
+        times = pd.to_datetime(s, format="ISO8601", utc=True, errors="coerce")
+        out[pos], ok[pos] = datetimes_to_ms(times)
         return
     date_only = s.str.fullmatch(_DATE_ONLY).to_numpy(bool)
     offset = (s.str.contains(_HAS_TIME) & s.str.contains(_HAS_OFFSET)).to_numpy(bool)
     aware = date_only | offset
     if aware.any():
-        out[pos[aware]], ok[pos[aware]] = _ms(pd.to_datetime(s[aware], format="ISO8601",
-                                                             utc=True, errors="coerce"))
+        exact = pd.to_datetime(s[aware], format="ISO8601", utc=True, errors="coerce")
+        out[pos[aware]], ok[pos[aware]] = datetimes_to_ms(exact)
     if (~aware).any():
         local = pd.to_datetime(s[~aware], format="ISO8601", errors="coerce")
         local = local.dt.tz_localize(timezone, ambiguous=np.ones(len(local), bool),
                                      nonexistent="shift_forward")
-        out[pos[~aware]], ok[pos[~aware]] = _ms(local)
-
-
-def _ms(times: Any) -> tuple[np.ndarray, np.ndarray]:
-    """A pandas datetime Series (naive = UTC, or tz-aware) -> (epoch ms, not-NaT mask)."""
-    if getattr(times.dt, "tz", None) is not None:
-        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
-    valid = times.notna().to_numpy(bool)
-    ms = times.to_numpy().astype("datetime64[ms]").astype(np.int64)
-    return np.where(valid, ms, 0), valid
+        out[pos[~aware]], ok[pos[~aware]] = datetimes_to_ms(local)
 
 
 def infer_interval(times: np.ndarray) -> str | None:
@@ -115,39 +108,3 @@ def coarser_intervals(native: str) -> list[str]:
         elif interval_ms(iv) % interval_ms(native) == 0:
             out.append(iv)
     return out
-
-
-def ceil_bar(ms: int, interval: str) -> int:
-    """The first bar start at or after ``ms``."""
-    start = floor_bar(ms, interval)
-    return start if start == ms else next_bar(ms, interval)
-
-
-def step_back(bar: int, interval: str, n: int) -> int:
-    """The bar start ``n`` bars before ``bar``."""
-    if interval == "1M":
-        for _ in range(n):
-            bar = prev_bar(bar, interval)
-        return bar
-    return bar - n * interval_ms(interval)
-
-
-def step_forward(bar: int, interval: str, n: int) -> int:
-    """The bar start ``n`` bars after ``bar``."""
-    if interval == "1M":
-        for _ in range(n):
-            bar = next_bar(bar, interval)
-        return bar
-    return bar + n * interval_ms(interval)
-
-
-def floor_many(times: np.ndarray, interval: str) -> np.ndarray:
-    """Vectorized :func:`nbfeed.intervals.floor_bar`."""
-    if interval == "1M":
-        months = times.astype("datetime64[ms]").astype("datetime64[M]")
-        return months.astype("datetime64[ms]").astype(np.int64)
-    step = interval_ms(interval)
-    if interval == "1w":
-        offset = floor_bar(0, "1w")  # Monday alignment, as nbfeed.intervals defines it
-        return times - ((times - offset) % step)
-    return times - (times % step)

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadRequest, UnknownSymbol
-from ..intervals import check_interval, floor_bar
-from .csv_parse import (
+from ...errors import BadRequest, UnknownSymbol
+from ...intervals import check_interval
+from .parse import (
     SAMPLE_ROWS,
     Block,
     Layout,
@@ -42,19 +42,12 @@ from .csv_parse import (
     read_text,
     split_rows,
 )
-from .csv_times import (
-    ceil_bar,
-    coarser_intervals,
-    floor_many,
-    infer_interval,
-    step_back,
-    step_forward,
-)
+from .resample import resample, whole_bar_rows
+from .times import coarser_intervals, infer_interval
 
 MAX_PROBLEMS = 100  # per file; beyond that only a count (a broken 1 GB file must not eat memory)
 SAMPLE_BYTES = 64 * 1024  # what the catalog reads of a file it has not loaded yet
 _FINGERPRINT = 4096
-_AGGREGATES = {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
 
 
 @dataclass
@@ -338,41 +331,11 @@ class CSVFile:
 
     def _resampled(self, t: np.ndarray, interval: str, start: int | None, end: int | None,
                    count: int | None, first: int | None) -> list[dict]:
-        # Row range of whole bars: rows in [ceil(start), ceil(end)) are exactly the rows of the
-        # bars that start in [start, end).
-        lo = 0 if start is None else int(np.searchsorted(t, ceil_bar(start, interval)))
-        hi = len(t) if end is None else int(np.searchsorted(t, ceil_bar(end, interval)))
+        assert self.layout is not None
+        lo, hi = whole_bar_rows(t, interval, start, end, count, first)
         if lo >= hi:
             return []
-        if count is not None:
-            bar = floor_bar(int(t[hi - 1]), interval)
-            bar = step_back(bar, interval, count - 1)
-            lo = max(lo, int(np.searchsorted(t, bar)))
-        if first is not None:
-            bar = floor_bar(int(t[lo]), interval)
-            lo_bar_end = step_forward(bar, interval, first)
-            hi = min(hi, int(np.searchsorted(t, lo_bar_end)))
-        times = t[lo:hi]
-        values = self._values[lo:hi]
-        keys = floor_many(times, interval)
-        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-        ends = np.r_[starts[1:], len(keys)] - 1
-        out = np.empty((len(starts), values.shape[1]))
-        assert self.layout is not None
-        for k, name in enumerate(self.layout.fields):
-            how = _AGGREGATES.get(name, "last") if self.layout.kind == "candlestick" else "last"
-            col = values[:, k]
-            if how == "first":
-                out[:, k] = col[starts]
-            elif how == "last":
-                out[:, k] = col[ends]
-            elif how == "max":
-                out[:, k] = np.fmax.reduceat(col, starts)
-            elif how == "min":
-                out[:, k] = np.fmin.reduceat(col, starts)
-            else:
-                out[:, k] = np.add.reduceat(np.nan_to_num(col), starts)
-        return self._rows(keys[starts], out)
+        return self._rows(*resample(t[lo:hi], self._values[lo:hi], self.layout, interval))
 
     def _rows(self, times: np.ndarray, values: np.ndarray) -> list[dict]:
         assert self.layout is not None

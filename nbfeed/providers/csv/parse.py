@@ -1,6 +1,6 @@
 """Reading CSV text into time and value arrays, naming every problem by file and line.
 
-Pure functions over bytes and strings, no file-system state: :mod:`nbfeed.providers.csv_file`
+Pure functions over bytes and strings, no file-system state: :mod:`nbfeed.providers.csv.file`
 feeds them a whole file or only the bytes appended since the last read. The rules they implement
 (the user-facing summary is in :mod:`nbfeed.providers.csv`):
 
@@ -11,7 +11,7 @@ feeds them a whole file or only the bytes appended since the last read. The rule
 * ``open, high, low, close`` (any case, all four) make a candlestick with an optional ``volume``;
   every other column whose sample values are mostly numbers is a line series named exactly as in
   the header. Text columns and a ``symbol`` column are ignored.
-* Times are read by :mod:`nbfeed.providers.csv_times` (ISO 8601, epoch s/ms, ``YYYYMMDD``).
+* Times are read by :mod:`nbfeed.providers.csv.times` (ISO 8601, epoch s/ms, ``YYYYMMDD``).
 
 Failure behaviour: nothing here raises for bad content. Rows that cannot be read (bad or missing
 date, missing candle field, wrong number of fields, bytes that are not valid in the encoding) are
@@ -22,10 +22,11 @@ no numeric column) raises :class:`LayoutError`, which the store turns into a rep
 
 from __future__ import annotations
 
-import csv
+import csv  # the standard library's (imports are absolute; this package's own are relative)
 import gc
 import io
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .csv_times import parse_times
+from .times import parse_times
 
 DATE_CANDIDATES = ("date", "time", "timestamp", "datetime")
 CANDLE_FIELDS = ("open", "high", "low", "close")
@@ -178,17 +179,35 @@ def split_rows(text: str, first_line: int, delimiter: str) -> Rows:
     return Rows(fields, np.asarray(lines, dtype=np.int64))
 
 
+_gc_lock = threading.Lock()
+_gc_pauses = 0  # parses running now, in any thread
+_gc_was_enabled = False
+
+
 @contextmanager
 def _no_gc() -> Iterator[None]:
     """Pause the cyclic GC while building millions of small lists: they hold no cycles, and
-    the collections it would trigger take longer than the parse itself."""
-    was_enabled = gc.isenabled()
-    gc.disable()
+    the collections it would trigger take longer than the parse itself.
+
+    ``gc.disable()`` is process-wide: while a parse runs (about a second for 500k rows) the
+    provider's other threads run without cyclic collections too. Nothing is lost - cycles made
+    meanwhile are collected once the GC is back - and reference counting frees everything else
+    as usual. Parses on several threads share one pause (a counter), so the GC comes back when
+    the last of them ends, and only if it was on before the first began.
+    """
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def detect_layout(header: list[str], sample: list[list[str]], options: ReadOptions,

@@ -26,8 +26,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..intervals import TICK
-from ._ws import Backoff, ReconnectingSocket
+from ...intervals import TICK
+from .._ws import Backoff, ReconnectingSocket
 
 DEFAULT_WS_URL = "wss://stream.binance.com:9443"
 

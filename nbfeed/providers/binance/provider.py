@@ -2,9 +2,9 @@
 
 The provider class lives here; the two wire clients it drives are its siblings:
 
-* :mod:`.binance_rest` - ``exchangeInfo`` symbols and ``klines`` history, paged and stitched by
+* :mod:`.rest` - ``exchangeInfo`` symbols and ``klines`` history, paged and stitched by
   open time, kept under the ``X-MBX-USED-WEIGHT`` request-weight limits.
-* :mod:`.binance_stream` - klines, 24hr tickers and book tickers multiplexed over combined-stream
+* :mod:`.stream` - klines, 24hr tickers and book tickers multiplexed over combined-stream
   connections with paced ``SUBSCRIBE``/``UNSUBSCRIBE``, reconnecting and resubscribing on drops.
 
 Quote rows (``tick``) merge the ``@ticker`` (price, change, volume) and ``@bookTicker`` (bid,
@@ -28,34 +28,21 @@ Configuration (provider options, else environment, else Binance's public endpoin
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
 from typing import Any
 
-from ..errors import BadRequest, UnknownSymbol, UpstreamError
-from ..intervals import BAR_INTERVALS, INTERVALS, TICK, check_interval
-from ..timeutil import now_ms
-from .base import Provider
-from .binance_rest import DEFAULT_REST_URL, BinanceREST, WeightBudget
-from .binance_stream import DEFAULT_WS_URL, CombinedStreams, kline_row, stream_names
-
-# The wire clients are part of this module's public surface (tests and tools import them here).
-__all__ = ["DEFAULT_REST_URL", "DEFAULT_WS_URL", "BinanceProvider", "BinanceREST",
-           "CombinedStreams", "WeightBudget", "kline_row", "resolve_url", "stream_names"]
+from ...errors import UnknownSymbol, UpstreamError
+from ...intervals import BAR_INTERVALS, INTERVALS, TICK, check_interval
+from ...timeutil import now_ms
+from .._config import positive_int, positive_number, resolve_url
+from ..base import Provider
+from ..dataset import CANDLE_OUTPUTS
+from .rest import DEFAULT_REST_URL, BinanceREST
+from .stream import DEFAULT_WS_URL, CombinedStreams, kline_row, stream_names
 
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
-_CANDLE_OUTPUTS = [{"name": n, "y_axis": "volume" if n == "volume" else "price"}
-                   for n in ("open", "high", "low", "close", "volume")]
-
-
-def resolve_url(options: dict, key: str, env: str, default: str) -> str:
-    """A base URL: the provider option, else the environment variable, else the default."""
-    value = options.get(key) or os.environ.get(env) or default
-    if not isinstance(value, str):
-        raise BadRequest(f"option {key!r} must be a URL string, got {value!r}")
-    return value.rstrip("/")
 
 
 class BinanceProvider(Provider):
@@ -69,15 +56,18 @@ class BinanceProvider(Provider):
         opts = self.options
         self.rest_url = resolve_url(opts, "rest_url", "NBFEED_BINANCE_REST_URL", DEFAULT_REST_URL)
         self.ws_url = resolve_url(opts, "ws_url", "NBFEED_BINANCE_WS_URL", DEFAULT_WS_URL)
-        self.rest = BinanceREST(self.rest_url, stop=self.stopping,
-                                timeout=float(opts.get("request_timeout", 15.0)),
-                                max_wait=float(opts.get("max_wait", 90.0)),
-                                max_history_bars=int(opts.get("max_history_bars", 200_000)),
-                                log=self.log)
-        self.streams = CombinedStreams(
+        self.rest = BinanceREST(
+            self.rest_url, stop=self.stopping, log=self.log,
+            timeout=positive_number(opts, "binance", "request_timeout", 15.0),
+            max_wait=positive_number(opts, "binance", "max_wait", 90.0),
+            max_history_bars=positive_int(opts, "binance", "max_history_bars", 200_000))
+        #: The combined-stream sockets that carry every subscribed stream.
+        self.sockets = CombinedStreams(
             self.ws_url, self._on_event, stop=self.stopping, log=self.log,
-            max_streams_per_connection=int(opts.get("max_streams_per_connection", 1024)),
-            max_backoff=float(opts.get("max_backoff", 30.0)), on_state=self._on_stream_state)
+            max_streams_per_connection=positive_int(opts, "binance",
+                                                    "max_streams_per_connection", 1024),
+            max_backoff=positive_number(opts, "binance", "max_backoff", 30.0),
+            on_state=self._on_stream_state)
         self._symbols: set[str] | None = None
         self._symbols_at = 0.0
         self._symbols_lock = threading.Lock()
@@ -96,7 +86,7 @@ class BinanceProvider(Provider):
             "source": self.name, "name": s["symbol"],
             "name_label": f"{s.get('baseAsset', '?')} / {s.get('quoteAsset', '?')}",
             "type": "candlestick", "categories": ["Crypto", str(s.get("quoteAsset", ""))],
-            "intervals": [*BAR_INTERVALS, TICK], "outputs": _CANDLE_OUTPUTS,
+            "intervals": [*BAR_INTERVALS, TICK], "outputs": CANDLE_OUTPUTS,
         } for s in items]
 
     def _check_symbol(self, symbol: Any) -> str:
@@ -134,10 +124,10 @@ class BinanceProvider(Provider):
     def subscribe(self, symbol: str, interval: str) -> None:
         check_interval(interval, INTERVALS)
         self._check_symbol(symbol)
-        self.streams.add(stream_names(symbol, interval))
+        self.sockets.add(stream_names(symbol, interval))
 
     def unsubscribe(self, symbol: str, interval: str) -> None:
-        self.streams.remove(stream_names(symbol, interval))
+        self.sockets.remove(stream_names(symbol, interval))
         if interval == TICK:
             with self._quotes_lock:
                 self._quotes.pop(symbol, None)
@@ -147,7 +137,7 @@ class BinanceProvider(Provider):
         # (a half-open TCP connection can look alive for minutes): renew it.
         self.log.warning("binance %s %s: no data for a while; renewing its connection",
                          symbol, interval)
-        self.streams.reconnect(stream_names(symbol, interval))
+        self.sockets.reconnect(stream_names(symbol, interval))
 
     def _on_event(self, stream: str, data: dict) -> None:
         try:
