@@ -17,14 +17,20 @@ except ImportError:  # pragma: no cover - orjson ships wheels for every common p
     orjson = None
 
 
+def nan_to_none(value: Any) -> Any:
+    """``None`` for a NaN or infinite float (JSON has neither), else ``value`` unchanged.
+
+    The one place nbfeed decides what a missing number becomes in JSON and in tables.
+    """
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def _clean(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
     if isinstance(obj, dict):
         return {k: _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
-    return obj
+    return nan_to_none(obj)
 
 
 if orjson is not None:

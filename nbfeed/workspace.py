@@ -45,8 +45,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .errors import BadRequest, NBFeedError, UpstreamError
-from .server_ext.workspace.published import WIDGET_PREFIX, build_entry, check_id
-from .server_ext.workspace.tables import to_table
+from .openbb.entries import WIDGET_PREFIX, build_entry, check_id
+from .openbb.tables import to_table
 
 __all__ = ["PublishedWidget", "ServerInfo", "ServerRefused", "configure", "find_server",
            "server_urls", "to_table", "widget"]

@@ -18,11 +18,11 @@ from tornado.websocket import websocket_connect
 
 import nbfeed.workspace as nbws
 from nbfeed.errors import BadRequest, LimitExceeded
+from nbfeed.openbb.entries import build_entry, check_rows
+from nbfeed.openbb.schema import apps_problems, widgets_problems
 from nbfeed.server_ext.runtime_file import ENV_INFO
 from nbfeed.server_ext.workspace.live import LiveGridSession, params_of
-from nbfeed.server_ext.workspace.published import build_entry, check_rows
 from nbfeed.server_ext.workspace.quotes import LIVE_FIELDS, parse_symbols, quote_values
-from nbfeed.server_ext.workspace.schema import apps_problems, widgets_problems
 from nbfeed.server_ext.workspace.widgets import SourceView, build_apps, build_widgets
 from tests.server_fixtures import *  # noqa: F403
 from tests.server_fixtures import fetch_json

@@ -6,11 +6,11 @@ parameter). When the server runs at ``/`` (or ``c.NBFeed.workspace_root = True``
 ``widgets.json`` and ``apps.json`` are served at the host root too, for Workspace versions that
 ignore a base URL's path; their endpoints point back under ``<base_url>nbfeed/workspace/``.
 
-Modules: :mod:`.schema` (what Workspace accepts), :mod:`.widgets` (widgets.json/apps.json from
-providers and catalog), :mod:`.quotes` (quote rows, snapshots), :mod:`.published` (tables pushed
-from notebooks), :mod:`.tables` (DataFrames as table rows, notebook side), :mod:`.backend`
+Modules: :mod:`.widgets` (widgets.json/apps.json from providers and catalog), :mod:`.quotes`
+(quote rows, snapshots), :mod:`.published` (tables pushed from notebooks), :mod:`.backend`
 (shared state, socket capability), :mod:`.auth` (keys, CORS), :mod:`.handlers` (HTTP endpoints),
-:mod:`.live` (the live grid socket).
+:mod:`.live` (the live grid socket). What Workspace itself accepts, and the table shaping the
+notebook side shares, live in :mod:`nbfeed.openbb`.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ import secrets
 from typing import Any
 from urllib.parse import urlparse
 
+from ...openbb.schema import widget_problems
 from .published import PublishedStore
 from .quotes import QuoteBoard
-from .schema import widget_problems
 from .widgets import SourceView, build_apps, build_widgets, describe_sources
 
 log = logging.getLogger("nbfeed.workspace")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...intervals import BAR_INTERVALS, TICK
+from ...openbb.entries import WIDGET_PREFIX
 from .quotes import quote_columns
 
 INLINE_OPTIONS_MAX = 200
@@ -280,7 +281,7 @@ def build_apps(views: list[SourceView], widgets: dict[str, dict]) -> list[dict]:
             tabs[tab_id] = {"id": tab_id, "name": view.name, "layout": layout}
     catalog = [_item(SEARCH_ID, 0, 0, 24, 12), _item(PROVIDERS_ID, 24, 0, 16, 12)]
     tabs["catalog"] = {"id": "catalog", "name": "Catalog", "layout": catalog}
-    published = [wid for wid in widgets if wid.startswith("nbfeed_nb_")]
+    published = [wid for wid in widgets if wid.startswith(WIDGET_PREFIX)]
     if published:
         tabs["notebook"] = {"id": "notebook", "name": "From notebooks", "layout": [
             _item(wid, 20 * (n % 2), 10 * (n // 2), 20, 10) for n, wid in enumerate(published)]}
