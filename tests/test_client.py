@@ -150,6 +150,21 @@ def test_register_a_provider_defined_here(feed):
         assert stream.latest.loc["ONE", "pid"] != os.getpid()
 
 
+@pytest.mark.parametrize("error", [nbfeed.UnknownSource("a"), nbfeed.UnknownSymbol("b"),
+                                   nbfeed.BadInterval("c"), nbfeed.BadRequest("d"),
+                                   nbfeed.LimitExceeded("e"), nbfeed.UpstreamError("f")])
+def test_an_error_comes_back_from_the_wire_as_itself(error):
+    frame = error.to_wire("q1")
+    back = nbfeed.NBFeedError.from_wire(frame["code"], frame["message"])
+    assert type(back) is type(error) and str(back) == str(error)
+
+
+def test_an_error_code_without_a_class_is_kept():
+    err = nbfeed.NBFeedError.from_wire("no_data", "no 1d bars of simulated/AAPL")
+    assert type(err) is nbfeed.NBFeedError and err.code == "no_data"
+    assert str(err) == "no 1d bars of simulated/AAPL"
+
+
 async def test_connect_with_url_and_token(nbfeed_server, jp_serverapp, jp_base_url):
     url = f"http://127.0.0.1:{jp_serverapp.port}{jp_base_url}"
     token = jp_serverapp.identity_provider.token
@@ -160,8 +175,10 @@ async def test_connect_with_url_and_token(nbfeed_server, jp_serverapp, jp_base_u
             assert feed.symbols("aapl").iloc[0]["name"] == "AAPL"
             df = feed.history("simulated", "AAPL", "1m", count=10)
             assert len(df) == 10 and str(df.index.tz) == "UTC"
-            with pytest.raises(nbfeed.UnknownSymbol, match="NOPE"):
+            with pytest.raises(nbfeed.UnknownSymbol, match="NOPE") as refused:
                 feed.history("simulated", "NOPE", "1m", count=3)
+            assert refused.value.http_status == 404
+            assert token not in repr(feed.server)
             with feed.subscribe("simulated", ["AAPL", "MSFT"]) as stream:
                 wait_for(lambda: set(stream.latest.index) == {"AAPL", "MSFT"})
             with pytest.raises(nbfeed.UnknownSymbol):

@@ -20,7 +20,7 @@ import nbfeed.workspace as nbws
 from nbfeed.errors import BadRequest, LimitExceeded
 from nbfeed.openbb.entries import build_entry, check_rows
 from nbfeed.openbb.schema import apps_problems, widgets_problems
-from nbfeed.server_ext.runtime_file import ENV_INFO
+from nbfeed.runtime_file import ENV_INFO
 from nbfeed.server_ext.workspace.live import LiveGridSession, params_of
 from nbfeed.server_ext.workspace.quotes import LIVE_FIELDS, parse_symbols, quote_values
 from nbfeed.server_ext.workspace.widgets import SourceView, build_apps, build_widgets
@@ -252,7 +252,7 @@ async def _api(jp_fetch, method, *parts, body=None, expect=200):
 async def test_publish_from_a_notebook_reaches_widgets_json(nbfeed_server, jp_fetch,
                                                             monkeypatch):
     # The start hook wrote nbfeed's runtime file and exported its path, as kernels see it.
-    assert nbws.find_server() is not None
+    assert nbws.publish_target() is not None
     nbws.configure()
     calls = {"n": 0}
 

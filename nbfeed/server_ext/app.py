@@ -26,7 +26,7 @@ from ..errors import NBFeedError
 from ..hub import Hub, HubConfig
 from ..hub.wire import WireLimits
 from ..providers.registry import resolve_spec
-from .runtime_file import ENV_INFO, info_path, remove_info, write_info
+from ..runtime_file import ENV_INFO, info_path, remove_info, write_info
 
 
 class NBFeed(ExtensionApp):
