@@ -102,31 +102,18 @@ class LiveGridSession:
             return
         await self.set_symbols(symbols)
 
-    def _known(self, symbols: list[str]) -> list[str]:
-        catalog = self.hub.catalog
-        if catalog is None or not catalog.sources().get(self.source):
-            return symbols  # nothing listed: the provider decides
-        out = []
-        for sym in symbols:
-            entry = catalog.lookup(self.source, sym)
-            if entry is not None and (TICK in (entry.get("intervals") or [])
-                                      or entry.get("type") == "quote"):
-                out.append(sym)
-        return out
-
     async def set_symbols(self, symbols: list[str]) -> None:
-        """Replace the subscription (an empty list: none)."""
+        """Replace the subscription (an empty list: none). Symbols the catalog does not list
+        with live quotes are dropped; a refused subscription keeps the previous one."""
         await self.hub.wait_ready([self.source])
-        wanted = self._known(symbols)
-        if wanted == self.symbols and (self.sub is not None or not wanted):
-            return
-        new = None
-        if wanted:
-            try:
-                new = await self.hub.subscribe(self.source, wanted, TICK)
-            except NBFeedError as exc:
-                log.info("nbfeed: Workspace live grid %s: %s", self.source, exc)
+        try:
+            wanted = self.hub.check_symbols(self.source, symbols, TICK, drop_unknown=True)
+            if wanted == self.symbols and (self.sub is not None or not wanted):
                 return
+            new = await self.hub.subscribe(self.source, wanted, TICK) if wanted else None
+        except NBFeedError as exc:
+            log.info("nbfeed: Workspace live grid %s: %s", self.source, exc)
+            return
         await self._stop()
         self.symbols, self.sub = wanted, new
         if new is not None:
@@ -149,13 +136,13 @@ class LiveGridSession:
                 wait = last_flush + self.min_interval - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)  # throttle; rows keep conflating meanwhile
-                    self._merge(sub.outbox.take(), latest)
+                    self._merge(sub.take(), latest)
                 if not await self._write(latest):
                     return
                 latest = {}
                 last_flush = loop.time()
             try:
-                self._merge(await sub.outbox.get(), latest)
+                self._merge(await sub.get(), latest)
             except EOFError:
                 return
 

@@ -173,7 +173,7 @@ class QuoteBoard:
                 if left <= 0:
                     break
                 try:
-                    await asyncio.wait_for(lease.sub.outbox.get(), left)
+                    await asyncio.wait_for(lease.sub.get(), left)
                 except (asyncio.TimeoutError, EOFError):
                     break
         finally:
