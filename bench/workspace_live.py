@@ -61,10 +61,10 @@ async def live(hub: Hub, symbols: list[str], sockets: int, window: float) -> dic
     sent = {"frames": 0, "rows": 0, "bytes": 0}
     loop = asyncio.get_running_loop()
 
-    def send(text: str):
+    def send(frame: bytes):
         sent["frames"] += 1
-        sent["rows"] += text.count('"symbol"')
-        sent["bytes"] += len(text)
+        sent["rows"] += frame.count(b'"symbol"')
+        sent["bytes"] += len(frame)
         done = loop.create_future()
         done.set_result(None)
         return done

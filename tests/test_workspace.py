@@ -359,8 +359,8 @@ async def test_live_session_throttles_replaces_and_unsubscribes(nbfeed_server):
     frames: list[list[dict]] = []
     got = asyncio.Event()
 
-    def send(text: str):
-        frames.append(json.loads(text))
+    def send(frame: bytes):
+        frames.append(json.loads(frame))
         got.set()
         done = asyncio.get_running_loop().create_future()
         done.set_result(None)
@@ -408,7 +408,9 @@ async def test_rotating_the_capability_revokes_sockets(nbfeed_server, jp_fetch, 
     url = f"ws://127.0.0.1:{jp_http_port}{jp_base_url}nbfeed/workspace/"
     ws = await websocket_connect(HTTPRequest(url + old, headers={"Origin": ORIGIN}))
     await ws.write_message('{"type": "params", "params": {"symbol": "AAPL"}}')
-    assert await asyncio.wait_for(ws.read_message(), 20) is not None
+    first = await asyncio.wait_for(ws.read_message(), 20)
+    # A text frame (the grid parses it as JSON text), holding the live fields of AAPL.
+    assert isinstance(first, str) and json.loads(first)[0]["symbol"] == "AAPL"
 
     _, reply = await _api(jp_fetch, "POST", "rotate", body="")
     assert reply["closed_sockets"] == 1

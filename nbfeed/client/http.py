@@ -60,7 +60,7 @@ def request(server: ServerInfo, method: str, path: str, body: Any = None,
     data = None if body is None else dumpb(body)
     req = urllib.request.Request(server.url + path, data=data, method=method,
                                  headers={**server.headers(), "Content-Type": "application/json"})
-    context = ssl._create_unverified_context() if server.loopback_tls else None
+    context = _unverified() if server.loopback_tls else None
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return loads(resp.read() or b"null")
@@ -69,6 +69,13 @@ def request(server: ServerInfo, method: str, path: str, body: Any = None,
     except (urllib.error.URLError, OSError) as err:
         raise UpstreamError(f"cannot reach nbfeed at {server.url}: "
                             f"{getattr(err, 'reason', None) or err}") from None
+
+
+def _unverified() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _refused(server: ServerInfo, path: str, err: urllib.error.HTTPError) -> NBFeedError:
