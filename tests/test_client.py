@@ -63,6 +63,30 @@ def test_embedded_subscribe_callback_latest_and_close(feed):
     assert len(got) == count
 
 
+def test_a_callback_that_changes_its_rows_changes_nobody_elses(feed):
+    """Embedded, every subscriber is fed from the hub's own row dicts; a callback that writes
+    into its rows must not reach the hub's snapshot or another subscriber."""
+    scribbled = threading.Event()
+    other_rows: list[dict] = []
+    with feed.subscribe("simulated", "AAPL") as vandal, \
+            feed.subscribe("simulated", "AAPL") as other:
+        other.on_update(other_rows.extend)
+
+        @vandal.on_update
+        def scribble(rows):
+            for row in rows:
+                row["scribbled"] = True
+            scribbled.set()
+
+        assert scribbled.wait(20)
+        wait_for(lambda: len(other_rows) >= 20)
+        with feed.subscribe("simulated", "AAPL") as late:  # starts from the hub's snapshot
+            wait_for(lambda: late.rows_received > 0)
+            assert "scribbled" not in late.latest.columns
+        assert not any("scribbled" in row for row in other_rows)
+        assert "scribbled" in vandal.latest.columns  # its own copies are its to change
+
+
 def test_embedded_async_iteration(feed):
     async def first_batches():
         stream = feed.subscribe("simulated", "GOOGL")
