@@ -56,6 +56,9 @@ def test_embedded_subscribe_callback_latest_and_close(feed):
         assert done.wait(20)
         latest = stream.latest
         assert set(latest.index) == {"AAPL", "MSFT"}
+        rows = stream.latest_rows()  # the same rows as dicts, for code that wants no DataFrame
+        assert {r["symbol"] for r in rows} == {"AAPL", "MSFT"}
+        assert all(isinstance(r["time"], int) for r in rows)
         assert str(latest["time"].dt.tz) == "UTC" and latest["price"].dtype == "float64"
     assert stream.closed
     count = len(got)

@@ -160,7 +160,12 @@ class Stream:
         """The newest row per symbol as a DataFrame indexed by symbol (empty before data)."""
         from .frames import latest_frame
 
-        return latest_frame(list(self._latest.values()))
+        return latest_frame(self.latest_rows())
+
+    def latest_rows(self) -> list[dict]:
+        """The newest row per symbol as row dicts (epoch-ms ``time``), in first-seen order:
+        what :attr:`latest` shows, without the DataFrame. Read-only, like callback rows."""
+        return list(self._latest.values())
 
     def history(self, count: int = 500) -> Any:
         """Recent bars of the first symbol (for charts that start with history)."""

@@ -63,7 +63,7 @@ class Outbox:
     reader's cue to :meth:`take`). Not thread-safe: use it on the hub's event loop.
     """
 
-    def __init__(self, max_rows: int = 10_000) -> None:
+    def __init__(self, max_rows: int) -> None:
         if max_rows < 1:
             raise ValueError("max_rows must be >= 1")
         self.max_rows = max_rows

@@ -27,6 +27,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import BadRequest, LimitExceeded, NBFeedError
 from ..jsonfast import dumpb, loads
+from .config import HubConfig
 from .hub import Hub
 from .outbox import StreamBatch
 from .subscription import Subscription
@@ -45,7 +46,8 @@ class WireLimits:
     max_subscriptions: int = 1_000
     max_streams: int = 10_000
     max_concurrent_requests: int = 8
-    max_pending_rows: int = 10_000
+    #: Rows a subscription may have waiting before it conflates (the hub's own default).
+    max_pending_rows: int = HubConfig.max_pending_rows
     #: Seconds between flushes at most this often (0 = as fast as the client reads).
     min_flush_interval: float = 0.0
 
