@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from .errors import BadRequest
@@ -134,6 +134,15 @@ def datetimes_to_ms(values: Any) -> tuple[Any, Any]:
     return np.where(valid, ms, 0), valid
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def ms_to_iso(ms: int) -> str:
-    """Epoch ms to an ISO 8601 UTC string with a ``Z`` (what nbfeed shows people)."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    """Epoch ms as ISO 8601 UTC with a ``Z``: whole seconds when exact, else milliseconds (what
+    nbfeed shows people). A time outside years 1-9999 stays the number, as text."""
+    try:
+        dt = _EPOCH + timedelta(milliseconds=ms)
+    except (OverflowError, ValueError):
+        return str(ms)
+    spec = "seconds" if ms % 1000 == 0 else "milliseconds"
+    return dt.isoformat(timespec=spec).replace("+00:00", "Z")

@@ -390,7 +390,7 @@ async def receive(sub: Any, until: Callable[[Received], bool], what: str,
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; got "
                                  f"{len(got.rows)} rows, events {got.events[-5:]}")
         try:
-            items = await asyncio.wait_for(sub.outbox.get(), remaining)
+            items = await asyncio.wait_for(sub.get(), remaining)
         except asyncio.TimeoutError:
             continue
         got.deliveries += 1

@@ -175,19 +175,19 @@ async def test_slow_subscriber_is_conflated_while_a_fast_one_gets_every_row(star
 
     def done(received: Received) -> bool:
         # Sampled once the burst just delivered has been fully handed out (and conflated).
-        loop.call_soon(lambda: waiting.append(slow.outbox.pending_rows))
+        loop.call_soon(lambda: waiting.append(slow.pending_rows))
         return bool(received.rows) and received.rows[-1]["seq"] == total - 1
 
     got = await receive(fast, done, "all rows at the fast subscriber", timeout=30)
     assert [row["seq"] for row in got.rows] == list(range(total))
-    assert fast.outbox.conflated_rows == 0
+    assert fast.conflated_rows == 0
     await asyncio.sleep(0)
-    assert waiting and max(waiting) <= 50 and slow.outbox.pending_rows <= 50
-    assert slow.outbox.conflated_rows > 0
+    assert waiting and max(waiting) <= 50 and slow.pending_rows <= 50
+    assert slow.conflated_rows > 0
     late = await receive(slow, lambda r: r.rows, "the slow subscriber's rows")
     assert late.rows[-1]["seq"] == total - 1  # conflation keeps the newest row
     assert len(late.rows) <= 50
-    assert hub.stats()["conflated_rows"] >= slow.outbox.conflated_rows
+    assert hub.stats()["conflated_rows"] >= slow.conflated_rows
 
 
 @pytest.mark.asyncio
@@ -248,6 +248,23 @@ async def test_interval_the_provider_does_not_list_is_refused_with_the_list(star
         await hub.history("rec", "AAA", "4h", count=3)
     sub = await hub.subscribe("rec", ["AAA"], "1m")
     await receive(sub, lambda r: r.rows, "rows of a listed interval")
+
+
+@pytest.mark.asyncio
+async def test_check_symbols_names_or_drops_what_the_catalog_does_not_list(start_hub):
+    hub = await start_hub(ProviderSpec("rec", RecordingProvider, {"intervals": ["1m", "1d"]}))
+    assert hub.check_symbols("rec", ["BBB", "AAA"], "1m") == ["BBB", "AAA"]
+    with pytest.raises(UnknownSymbol, match="'ZZZ'"):
+        hub.check_symbols("rec", ["AAA", "ZZZ"], "1m")
+    with pytest.raises(BadInterval, match="1m, 1d"):
+        hub.check_symbols("rec", ["AAA"], "tick")
+    # What a Workspace live grid asks for: the listed symbols of that interval, the rest left out.
+    assert hub.check_symbols("rec", ["ZZZ", "AAA"], "1m", drop_unknown=True) == ["AAA"]
+    assert hub.check_symbols("rec", ["AAA"], "tick", drop_unknown=True) == []
+    with pytest.raises(BadRequest, match="200 characters"):
+        hub.check_symbols("rec", ["A" * 300], "1m", drop_unknown=True)
+    with pytest.raises(UnknownSource, match="'nosuch'"):
+        hub.check_symbols("nosuch", ["AAA"], "1m")
 
 
 @pytest.mark.asyncio

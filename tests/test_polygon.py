@@ -265,7 +265,7 @@ def info(hub, name: str) -> dict:
 async def drain(sub) -> None:
     """Discard what a subscription has queued (the outbox hands over everything at once)."""
     try:
-        await asyncio.wait_for(sub.outbox.get(), 0.2)
+        await asyncio.wait_for(sub.get(), 0.2)
     except asyncio.TimeoutError:
         pass
 

@@ -36,7 +36,7 @@ from ..providers.registry import (
 from .config import HubConfig
 from .outbox import StreamBatch
 from .process import ProviderProcess
-from .requests import history_request
+from .requests import check_name, history_request
 from .subscription import Subscription
 
 if TYPE_CHECKING:  # for types only: start() imports and opens them
@@ -234,28 +234,44 @@ class Hub:
         """Whether the catalog holds entries for ``source`` (one query; ask once per call)."""
         return self.catalog is not None and bool(self.catalog.sources().get(source))
 
-    def _check_symbol(self, source: str, symbol: Any, interval: str,
-                      listed: bool | None = None) -> str:
-        if not isinstance(symbol, str) or not symbol or len(symbol) > 200:
-            raise BadRequest(f"symbol must be a non-empty string of at most 200 characters, "
-                             f"got {symbol!r:.80}")
-        if not (self._listed(source) if listed is None else listed):
-            # Nothing listed (yet): the provider decides on symbols, its class on intervals.
-            supported = self._processes[source].intervals
+    def check_symbols(self, source: str, symbols: Iterable[Any], interval: str, *,
+                      drop_unknown: bool = False) -> list[str]:
+        """The ``symbols`` of ``source`` that stream or have bars at ``interval``.
+
+        Raises UnknownSource, and BadRequest for a symbol that is not a non-empty string of at
+        most ``requests.MAX_NAME_CHARS`` characters. A symbol the catalog does not list, or
+        lists without ``interval``, raises UnknownSymbol (with close matches) or BadInterval -
+        or, with ``drop_unknown``, is left out. While the catalog lists nothing for ``source``
+        (yet), the provider decides on symbols and its class on intervals (BadInterval either
+        way).
+        """
+        proc = self._process(source)
+        symbols = list(symbols)
+        for symbol in symbols:
+            check_name(symbol, "symbol")
+        # Asked once, not once per symbol: a subscribe may name 1,000.
+        if not self._listed(source):
+            supported = proc.intervals
             if interval not in supported:
                 raise BadInterval(f"interval {interval!r} is not supported by {source!r}; "
                                   f"supported: {', '.join(supported)}")
-            return symbol
-        entry = self.catalog.lookup(source, symbol)
-        if entry is None:
-            near = [e["name"] for e in self.catalog.search(symbol, source=source, limit=5)]
-            hint = f"; did you mean {', '.join(near)}?" if near else ""
-            raise UnknownSymbol(f"unknown symbol {symbol!r} for source {source!r}{hint}")
-        intervals = entry.get("intervals") or []
-        if interval not in intervals:
-            raise BadInterval(f"interval {interval!r} is not available for {source}/{symbol}; "
-                              f"available: {', '.join(intervals)}")
-        return symbol
+            return symbols
+        known = []
+        for symbol in symbols:
+            entry = self.catalog.lookup(source, symbol)
+            intervals = (entry or {}).get("intervals") or []
+            if entry is not None and interval in intervals:
+                known.append(symbol)
+            elif drop_unknown:
+                continue
+            elif entry is None:
+                near = [e["name"] for e in self.catalog.search(symbol, source=source, limit=5)]
+                hint = f"; did you mean {', '.join(near)}?" if near else ""
+                raise UnknownSymbol(f"unknown symbol {symbol!r} for source {source!r}{hint}")
+            else:
+                raise BadInterval(f"interval {interval!r} is not available for "
+                                  f"{source}/{symbol}; available: {', '.join(intervals)}")
+        return known
 
     async def search(self, query: str = "", source: str | None = None,
                      category: str | None = None, type: str | None = None,
@@ -304,7 +320,7 @@ class Hub:
         """
         proc = await self._ready_process(source)
         request = history_request(source, symbol, interval, start, end, count)
-        self._check_symbol(source, symbol, request.interval)
+        self.check_symbols(source, [request.symbol], request.interval)
         if self.cache is None:
             raise UpstreamError("the hub is not running")
         timeout = self.config.request_timeout
@@ -333,11 +349,10 @@ class Hub:
         limit = self.config.max_symbols_per_subscription
         if len(symbols) > limit:
             raise LimitExceeded(f"{len(symbols)} symbols in one subscription; the limit is {limit}")
-        listed = self._listed(source)  # not once per symbol: a subscribe may name 1,000
-        for sym in symbols:
-            self._check_symbol(source, sym, interval, listed)
-        sub = Subscription(self, source, symbols, interval,
-                           max_pending_rows or self.config.max_pending_rows)
+        self.check_symbols(source, symbols, interval)
+        sub = Subscription(source, symbols, interval,
+                           max_pending_rows or self.config.max_pending_rows,
+                           release=self._release, snapshot=self.snapshot)
         self._subs.add(sub)
         for key in sub.keys:
             stream = self._streams.get(key)
@@ -348,11 +363,14 @@ class Hub:
                 proc.send(("sub", self.client_id, key[1], key[2]))
         if proc.status[0] not in ("running", "starting"):
             state, detail = proc.status
-            sub.outbox.put_event({"type": "status", "source": source, "state": state,
-                                  "detail": detail})
+            sub.put_event({"type": "status", "source": source, "state": state,
+                           "detail": detail})
         return sub
 
     def snapshot(self, keys: Iterable[tuple[str, str, str]]) -> list[dict]:
+        """The newest rows of the streams ``keys`` (quotes: the last row; candles: the last
+        bars seen live); nothing for a stream nobody subscribes to. The dicts are the hub's
+        own, shared with every subscriber: read-only."""
         rows: list[dict] = []
         for key in keys:
             stream = self._streams.get(key)
@@ -381,8 +399,8 @@ class Hub:
     def stats(self) -> dict:
         """Counts for monitoring: streams, subscriptions, rows waiting, rows conflated."""
         return {"streams": len(self._streams), "subscriptions": len(self._subs),
-                "pending_rows": sum(s.outbox.pending_rows for s in self._subs),
-                "conflated_rows": sum(s.outbox.conflated_rows for s in self._subs)}
+                "pending_rows": sum(s.pending_rows for s in self._subs),
+                "conflated_rows": sum(s.conflated_rows for s in self._subs)}
 
     # ---- from provider processes ----------------------------------------------------------
 
@@ -397,7 +415,7 @@ class Hub:
                 self._remember(key, stream, rows)
                 batch = StreamBatch(source, symbol, interval, rows)
                 for sub in stream.subs:
-                    sub.outbox.put_batch(batch)
+                    sub.put_batch(batch)
         elif op == "stream_error":
             _, symbol, interval, error = msg
             key = (source, symbol, interval)
@@ -408,7 +426,7 @@ class Hub:
                      "message": f"{source}/{symbol}/{interval}: {error}", "source": source,
                      "symbol": symbol, "interval": interval}
             for sub in stream.subs:
-                sub.outbox.put_event(event)
+                sub.put_event(event)
 
     def _remember(self, key: tuple[str, str, str], stream: _Stream, rows: list[dict]) -> None:
         """Keep what a new subscriber starts from, and hand final candles to the cache.
@@ -446,7 +464,7 @@ class Hub:
         event = {"type": "status", "source": source, "state": state, "detail": detail}
         for sub in self._subs:
             if sub.source == source:
-                sub.outbox.put_event(event)
+                sub.put_event(event)
         proc = self._processes.get(source)
         if origin == "process" and state == "running" and proc is not None:
             # A (re)started process knows nothing: subscribe it to every stream of its source,
@@ -456,4 +474,4 @@ class Hub:
                     proc.send(("sub", self.client_id, symbol, interval))
 
 
-__all__ = ["Hub", "HubConfig", "ProviderSpec", "UpstreamError"]
+__all__ = ["Hub"]

@@ -166,16 +166,17 @@ class Provider:
     def publish(self, rows: Any, *, symbol: str | None = None, interval: str | None = None) -> None:
         """Send one row (dict), a list of rows or a DataFrame to everyone subscribed.
 
-        Thread-safe and cheap: rows are queued and sent to the hub in batches. Rows carry
-        ``symbol`` or get it from the argument; ``interval`` defaults to the row's ``interval``,
-        else ``"tick"`` when subscribed to ticks, else the one interval subscribed for that symbol.
-        Raises BadRequest for rows it cannot read (no time, unknown stream).
+        Thread-safe and cheap while the hub keeps up: rows are queued and sent to the hub in
+        batches. Rows carry ``symbol`` or get it from the argument; ``interval`` defaults to the
+        row's ``interval``, else ``"tick"`` when subscribed to ticks, else the one interval
+        subscribed for that symbol. Raises BadRequest for rows it cannot read (no time, unknown
+        stream).
 
-        Under back-pressure it blocks: when the hub does not keep up and more than 200,000 rows
-        (``10 * runtime.MAX_BATCH_ROWS``) wait to be sent, the calling thread waits until the
-        backlog drains (or the provider stops). Rows are never dropped here; a websocket callback
-        that publishes is therefore slowed down rather than allowed to grow memory without bound.
-        Publish from your own thread if the upstream must never wait.
+        Under back-pressure it **blocks the calling thread**: while more than 200,000 rows wait
+        to reach the hub (a hub that cannot keep up, or a flood from the provider), ``publish``
+        waits until the queue drains below that or the process is stopping. Publish from your
+        own thread, not from a callback that must return at once (e.g. a websocket library's
+        receive loop whose pings would then time out); rows are never dropped here.
         """
         if type(rows) is list and symbol is None and rows and _plain_rows(rows):
             batch = rows  # fast path: already nbfeed rows (simulated provider, ported feeds)

@@ -7,7 +7,9 @@ OpenBB's docs, examples and frontend). The validator is deliberately stricter th
 unknown keys are reported too, because a typo such as ``enableCellChangeWS`` would silently do
 nothing in Workspace.
 
-No Jupyter imports: the notebook side (:mod:`nbfeed.workspace`) uses it too.
+The vocabulary (``RENDER_FNS``, ``FORMATTER_FNS``, ``CELL_DATA_TYPES``, ``COLUMN_KEYS``,
+``MAX_DECIMALS``, :func:`render_fns`) is written here once, for everything in nbfeed that reads or
+writes Workspace's ``columnsDefs``. Pure functions, no Jupyter and no hub imports.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ...errors import BadRequest
+from ..errors import BadRequest
 
 WIDGET_TYPES = frozenset({
     "table", "chart", "markdown", "metric", "live_grid", "newsfeed", "html", "advanced_charting",

@@ -1,9 +1,11 @@
 """The small JSON file that lets a kernel find the nbfeed of the server that started it.
 
-Written to Jupyter's runtime directory as ``nbfeed-<server pid>.json`` (mode 0600, like Jupyter's
-own ``jpserver-<pid>.json``: it holds the token) when the extension starts, removed when it stops.
-A kernel started by the server has ``JPY_PARENT_PID`` = the server's pid, and the extension also
-exports ``NBFEED_SERVER_INFO`` = this file's path to every kernel started after it.
+The contract between the two sides: the server extension (:mod:`nbfeed.server_ext.app`) writes
+it, the notebook side (:func:`nbfeed.client.find_server`) reads it. It lives in Jupyter's runtime
+directory as ``nbfeed-<server pid>.json`` (mode 0600, like Jupyter's own ``jpserver-<pid>.json``:
+it holds the token), written when the extension starts and removed when it stops. A kernel
+started by the server has ``JPY_PARENT_PID`` = the server's pid, and the extension also exports
+``NBFEED_SERVER_INFO`` = this file's path to every kernel started after it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ ENV_INFO = "NBFEED_SERVER_INFO"
 
 
 def info_path(runtime_dir: str | Path, pid: int | None = None) -> Path:
+    """The runtime file of the server with process id ``pid`` (default: this process)."""
     return Path(runtime_dir) / f"nbfeed-{pid or os.getpid()}.json"
 
 
@@ -41,6 +44,7 @@ def read_info(path: str | Path) -> dict[str, Any] | None:
 
 
 def remove_info(path: Path) -> None:
+    """Delete the file; one that is already gone is fine."""
     try:
         path.unlink()
     except FileNotFoundError:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .providers.registry import ProviderSpec, available_providers, resolve_spec
+from ..providers.registry import ProviderSpec, available_providers, resolve_spec
 
 #: Providers loaded when the command line names none (and the command names no source).
 DEFAULT_PROVIDERS = ("simulated", "csv")
@@ -93,7 +93,7 @@ async def run_with_hub(config: Any, body: Body, *, interrupted_code: int) -> int
     SIGINT/SIGTERM cancel the body (its ``finally`` blocks run) and return ``interrupted_code``;
     the hub's stop itself is not interruptible, so provider processes are always shut down.
     """
-    from .hub import Hub
+    from ..hub import Hub
 
     hub = Hub(config)
     loop = asyncio.get_running_loop()

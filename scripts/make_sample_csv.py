@@ -1,7 +1,7 @@
 """Write nbfeed's small sample CSV folder (``nbfeed/data/sample_csv``): synthetic data, not quotes.
 
 The files are committed; this script documents how they were made and remakes them
-(``python -m nbfeed.data.make_sample_csv [folder]``). Output is the same on every run with the
+(``python scripts/make_sample_csv.py [folder]``; a development script, not shipped in the wheel). Output is the same on every run with the
 same numpy (a fixed seed; numbers are rounded to fixed decimals). What each file shows:
 
 * ``ACME.csv`` - daily candles over two years of weekdays, ISO dates, plus a ``vwap`` column (a
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-FOLDER = Path(__file__).resolve().parent / "sample_csv"
+FOLDER = Path(__file__).resolve().parent.parent / "nbfeed" / "data" / "sample_csv"
 SEED = 20240102
 
 
@@ -36,13 +36,14 @@ def _candles(rng: np.random.Generator, n: int, start: float, vol: float,
     return list(zip(opens, highs, lows, closes, volumes, strict=True))
 
 
+def _weekdays(first: date, last: date) -> list[date]:
+    """Monday to Friday from ``first`` to ``last`` (inclusive)."""
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    return [d for d in days if d.weekday() < 5]
+
+
 def write_acme(folder: Path, rng: np.random.Generator) -> None:
-    days = []
-    d = date(2024, 1, 2)
-    while d <= date(2025, 12, 31):
-        if d.weekday() < 5:
-            days.append(d)
-        d += timedelta(days=1)
+    days = _weekdays(date(2024, 1, 2), date(2025, 12, 31))
     bars = _candles(rng, len(days), 120.0, 0.015, 2_500_000)
     lines = ["date,open,high,low,close,volume,vwap"]
     for day, (o, h, lo, c, v) in zip(days, bars, strict=True):
@@ -62,12 +63,7 @@ def write_demo_usd(folder: Path, rng: np.random.Generator) -> None:
 
 
 def write_yields(folder: Path, rng: np.random.Generator) -> None:
-    days = []
-    d = date(2024, 1, 2)
-    while d <= date(2025, 12, 31):
-        if d.weekday() < 5:
-            days.append(d)
-        d += timedelta(days=1)
+    days = _weekdays(date(2024, 1, 2), date(2025, 12, 31))
     two = 4.3 + np.cumsum(rng.normal(0.0, 0.03, len(days)))
     ten = 4.0 + np.cumsum(rng.normal(0.0, 0.025, len(days)))
     lines = ["date,2Y,10Y,10Y-2Y"]

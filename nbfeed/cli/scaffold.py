@@ -1,8 +1,9 @@
 """``nbfeed new-provider``: write a working provider module and its test, ready to edit.
 
-The templates live in ``nbfeed/templates/`` (``provider.py.tmpl``, ``test_provider.py.tmpl``) with
-``{{name}}``, ``{{module}}`` and ``{{class_name}}`` placeholders. The generated test passes as
-written: it exercises the class on its own and in its own process under a real hub.
+The templates live in ``nbfeed/cli/templates/`` (``provider.py.tmpl``,
+``test_provider.py.tmpl``) with ``{{name}}``, ``{{module}}`` and ``{{class_name}}``
+placeholders. The generated test passes as written: it exercises the class on its own and in its
+own process under a real hub.
 
 Failure behaviour: a bad name or an existing file raises :class:`~nbfeed.errors.BadRequest`
 naming it before anything is written, so a refused call leaves the folder untouched.
@@ -16,8 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BadRequest
-from .providers.registry import available_providers
+from ..errors import BadRequest
+from ..providers.registry import available_providers
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -52,7 +53,7 @@ def provider_names(name: object) -> ProviderNames:
 
 
 def render(template: str, names: ProviderNames) -> str:
-    """The text of ``template`` (a file name in ``nbfeed/templates``) for ``names``."""
+    """The text of ``template`` (a file name in ``templates/``) for ``names``."""
     text = (TEMPLATES / template).read_text(encoding="utf-8")
     for key, value in (("name", names.name), ("module", names.module),
                        ("class_name", names.class_name)):

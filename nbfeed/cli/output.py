@@ -1,9 +1,10 @@
 """How the ``nbfeed`` command prints rows: aligned tables for people, CSV and JSON for pipes.
 
-Rows are flat dicts (see docs/internals.md). ``time`` (epoch ms) is printed as ISO 8601 UTC in
-every format, so output of different commands lines up and pastes into anything that reads dates.
-Lists (a symbol's categories or intervals) are joined with commas in tables and CSV and stay lists
-in JSON. Missing values and NaN are empty cells (table, CSV) or ``null`` (JSON, which has no NaN).
+The rules for values are :mod:`nbfeed.tabular`'s, which the REST CSV download follows too:
+``time`` (epoch ms) is printed as ISO 8601 UTC in every format, so output of different commands
+lines up and pastes into anything that reads dates. Lists are joined with commas in tables and CSV
+and stay lists in JSON. Missing values and NaN are empty cells (table, CSV) or ``null`` (JSON,
+which has no NaN). Tables show floats with 10 significant digits; CSV keeps full precision.
 
 Writers raise ``BrokenPipeError`` when the reader went away (``| head``); the command treats that
 as a normal end.
@@ -11,82 +12,34 @@ as a normal end.
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
 from typing import Any, TextIO
 
+from ..jsonfast import nan_to_none
+from ..tabular import TIME_FIELDS, columns_of, field_text, is_missing, is_time, write_csv
+from ..timeutil import ms_to_iso
+
 FORMATS = ("table", "csv", "json")
-TIME_FIELDS = ("time",)
-_LEADING = ("time", "source", "symbol", "name")
-
-
-def columns_of(rows: Iterable[dict], leading: Sequence[str] = _LEADING) -> list[str]:
-    """Every field of ``rows`` in first-seen order, with ``leading`` fields (if present) first."""
-    seen: dict[str, None] = {}
-    for row in rows:
-        for key in row:
-            seen.setdefault(key, None)
-    first = [c for c in leading if c in seen]
-    return first + [c for c in seen if c not in first]
-
-
-def iso_time(ms: int) -> str:
-    """Epoch ms as ISO 8601 UTC with a ``Z``: whole seconds when exact, else milliseconds."""
-    try:
-        dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    except (OverflowError, OSError, ValueError):  # far outside datetime's range: keep the number
-        return str(ms)
-    spec = "seconds" if ms % 1000 == 0 else "milliseconds"
-    return dt.isoformat(timespec=spec).replace("+00:00", "Z")
-
-
-def _is_time(column: str, value: Any) -> bool:
-    return column in TIME_FIELDS and isinstance(value, int) and not isinstance(value, bool)
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and not math.isfinite(value))
-
 
 def cell_text(column: str, value: Any) -> str:
-    """A value as a table cell: ISO times, compact floats (10 significant digits), joined lists."""
-    if _missing(value):
-        return ""
-    if _is_time(column, value):
-        return iso_time(value)
-    if isinstance(value, float):
+    """A value as a table cell: a CSV field (:func:`nbfeed.tabular.field_text`), but floats
+    compact (10 significant digits)."""
+    if isinstance(value, float) and not is_missing(value):
         return f"{value:.10g}"
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-def csv_text(column: str, value: Any) -> str:
-    """A value as a CSV field: like a table cell, but floats keep full precision."""
-    if isinstance(value, float) and not _missing(value):
-        return repr(value)
-    return cell_text(column, value)
+    return field_text(column, value)
 
 
 def json_row(row: dict) -> dict:
     """A row ready for ``json.dumps``: ISO times, NaN/inf as ``None``."""
-    out = {}
-    for key, value in row.items():
-        if _is_time(key, value):
-            value = iso_time(value)
-        elif _missing(value):
-            value = None
-        out[key] = value
-    return out
+    return {key: ms_to_iso(value) if is_time(key, value) else nan_to_none(value)
+            for key, value in row.items()}
 
 
 def _numeric(values: Iterable[Any]) -> bool:
     found = False
     for v in values:
-        if _missing(v):
+        if is_missing(v):
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return False
@@ -107,14 +60,6 @@ def write_table(rows: Sequence[dict], columns: Sequence[str], out: TextIO) -> No
     out.write(line(list(columns)) + "\n")
     for values in cells:
         out.write(line(values) + "\n")
-
-
-def write_csv(rows: Iterable[dict], columns: Sequence[str], out: TextIO) -> None:
-    """CSV with a header line; ``\\n`` line ends (what Unix tools expect)."""
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([csv_text(c, row.get(c)) for c in columns])
 
 
 def write_json(rows: Iterable[dict], out: TextIO) -> None:

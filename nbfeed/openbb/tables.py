@@ -1,7 +1,7 @@
-"""DataFrames and lists of dicts as Workspace table columns and rows (the notebook side).
+"""DataFrames and lists of dicts as Workspace table columns and rows.
 
 :func:`to_table` turns what a notebook function returns into ``columnsDefs`` and rows that the
-server accepts (:mod:`.published`) and the grid shows: times as ISO strings, NaN/NaT as null,
+server accepts (:mod:`.entries`) and the grid shows: times as ISO strings, NaN/NaT as null,
 numpy scalars as plain numbers, and field names without the characters the grid would misread
 (a ``.`` is a path into nested objects there); the original name stays as the header.
 No Jupyter imports; pandas only when given a DataFrame.
@@ -9,12 +9,12 @@ No Jupyter imports; pandas only when given a DataFrame.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
-from ...errors import BadRequest, LimitExceeded
-from .published import MAX_ROWS
+from ..errors import BadRequest, LimitExceeded
+from ..jsonfast import nan_to_none
+from .entries import MAX_ROWS
 
 _FIELD = re.compile(r"[^A-Za-z0-9_]+")
 
@@ -34,7 +34,7 @@ def _cell(value: Any) -> Any:
     if value is None or isinstance(value, (bool, str, int)):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return nan_to_none(value)
     if hasattr(value, "isoformat"):
         try:
             import pandas as pd
