@@ -69,9 +69,10 @@ def test_a_recorder_killed_with_sigkill_leaves_readable_files(tmp_path):
     assert not list(folder.rglob("*.tmp"))
     with nbfeed.connect(embedded=True, home=str(tmp_path), providers=[]) as feed:
         stream = feed.subscribe("replay", ["AAPL", "MSFT", "EURUSD"], recording="crash",
-                                speed="max")
+                                speed="max", paused=True)
         got: list[dict] = []
         stream.on_update(got.extend)
+        stream.resume()
         assert stream.wait(60)
         stream.close()
     assert len(got) == len(frame)

@@ -149,9 +149,11 @@ def test_two_replays_of_one_recording_at_different_speeds_do_not_interfere(feed,
     rows = synthetic(home, "shared", seconds=5, per_second=50)
     slow = feed.subscribe("replay", ["AAA", "BBB"], recording="shared", speed=1,
                           paused=True)
-    fast = feed.subscribe("replay", ["AAA", "BBB"], recording="shared", speed="max")
+    fast = feed.subscribe("replay", ["AAA", "BBB"], recording="shared", speed="max",
+                          paused=True)
     slow_rows, _ = collect(slow)
     fast_rows, fast_done = collect(fast)
+    fast.resume()
     assert fast_done.wait(60)
     assert exact(fast_rows) == exact(rows)
     assert slow_rows == [] and not slow.finished.is_set()
@@ -175,8 +177,10 @@ def test_history_of_a_recording_warms_up_and_the_replay_continues_the_open_bar(f
     assert bars[["open", "high", "low", "close"]].values.tolist() == list(expected.values())
     assert "volume" not in bars.columns  # these rows carry no volume of any kind
 
-    stream = feed.subscribe("replay", "AAA", recording="bars", speed="max", start=split)
+    stream = feed.subscribe("replay", "AAA", recording="bars", speed="max", start=split,
+                            paused=True)
     got, finished = collect(stream)
+    stream.resume()
     assert finished.wait(60)
     stream.close()
     assert got == rows[150:]

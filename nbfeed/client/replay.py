@@ -13,19 +13,21 @@ widgets), plus:
 * ``finished`` - a :class:`threading.Event` set when the last row has been dispatched;
   ``wait(timeout)`` waits for it.
 
-How order and pacing are kept: the player tags each row with ``_rp = [epoch, seq, received_us,
-last?]``. Before the callbacks run, this stream drops rows of an epoch older than the newest
-seek, sorts each delivery by ``seq`` (the hub groups a burst by symbol; ``seq`` restores the
-recorded order across symbols), moves the clock to the newest row's receive time and removes
-the tag. After the callbacks, it acknowledges the rows, so the player never has more than its
-window in flight: nothing between the recording and your callback ever conflates or drops a row,
-and a slow callback slows the replay instead.
+How order and pacing are kept: the player tags each row with ``_rp = epoch << 40 | seq`` and
+the last row of each chunk with ``_rt`` (its receive time). Before the callbacks run, this
+stream sorts each delivery by ``_rp`` (the hub groups a burst by symbol; ``seq`` restores the
+recorded order across symbols), drops rows of an epoch older than the newest seek, moves the
+clock to the newest receive time and removes the tags. After the callbacks, it acknowledges
+the rows, so the player never has more than its window in flight: nothing between the
+recording and your callback ever conflates or drops a row, and a slow callback slows the
+replay instead.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from ..clock import VirtualClock, check_speed
@@ -33,6 +35,9 @@ from ..timeutil import to_ms
 from .stream import Stream
 
 Control = Callable[[str, dict, bool], Any]
+EPOCH_SHIFT = 40  # as nbfeed.providers.replay.player: _rp = epoch << 40 | seq
+_SEQ_MASK = (1 << EPOCH_SHIFT) - 1
+_ORDER = itemgetter("_rp")
 
 
 class ReplayStream(Stream):
@@ -120,26 +125,33 @@ class ReplayStream(Stream):
     # ---- the dispatcher's hooks -----------------------------------------------------------
 
     def _prepare(self, rows: list[dict]) -> list[dict]:
-        tags = [row.pop("_rp", None) for row in rows]
-        if not any(tags):
+        if "_rp" not in rows[0]:
             return rows  # not paced by acknowledgements: rows as they come
+        rows.sort(key=_ORDER)  # C speed; the recorded order across symbols
         with self._session_lock:
-            newest = max((t[0] for t in tags if t), default=self._epoch)
+            newest = rows[-1]["_rp"] >> EPOCH_SHIFT
             if newest > self._epoch:
                 self._epoch, self._acked = newest, 0
             epoch = self._epoch
-        kept = [(tag[1], tag, row) for tag, row in zip(tags, rows)
-                if tag is None or tag[0] == epoch]
-        kept.sort(key=lambda item: item[0] if item[1] is not None else 0)
-        last = max((item[1] for item in kept if item[1] is not None),
-                   key=lambda tag: tag[1], default=None)
-        if last is not None:
-            self.clock.advance_to(last[2] / 1000)
-            if len(last) > 3:
-                self.clock.set_state(last[2] / 1000, self.clock.speed, True)
-                self._finishing = True
-        self._pending_ack = (epoch, sum(1 for item in kept if item[1] is not None))
-        return [item[2] for item in kept]
+        if rows[0]["_rp"] >> EPOCH_SHIFT != epoch:  # rows from before a seek: dropped
+            rows = [row for row in rows if row["_rp"] >> EPOCH_SHIFT == epoch]
+            if not rows:
+                return rows
+        last_seq = rows[-1]["_rp"] & _SEQ_MASK
+        received = None
+        for row in rows:
+            del row["_rp"]
+            at = row.pop("_rt", None)
+            if at is not None:
+                received = at
+        if received is not None:
+            self.clock.advance_to(received / 1000)
+        if last_seq == self.session.get("last_seq"):
+            self._finishing = True
+            if received is not None:
+                self.clock.set_state(received / 1000, self.clock.speed, True)
+        self._pending_ack = (epoch, len(rows))
+        return rows
 
     def _consumed(self, rows: list[dict]) -> None:
         pending, self._pending_ack = self._pending_ack, None

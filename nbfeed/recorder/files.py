@@ -5,9 +5,9 @@ visible file: each file is written under a hidden temporary name (``.<name>.<pid
 every Parquet reader skips) and renamed into place (atomic on POSIX). A process killed at any
 moment leaves complete files plus, at worst, one hidden temporary file.
 
-Parts are written with Snappy (cheap on the CPU while recording); merged files with Zstandard
-(smaller, written once). pyarrow releases the GIL while it encodes and writes, so a writer
-thread costs the hub's event loop little besides building the Arrow columns.
+Files are compressed with Zstandard at its fastest level: measured on quote rows it costs the
+same CPU as Snappy and halves the bytes. pyarrow releases the GIL while it encodes and writes,
+so a writer thread costs the hub's event loop little besides building the Arrow columns.
 
 Merging (compaction) writes the merged file first and deletes its inputs after. A crash in
 between leaves the inputs beside the merged file; their sequence range is covered by it, so
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from .layout import DataFile, file_name
 from .schema import RECEIVED, SEQ, align, unify, with_json_metadata
 
-PART_COMPRESSION = "snappy"
+PART_COMPRESSION = "zstd"
 MERGED_COMPRESSION = "zstd"
 #: Rows per row group in merged files (small parts are combined until this many).
 MERGED_ROW_GROUP = 256_000

@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from ..errors import BadRequest
 from .box import Gap, RecorderBox
 from .files import PendingFile, merge, remove, write_part
@@ -46,12 +48,14 @@ from .manifest import (
     new_manifest,
     write_manifest,
 )
-from .schema import Batch, rows_to_table
+from .schema import Batch, align, rows_to_table, unify, with_json_metadata
 
 log = logging.getLogger("nbfeed.recorder")
 
 #: Partitions at most this big are merged into one file when a recording ends.
 FINAL_MERGE_MAX_BYTES = 256 << 20
+#: Rows converted to Arrow between two releases of the GIL (see Recorder._to_table).
+SLICE_ROWS = 8_192
 
 
 def _day(received_us: int) -> str:
@@ -195,7 +199,7 @@ class Recorder:
             if self.status in (LIMIT, FAILED):  # ended by a limit: nothing more goes to disk
                 self._count_unwritten(batches)
                 continue
-            table = rows_to_table(batches, self.name)
+            table = self._to_table(batches)
             pending = write_part(table, self.layout.partition_dir(self.name, source, day))
             if not self._fits(pending):
                 pending.discard()
@@ -215,6 +219,35 @@ class Recorder:
         with self._flushed:
             return self._flushed.wait_for(
                 lambda: self.flushes > after or self.done.is_set(), timeout)
+
+    def _to_table(self, batches: list[Batch]) -> pa.Table:
+        """Rows to Arrow in slices of ``SLICE_ROWS``, yielding the GIL between slices.
+
+        Building columns from row dicts is Python work that holds the GIL; in slices, the
+        hub's event loop never waits behind more than one slice (about a millisecond).
+        """
+        slices: list[list[Batch]] = [[]]
+        size = 0
+        for batch in batches:
+            rows, first = batch.rows, batch.first_seq
+            for i in range(0, len(rows), SLICE_ROWS):
+                part = Batch(batch.source, batch.symbol, batch.interval, rows[i:i + SLICE_ROWS],
+                             batch.received_us)
+                part.first_seq = first + i
+                if size and size + len(part.rows) > SLICE_ROWS:
+                    slices.append([])
+                    size = 0
+                slices[-1].append(part)
+                size += len(part.rows)
+        tables = []
+        for group in slices:
+            tables.append(rows_to_table(group, self.name))
+            time.sleep(0)  # releases the GIL: a waiting event loop runs now
+        if len(tables) == 1:
+            return tables[0]
+        schema, as_json = unify([t.schema for t in tables])
+        schema = with_json_metadata(schema, as_json, self.name)
+        return pa.concat_tables([align(t, schema, as_json) for t in tables]).cast(schema)
 
     def _fits(self, pending: PendingFile) -> bool:
         limit = self.limits.max_bytes

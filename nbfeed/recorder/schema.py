@@ -39,6 +39,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 SEQ, RECEIVED, INTERVAL, TIME, SYMBOL = "seq", "received", "interval", "time", "symbol"
@@ -86,47 +87,115 @@ class Batch:
 def rows_to_table(batches: Sequence[Batch], recording: str) -> pa.Table:
     """Batches (of one partition, numbered, in order) as one Arrow table."""
     rows: list[dict] = []
-    seqs: list[int] = []
-    received: list[int] = []
+    seqs: list[np.ndarray] = []
+    received: list[np.ndarray] = []
     intervals: list[str] = []
-    fields: dict[str, Any] = {}
     for batch in batches:
         n = len(batch.rows)
         rows.extend(batch.rows)
-        seqs.extend(range(batch.first_seq, batch.first_seq + n))
-        received.extend([batch.received_us] * n)
+        seqs.append(np.arange(batch.first_seq, batch.first_seq + n, dtype=np.int64))
+        received.append(np.full(n, batch.received_us, dtype=np.int64))
         intervals.extend([batch.interval] * n)
-        for row in batch.rows:
-            fields.update(row)  # the union of keys in first-seen order (values unused)
-    fields.pop(TIME, None)
-    fields.pop(SYMBOL, None)
     columns: dict[str, pa.Array] = {
-        SEQ: pa.array(seqs, pa.int64()),
-        RECEIVED: pa.array(received, pa.int64()).cast(_RECEIVED_TYPE),
+        SEQ: pa.array(np.concatenate(seqs) if seqs else np.empty(0, np.int64)),
+        RECEIVED: pa.array(np.concatenate(received) if received else np.empty(0, np.int64)
+                           ).cast(_RECEIVED_TYPE),
         INTERVAL: pa.array(intervals, pa.string()),
-        TIME: _times([row.get(TIME) for row in rows]),
-        SYMBOL: pa.array([_text(row.get(SYMBOL)) for row in rows], pa.string()),
     }
+    names = _field_order(rows)
+    fields = _fields_typed(rows, names)
+    as_text: set[str] = set()
+    if fields is None:
+        fields, as_text = _fields_one_by_one(rows, names)
     json_columns: list[str] = []
-    for name in fields:
-        column = column_of(name)
-        array, as_json = _field_array([row.get(name) for row in rows])
-        columns[column] = array
-        if as_json:
-            json_columns.append(column)
+    for name in names:
+        array = fields[name]
+        if name == TIME:
+            array = _times(array)
+        elif name == SYMBOL:
+            if not pa.types.is_string(array.type):
+                array = pa.array([None if v is None else str(v) for v in array.to_pylist()],
+                                 pa.string())
+        elif pa.types.is_nested(array.type):
+            # From the rows' own values: Arrow's struct/list types would fill in missing keys
+            # and turn ints into floats.
+            array = pa.array([None if (v := row.get(name)) is None else
+                              json.dumps(v, default=str) for row in rows], pa.string())
+            json_columns.append(column_of(name))
+        elif name in as_text:
+            json_columns.append(column_of(name))
+        columns[TIME if name == TIME else SYMBOL if name == SYMBOL else column_of(name)] = array
+    for name in (TIME, SYMBOL):
+        if name not in columns:
+            columns[name] = pa.nulls(len(rows), _TIME_TYPE if name == TIME else pa.string())
+    ordered = [SEQ, RECEIVED, INTERVAL, TIME, SYMBOL]
+    ordered += [c for c in columns if c not in ordered]
     meta = {META_FORMAT: FORMAT_VERSION.encode(), META_RECORDING: recording.encode(),
             META_JSON: json.dumps(json_columns).encode()}
-    return pa.table(columns).replace_schema_metadata(meta)
+    return pa.table({c: columns[c] for c in ordered}).replace_schema_metadata(meta)
 
 
-def _times(values: list[Any]) -> pa.Array:
+def _field_order(rows: list[dict]) -> list[str]:
+    """Every key of ``rows``: the first row's in its order, then the others sorted."""
+    if not rows:
+        return []
+    first = list(rows[0])
+    others = set().union(*rows).difference(first)  # C speed, unlike a loop over rows
+    return first + sorted(others, key=str)
+
+
+def _fields_typed(rows: list[dict], names: list[str]) -> dict[str, pa.Array] | None:
+    """All fields in one typed pass (the fast path), or None when types disagree.
+
+    Types come from a sample holding every key; converting the rows to a struct of those
+    types is one C loop. A value that does not fit its sampled type (an int column that later
+    holds a float, a string among numbers) makes it give up, and the caller converts field
+    by field instead.
+    """
+    if not rows or any(type(name) is not str for name in names):
+        return None
+    sample = rows[:64]
+    seen = set().union(*sample)
+    for name in names:
+        if name not in seen:
+            sample.append(next(r for r in rows if name in r))
     try:
-        return pa.array(values, pa.int64()).cast(_TIME_TYPE)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-        # The hub only passes rows with int ms times; anything else is kept as null rather
-        # than failing the whole part.
-        return pa.array([v if type(v) is int else None for v in values],
-                        pa.int64()).cast(_TIME_TYPE)
+        inferred = pa.array(sample).type
+        struct = pa.struct([inferred.field(name) for name in names])
+        if any(pa.types.is_null(f.type) for f in struct):
+            return None
+        array = pa.array(rows, type=struct)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError,
+            OverflowError, ValueError, KeyError):
+        return None
+    return {name: array.field(i) for i, name in enumerate(names)}
+
+
+def _fields_one_by_one(rows: list[dict], names: list[str]
+                       ) -> tuple[dict[str, pa.Array], set[str]]:
+    """Field by field (the slow, general path): arrays, and the fields stored as JSON text."""
+    out: dict[str, pa.Array] = {}
+    as_text: set[str] = set()
+    for name in names:
+        values = [row.get(name) for row in rows]
+        if name == TIME:
+            out[name] = pa.array([v if type(v) is int else None for v in values], pa.int64())
+        elif name == SYMBOL:
+            out[name] = pa.array([_text(v) for v in values], pa.string())
+        else:
+            out[name], is_text = _field_array(values)
+            if is_text:
+                as_text.add(name)
+    return out, as_text
+
+
+def _times(array: pa.Array) -> pa.Array:
+    """Row times (int ms) as timestamps; anything that is not a whole number becomes null (the
+    hub only passes rows with int ms times, so this is a guard, not a path)."""
+    if pa.types.is_integer(array.type):
+        return array.cast(pa.int64()).cast(_TIME_TYPE)
+    return pa.array([v if type(v) is int else None for v in array.to_pylist()],
+                    pa.int64()).cast(_TIME_TYPE)
 
 
 def _text(value: Any) -> str | None:
@@ -134,13 +203,12 @@ def _text(value: Any) -> str | None:
 
 
 def _field_array(values: list[Any]) -> tuple[pa.Array, bool]:
-    """An Arrow array for one field: a scalar column when Arrow can type it, else JSON text."""
+    """One field as Arrow: a typed column when Arrow can type it (nested types are turned
+    into JSON by the caller), else JSON text (``True``)."""
     try:
-        array = pa.array(values)
+        return pa.array(values), False
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError, ValueError):
-        array = None
-    if array is not None and not pa.types.is_nested(array.type):
-        return array, False
+        pass
     return pa.array([None if v is None else json.dumps(v, default=str) for v in values],
                     pa.string()), True
 

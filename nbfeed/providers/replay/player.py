@@ -9,11 +9,14 @@ due), exactly as recorded: same values, same ``time``, same order.
 
 Pacing by the reader (``ack``): nbfeed's own clients acknowledge the rows they have handed to
 their callbacks; the player keeps at most ``window`` rows unacknowledged, so no queue between it
-and the notebook ever fills up or conflates, at any speed, even "as fast as possible". Then each
-row carries ``_rp = [epoch, seq, received_us(, 1 on the last row)]``, which the client uses to
-keep the recorded order across symbols, drop rows from before a seek, run its own copy of the
-clock, and know the replay has ended; it removes the field before anyone sees the row. Without
-``ack`` (a plain websocket client), rows are published on the clock only, untagged.
+and the notebook ever fills up or conflates, at any speed, even "as fast as possible" (the
+window must stay below the smallest queue on the way: a client stream conflates beyond 50,000
+rows). Then each row carries ``_rp = epoch << 40 | seq`` and the last row of each chunk also
+``_rt = received_us``; the client sorts a delivery by ``_rp`` (the recorded order across
+symbols, which the hub groups by symbol), drops rows of an epoch before the newest seek, moves
+its copy of the clock to ``_rt``, knows the replay has ended when it sees the last ``seq``, and
+removes both fields before anyone sees the row. Without ``ack`` (a plain websocket client),
+rows are published on the clock only, untagged.
 
 Controls (:meth:`Player.control`, quick, any thread): ``pause``, ``resume``, ``seek`` (``to``: a
 time on the recording's clock; starts a new *epoch* so rows in flight from before are
@@ -42,6 +45,8 @@ log = logging.getLogger("nbfeed.provider.replay")
 
 MAX_CHUNK = 5_000
 DEFAULT_WINDOW = 20_000
+MAX_WINDOW = 40_000
+EPOCH_SHIFT = 40  # _rp = epoch << 40 | seq: a recording of up to 10^12 rows
 _WAIT_S = 0.2  # longest sleep between checks; controls wake the thread at once anyway
 
 
@@ -175,11 +180,10 @@ class Player:
                     return True  # stopping
                 chunk = rows[i:j]
                 if self.ack:
-                    for k in range(i, j):
-                        tag = [epoch, seqs[k], received[k]]
-                        if seqs[k] == self.last_seq:
-                            tag.append(1)
-                        rows[k]["_rp"] = tag
+                    base = epoch << EPOCH_SHIFT
+                    for row, seq in zip(chunk, seqs[i:j]):
+                        row["_rp"] = base | seq
+                    chunk[-1]["_rt"] = received[j - 1]
                 self._publish(chunk)
                 with self._cond:
                     if self.epoch != epoch:

@@ -37,9 +37,7 @@ from ...recorder.reader import RecordingReader, RowFilter, StreamStats, scan
 from ...recorder.store import RecordingStore
 from ...timeutil import to_ms
 from ..base import Provider
-from .player import DEFAULT_WINDOW, Player
-
-MAX_WINDOW = 100_000
+from .player import DEFAULT_WINDOW, MAX_WINDOW, Player
 
 
 class ReplayProvider(Provider):
