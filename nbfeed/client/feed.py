@@ -182,11 +182,12 @@ class Feed:
 
     # ---- recordings -----------------------------------------------------------------------
 
-    def record(self, source: str, symbols: str | list[str], interval: str = "tick", *,
-               name: str | None = None, duration: float | None = None,
+    def record(self, source: str, symbols: str | list[str], interval: str | list[str] = "tick",
+               *, name: str | None = None, duration: float | None = None,
                max_bytes: int | None = None, max_age: float | None = None) -> Recording:
         """Record live rows of ``symbols`` at the hub, in Parquet, beside live subscribers.
 
+        ``interval``: one, or a list (one stream per interval: quotes and 1s bars, say);
         ``name``: 1-64 letters, digits, ``._-`` (default ``<source>-<UTC time>``);
         ``duration``: seconds, then it stops by itself (default: until ``stop()``);
         ``max_bytes``: disk limit (default 1 GiB; reaching it stops the recording with a
@@ -200,11 +201,15 @@ class Feed:
             symbols = [symbols]
         if not isinstance(symbols, (list, tuple)) or not all(isinstance(s, str) for s in symbols):
             raise BadRequest(f"symbols must be a string or a list of strings, got {symbols!r:.80}")
-        check_interval(interval)
+        intervals = [interval] if isinstance(interval, str) else list(interval)
+        if not intervals:
+            raise BadRequest("interval must name at least one interval")
+        for iv in intervals:
+            check_interval(iv)
         name = name or default_name(source)
         limits = {"duration": duration, "max_bytes": max_bytes, "max_age": max_age}
         info = self._recording_start(name, [{"source": source, "symbols": list(symbols),
-                                             "interval": interval}], limits)
+                                             "interval": iv} for iv in intervals], limits)
         return Recording(self, info.get("name", name))
 
     def recordings(self) -> pd.DataFrame:

@@ -113,6 +113,20 @@ class ReplayStream(Stream):
     def paused(self) -> bool:
         return self.clock.paused
 
+    def history(self, count: int = 500) -> Any:
+        """Bars of the first symbol built from the recording as they stood at the replay's
+        clock now (at the start: the warm-up before the first replayed row). Charts call this
+        before following the stream."""
+        import pandas as pd
+
+        if self._history is None or self.interval == "tick":
+            return pd.DataFrame()
+        options = {"recording": self.session.get("recording")}
+        if self.session.get("origin"):
+            options["origin"] = self.session["origin"]
+        return self._history(self.source, self.symbols[0], self.interval, count=count,
+                             end=self.clock.now_ms(), **options)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the replay has dispatched its last row; False on timeout."""
         return self.finished.wait(timeout)

@@ -13,7 +13,8 @@ notebooks replaying the same recording at different speeds never interfere. Opti
   default 1;
 * ``start`` / ``end`` - the span to play on the recording's clock (its receive times; ISO,
   epoch s/ms, datetimes); default: all of it;
-* ``source`` - which recorded source, when the recording holds the symbol from several;
+* ``origin`` - which recorded source, when the recording holds the symbol from several
+  (named ``origin`` because ``source`` is the replay source itself in ``subscribe``);
 * ``paused`` - open paused (attach callbacks and widgets, then ``stream.resume()``);
 * ``ack`` / ``window`` - pacing by acknowledgements (set by nbfeed's own clients; see
   :mod:`.player`).
@@ -47,7 +48,7 @@ class ReplayProvider(Provider):
     summary = "Recordings of any source, played back on a virtual clock (nbfeed record)"
     intervals: ClassVar[tuple[str, ...]] = INTERVALS
     session_options: ClassVar[tuple[str, ...]] = (
-        "recording", "speed", "start", "end", "source", "paused", "ack", "window")
+        "recording", "speed", "start", "end", "origin", "paused", "ack", "window")
 
     def init(self) -> None:
         home = self.options.get("home")
@@ -109,7 +110,7 @@ class ReplayProvider(Provider):
                              f"got {window!r:.40}")
         found = scan(reader, start_us, end_us)
         source = self._pick_source(name, reader, found, symbols, interval,
-                                   options.get("source"))
+                                   options.get("origin"))
         chosen = [found[(source, s, interval)] for s in symbols]
         total = StreamStats()
         for stats in chosen:
@@ -135,7 +136,7 @@ class ReplayProvider(Provider):
         if old is not None:
             old.stop()
         state = player.state()
-        state.update(source=source, symbols=list(symbols), interval=interval,
+        state.update(origin=source, symbols=list(symbols), interval=interval,
                      first_ms=None if first_us is None else first_us // 1000,
                      last_ms=None if total.last_received_us is None
                      else total.last_received_us // 1000)
@@ -147,7 +148,7 @@ class ReplayProvider(Provider):
         sources = reader.sources()
         if source is not None:
             if source not in sources:
-                raise BadRequest(f"recording {name!r} holds no source {source!r:.60}; it "
+                raise BadRequest(f"recording {name!r} holds no source {source!r:.60} (origin); it "
                                  f"holds: {', '.join(sources) or '(nothing yet)'}")
             candidates = [source]
         else:
@@ -165,7 +166,7 @@ class ReplayProvider(Provider):
                                     f"holds: {', '.join(recorded[:20]) or '(no rows yet)'}")
             if len(holders) > 1:
                 raise BadRequest(f"{symbol!r} was recorded from several sources in {name!r} "
-                                 f"({', '.join(holders)}); pass source=... to pick one")
+                                 f"({', '.join(holders)}); pass origin=... to pick one")
             candidates = holders  # one session plays one source
         return candidates[0]
 
@@ -213,10 +214,10 @@ class ReplayProvider(Provider):
     # ---- history --------------------------------------------------------------------------
 
     def get_history(self, symbol: str, interval: str, start: int | None, end: int | None,
-                    count: int | None, recording: Any = None, source: Any = None,
+                    count: int | None, recording: Any = None, origin: Any = None,
                     **other: Any) -> list[dict]:
         if other:
-            raise BadRequest(f"replay history takes recording and source, not "
+            raise BadRequest(f"replay history takes recording and origin, not "
                              f"{', '.join(sorted(other))}")
         if recording is None:
             raise BadRequest("replay history needs recording=<name> (feed.recordings() lists "
@@ -225,12 +226,11 @@ class ReplayProvider(Provider):
         end_us = None if end is None else end * 1000
         found = scan(reader, None, end_us)
         recorded = sorted({iv for (src, sym, iv) in found if sym == symbol
-                           and (source is None or src == source)})
+                           and (origin is None or src == origin)})
         if not recorded:
-            return self._no_symbol(recording, reader, found, symbol, source)
-        base = TICK if TICK in recorded else min(recorded, key=_interval_order)
-        check_bar_interval(interval, base)
-        chosen = self._pick_source(recording, reader, found, [symbol], base, source)
+            return self._no_symbol(recording, reader, found, symbol, origin)
+        base = _base_interval(interval, recorded)
+        chosen = self._pick_source(recording, reader, found, [symbol], base, origin)
         where = RowFilter(sources=frozenset([chosen]), symbols=frozenset([symbol]),
                           interval=base, received_to_us=end_us)
         return build_bars(reader.tables(where), symbol, interval, base, start, end, count)
@@ -245,7 +245,24 @@ def _time_us(value: Any, field: str) -> int | None:
     return None if value is None else to_ms(value, field) * 1000
 
 
-def _interval_order(interval: str) -> int:
+def _base_interval(interval: str, recorded: list[str]) -> str:
+    """The recorded interval to build ``interval`` bars from: the same bars when recorded
+    (exact, with the provider's volume), else quotes, else the coarsest bars that divide it."""
+    if interval in recorded:
+        check_bar_interval(interval, interval)
+        return interval
+    if TICK in recorded:
+        return TICK
+    usable = []
+    for candidate in recorded:
+        try:
+            check_bar_interval(interval, candidate)
+        except BadInterval:
+            continue
+        usable.append(candidate)
+    if not usable:
+        raise BadInterval(f"bars of {interval} cannot be built from the recorded "
+                          f"{', '.join(recorded)} bars; use one of those or a whole multiple")
     from ...intervals import interval_ms
 
-    return interval_ms(interval)
+    return max(usable, key=interval_ms)
