@@ -49,17 +49,27 @@ class ReplayStream(Stream):
         super().__init__(source, symbols, interval, closer, history=history)
         self._control_fn = control
         self._session_lock = threading.Lock()
-        self.session: dict[str, Any] = dict(state)
-        self._epoch = int(state.get("epoch") or 1)
+        self.session: dict[str, Any] = {}
+        self._epoch = 1
         self._acked = 0
-        self.ack = bool(state.get("ack"))
+        self.ack = False
         self.finished = threading.Event()
         self._pending_ack: tuple[int, int] | None = None
         self._finishing = False
+        self.clock = VirtualClock(0, 1.0, paused=True)
+        if state:
+            self._open_session(state)
+
+    def _open_session(self, state: dict) -> None:
+        """Take the session's state as the hub opened it (before any of its rows arrive)."""
+        self.session = dict(state)
+        self._epoch = int(state.get("epoch") or 1)
+        self._acked = 0
+        self.ack = bool(state.get("ack"))
         speed = state.get("speed")
-        self.clock = VirtualClock(state.get("start_ms") or 0,
-                                  None if speed in (None, "max") else float(speed),
-                                  paused=bool(state.get("paused")))
+        self.clock.set_state(state.get("start_ms") or 0,
+                             None if speed in (None, "max") else float(speed),
+                             bool(state.get("paused")))
         if state.get("rows") == 0:
             self.finished.set()
 

@@ -158,12 +158,16 @@ class Player:
                     continue  # seeked: start over from the new position
                 with self._cond:
                     if self.epoch == epoch and not self._stop:
-                        self.finished = True
-                        self.clock.set_state(self.position_us / 1000, self.clock.speed, True)
+                        self._finish()
                     while self.epoch == epoch and not self._stop:
                         self._cond.wait(_WAIT_S)
         except Exception:
             log.exception("replay of %s stopped by an error", self.name)
+
+    def _finish(self) -> None:
+        """The last row is sent (lock held): the clock stops on it."""
+        self.finished = True
+        self.clock.set_state(self.position_us / 1000, self.clock.speed, True)
 
     def _play(self, epoch: int, from_us: int) -> bool:
         """Publish rows from ``from_us`` on; True if a seek interrupted (new epoch)."""
@@ -184,14 +188,16 @@ class Player:
                     for row, seq in zip(chunk, seqs[i:j]):
                         row["_rp"] = base | seq
                     chunk[-1]["_rt"] = received[j - 1]
-                self._publish(chunk)
-                with self._cond:
+                with self._cond:  # the state says "sent" before anyone can see the rows
                     if self.epoch != epoch:
                         return True
                     self.seq = seqs[j - 1]
                     self.position_us = received[j - 1]
                     if self.clock.speed is None:
                         self.clock.advance_to(received[j - 1] / 1000)
+                    if self.seq == self.last_seq:
+                        self._finish()
+                self._publish(chunk)
                 i = j
         return False
 
