@@ -260,3 +260,34 @@ def test_bad_requests_are_refused_with_clear_errors(feed, home):
         feed.record("simulated", "AAPL", name="neg", max_bytes=-5)
     with pytest.raises(BadRequest, match="duration must be a number of seconds"):
         feed.record("simulated", "AAPL", name="neg", duration=math.inf)
+
+
+def test_a_provider_restart_during_a_recording_is_noted_and_recording_goes_on(tmp_path):
+    import os
+    import signal
+
+    f = nbfeed.connect(embedded=True, home=str(tmp_path),
+                       providers=[resolve_spec("simulated", None, rate=50)])
+    try:
+        rec = f.record("simulated", ["AAPL"], name="restart")
+        deadline = time.monotonic() + 30
+        while rec.info()["rows"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        pid = f.providers().loc["simulated", "pid"]
+        os.kill(int(pid), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while not (f.providers().loc["simulated", "status"] == "running"
+                   and f.providers().loc["simulated", "pid"] != pid):
+            assert time.monotonic() < deadline, "the provider did not come back"
+            time.sleep(0.05)
+        rows_after_restart = rec.info()["rows"]
+        while rec.info()["rows"] <= rows_after_restart:  # rows keep coming after the restart
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        info = rec.stop()
+    finally:
+        f.close()
+    states = [e.get("state") for e in info["events"] if e.get("type") == "status"]
+    assert "restarting" in states and states[-1] == "running", info["events"]
+    assert info["status"] == "stopped" and info["lost_rows"] == 0

@@ -55,7 +55,7 @@ log = logging.getLogger("nbfeed.recorder")
 #: Partitions at most this big are merged into one file when a recording ends.
 FINAL_MERGE_MAX_BYTES = 256 << 20
 #: Rows converted to Arrow between two releases of the GIL (see Recorder._to_table).
-SLICE_ROWS = 8_192
+SLICE_ROWS = 2_048
 
 
 def _day(received_us: int) -> str:
