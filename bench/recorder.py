@@ -80,7 +80,16 @@ async def live_run(home: str, streams: int, rate: float, window: float, record: 
                         counts["rows"] += len(item.rows)
                         latencies.append(now - item.rows[-1]["time"])
 
+        lags: list[float] = []
+
+        async def probe() -> None:  # how late the hub's loop wakes for a 1 ms timer
+            while True:
+                t = time.perf_counter()
+                await asyncio.sleep(0.001)
+                lags.append((time.perf_counter() - t - 0.001) * 1000)
+
         task = asyncio.ensure_future(consume())
+        prober = asyncio.ensure_future(probe())
         if record:
             await hub.recordings.start(name, [("simulated", names, "tick")])
         await asyncio.sleep(1.0)  # warm-up: streams flowing, first parts written
@@ -88,6 +97,7 @@ async def live_run(home: str, streams: int, rate: float, window: float, record: 
         tid = recorder._thread.native_id if recorder is not None else None
         writer0 = thread_cpu(tid) if tid else 0.0
         rows0, lat0, conflated0 = counts["rows"], len(latencies), hub.stats()["conflated_rows"]
+        lag0 = len(lags)
         cpu0, t0 = time.process_time(), time.perf_counter()
         await asyncio.sleep(window)
         elapsed = time.perf_counter() - t0
@@ -95,6 +105,7 @@ async def live_run(home: str, streams: int, rate: float, window: float, record: 
                "cpu": (time.process_time() - cpu0) / elapsed,
                "writer_cpu": ((thread_cpu(tid) - writer0) / elapsed) if tid else 0.0,
                "latency": np.asarray(latencies[lat0:]),
+               "loop_lag": np.asarray(lags[lag0:]),
                "conflated_s": (hub.stats()["conflated_rows"] - conflated0) / elapsed}
         if record:
             live = recorder.info()
@@ -104,6 +115,7 @@ async def live_run(home: str, streams: int, rate: float, window: float, record: 
             out["lost_rows"] = info["lost_rows"]
             out["merged_bytes_per_row"] = info["bytes"] / max(1, info["rows"])
         task.cancel()
+        prober.cancel()
         await sub.close()
         return out
     finally:
@@ -217,11 +229,18 @@ def main() -> None:
             p50, p99 = np.percentile(values, [50, 99])
             return f"p50 {p50:5.1f} ms  p99 {p99:6.1f} ms"
 
+        def loop_lag(runs: list[dict]) -> str:
+            values = np.concatenate([x["loop_lag"] for x in runs])
+            p50, p99 = np.percentile(values, [50, 99])
+            return f"p50 {p50:5.2f} ms  p99 {p99:6.2f} ms"
+
         print("recording at the offered rate (median of rounds)")
         print(f"  live subscriber, without recording   {_med([x['rows_s'] for x in plain]):>10,.0f}"
               f" rows/s   latency {lat(plain)}")
         print(f"  live subscriber, with recording      "
               f"{_med([x['rows_s'] for x in recorded]):>10,.0f} rows/s   latency {lat(recorded)}")
+        print(f"  hub loop lateness (1 ms timer), without recording   {loop_lag(plain)}")
+        print(f"  hub loop lateness (1 ms timer), with recording      {loop_lag(recorded)}")
         print(f"  rows recorded per round              "
               f"{_med([x['rows_recorded'] for x in recorded]):>10,.0f}   lost: "
               f"{sum(x['lost_rows'] for x in recorded)}")
@@ -231,7 +250,9 @@ def main() -> None:
         print(f"  hub process CPU, with recording      {cpu_rec * 100:>9.1f} % of a core "
               f"(+{(cpu_rec - cpu_plain) * 100:.1f})")
         print(f"  recorder writer thread alone         "
-              f"{_med([x['writer_cpu'] for x in recorded]) * 100:>9.1f} % of a core")
+              f"{_med([x['writer_cpu'] for x in recorded]) * 100:>9.1f} % of a core = "
+              f"{_med([x['writer_cpu'] / max(1, x['rows_s']) * 1e6 for x in recorded]):.2f} us"
+              " CPU per row")
         print(f"  bytes per row: part files (zstd)     "
               f"{_med([x['part_bytes_per_row'] for x in recorded]):>10.1f}")
         print(f"  bytes per row: merged files          "
@@ -252,7 +273,8 @@ def main() -> None:
                     for _ in range(args.rounds)]
         feed_runs = [replay_through_feed(home, name, symbols) for _ in range(args.rounds)]
         print(f"\nreplay at full speed ({info_rows:,} recorded rows)")
-        print(f"  reference: read + rebuild rows here  {_med(ref):>10,.0f} rows/s")
+        print(f"  reference: read files + rebuild rows {_med(ref):>10,.0f} rows/s   "
+              "(in this process, no hub: the player's own share of the work)")
         print(f"  provider -> hub -> subscriber        "
               f"{_med([x['rows_s'] for x in hub_runs]):>10,.0f} rows/s   (conflated by a slow "
               f"reader: {max(x['conflated'] for x in hub_runs):,})")

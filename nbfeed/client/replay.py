@@ -72,6 +72,8 @@ class ReplayStream(Stream):
                              bool(state.get("paused")))
         if state.get("rows") == 0:
             self.finished.set()
+        else:  # a session reopened after a reconnect plays again
+            self.finished.clear()
 
     # ---- controls -------------------------------------------------------------------------
 
