@@ -94,6 +94,8 @@ class EmbeddedFeed(Feed):
 
         async def start() -> Any:
             sub = await self.hub.subscribe(source, symbols, interval, options=options)
+            # No copy (shared_rows=False): a session's rows reach this one subscriber only and
+            # the hub keeps none of them (no snapshot), so they are the stream's own already.
             stream = ReplayStream(source, symbols, interval, self._release,
                                   self._controller(sub), sub.session_state,
                                   history=self.history)

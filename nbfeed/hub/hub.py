@@ -605,9 +605,9 @@ class Hub:
                                            self.config.request_timeout)
             except Exception as exc:
                 sub.put_event({"type": "error", "code": getattr(exc, "code", "upstream"),
-                                      "message": f"{sub.source}: session could not be reopened "
-                                                 f"after a restart: {exc}",
-                                      "source": sub.source})
+                               "message": f"{sub.source}: session could not be reopened after "
+                                          f"a restart: {exc}",
+                               "source": sub.source})
                 continue
             if isinstance(state, dict):
                 sub.session_state.update(state)
