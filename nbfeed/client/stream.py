@@ -14,6 +14,10 @@ Rows belong to the stream: a callback gets the same dicts as the stream's other 
 the hub's own: an embedded hub shares each row with every subscriber and with the snapshot new
 subscribers start from, so a stream fed by it (``shared_rows=True``) copies each row it delivers
 once, on its dispatcher thread, before anyone sees it.
+
+Time: ``stream.clock`` is what the stream's rows run on - the wall clock for live sources, a
+virtual clock for replays (:mod:`nbfeed.clock`); ``stream.now_ms()`` reads it. Code that ages
+rows (a flash, "3 s ago", an open bar) should use it, so it works the same in a replay.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import logging
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from ..clock import WallClock
 
 log = logging.getLogger("nbfeed.client")
 
@@ -57,6 +63,10 @@ class Stream:
         self.conflated_rows = 0
         self.status: dict[str, Any] = {}
         self.error: dict | None = None
+        #: The clock this stream's rows run on (see the module docstring).
+        self.clock: Any = WallClock()
+        #: Set by the Feed: starts a recording of this stream (see :meth:`record`).
+        self._recorder: Callable[..., Any] | None = None
         self._thread = threading.Thread(target=self._dispatch, daemon=True,
                                         name=f"nbfeed-stream-{source}")
         self._thread.start()
@@ -96,6 +106,8 @@ class Stream:
                 events, self._events = self._events, []
             for event in events:
                 self._handle_event(event)
+            if rows:
+                rows = self._prepare(rows)
             if not rows:
                 continue
             if self._shared_rows:  # see the module docstring: after conflation, off the hub
@@ -114,6 +126,14 @@ class Stream:
                     loop.call_soon_threadsafe(queue.put_nowait, rows)
                 except RuntimeError:  # that loop is closed
                     self._queues.remove((loop, queue))
+            self._consumed(rows)
+
+    def _prepare(self, rows: list[dict]) -> list[dict]:
+        """Dispatcher thread, before callbacks: a subclass may order or filter rows."""
+        return rows
+
+    def _consumed(self, rows: list[dict]) -> None:
+        """Dispatcher thread, after every callback has had ``rows``."""
 
     def _handle_event(self, event: dict) -> None:
         if event.get("type") == "status":
@@ -154,6 +174,19 @@ class Stream:
                 self._callbacks.remove(callback)
             if callback in self._event_callbacks:
                 self._event_callbacks.remove(callback)
+
+    def now_ms(self) -> int:
+        """The time on this stream's clock (epoch ms UTC): wall time live, virtual in a replay."""
+        return self.clock.now_ms()
+
+    def record(self, name: str | None = None, *, duration: float | None = None,
+               max_bytes: int | None = None, max_age: float | None = None) -> Any:
+        """Record this stream's symbols and interval at the hub (beside this stream); returns
+        a :class:`~nbfeed.client.recording.Recording`. See :meth:`Feed.record`."""
+        if self._recorder is None:
+            raise RuntimeError("this stream cannot be recorded (it was not made by a Feed)")
+        return self._recorder(self.source, self.symbols, self.interval, name=name,
+                              duration=duration, max_bytes=max_bytes, max_age=max_age)
 
     @property
     def latest(self) -> Any:
