@@ -155,6 +155,15 @@ class Stream:
 
         return latest_frame(list(self._latest.values()))
 
+    def latest_rows(self) -> list[dict]:
+        """The newest row per symbol as plain row dicts (copies; times stay epoch ms).
+
+        What widgets start from: no DataFrame round trip.
+        """
+        # list() of a dict's values runs without releasing the GIL: a consistent copy even
+        # while the dispatcher thread inserts.
+        return [dict(row) for row in list(self._latest.values())]
+
     def history(self, count: int = 500) -> Any:
         """Recent bars of the first symbol (for charts that start with history)."""
         if self._history is None or self.interval == "tick":

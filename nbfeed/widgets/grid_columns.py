@@ -49,7 +49,7 @@ from typing import Any
 
 from ..errors import BadRequest
 
-KINDS = ("number", "text", "time")
+KINDS = ("number", "text", "time", "age")
 WORKSPACE_RENDER_FNS = (
     "greenRed", "titleCase", "hoverCard", "cellOnClick", "columnColor", "showCellChange",
 )
@@ -67,8 +67,13 @@ _ALIGNS = ("left", "center", "right")
 # d3-format specifier: [[fill]align][sign][symbol][0][width][,][.precision][~][type]
 _D3_FORMAT = re.compile(r"^(?:.?[<>=^])?[-+( ]?[$#]?0?\d*,?(?:\.\d+)?~?[eEfgGrsPpdoxXbcn%]?$")
 
+AUTO_FMT = "auto"
+"""Number format of prices: decimals by the row's tick size (the decimals its prices carry,
+at most five significant digits, at least two decimals), with thousands separators. So EURUSD
+shows 1.0845 and AAPL 187.12 in the same column, and a cell only changes when its price does."""
+
 # Field defaults used when a known quote/candle field is named without options.
-_PRICE = {"fmt": ",.2f"}
+_PRICE = {"fmt": AUTO_FMT}
 _FIELD_DEFAULTS: dict[str, dict[str, Any]] = {
     "symbol": {"kind": "text", "label": "Symbol"},
     "time": {"kind": "time", "label": "Time"},
@@ -79,6 +84,7 @@ _FIELD_DEFAULTS: dict[str, dict[str, Any]] = {
     "bid": {**_PRICE, "label": "Bid"},
     "ask": {**_PRICE, "label": "Ask"},
     "volume": {"fmt": ",.0f", "label": "Volume", "flash": False},
+    "age": {"kind": "age", "label": "Age"},
     "open": {**_PRICE, "label": "Open"},
     "high": {**_PRICE, "label": "High"},
     "low": {**_PRICE, "label": "Low"},
@@ -106,7 +112,9 @@ class Column:
     - ``fmt``: d3-format specifier for numbers (``",.2f"``), d3-time-format for times
       (``"%H:%M:%S"``); ``prefix``/``suffix`` wrap the formatted text; ``scale`` multiplies
       the number before formatting.
-    - ``kind``: ``number`` (float), ``text`` or ``time`` (epoch ms, shown as local time).
+    - ``kind``: ``number`` (float), ``text``, ``time`` (epoch ms, shown in the grid's
+      timezone, UTC by default) or ``age`` (the column named ``age``: seconds since the row's
+      ``time``, counted in the browser, so it keeps ticking while no update arrives).
     - ``width`` in pixels; ``hide`` keeps the field in the grid's data but off screen.
     """
 
@@ -401,13 +409,15 @@ def _resolve(col: Column, key_fields: Sequence[str], time_fmt: str) -> Column:
     flash = col.flash if "flash" in explicit else changes.get("flash")
     if flash is None:
         flash = kind == "number" and not is_key
+    if kind == "age":
+        changes["live"] = False
     if flash and kind != "number":
         raise BadRequest(f"column {col.field!r}: only number columns can flash (kind is {kind!r})")
     changes["flash"] = bool(flash) and col.live and not is_key
     if kind == "time" and "fmt" not in explicit:
         changes["fmt"] = time_fmt
     fmt = col.fmt if "fmt" in explicit else changes.get("fmt")
-    if kind == "number" and fmt and not _D3_FORMAT.match(fmt):
+    if kind == "number" and fmt and fmt != AUTO_FMT and not _D3_FORMAT.match(fmt):
         raise BadRequest(
             f"column {col.field!r}: {fmt!r} is not a d3-format specifier (examples: ',.2f', "
             "'.1%', ',d', '$,.2f')"
@@ -467,3 +477,14 @@ def _text(value: object, name: str, key: str) -> str:
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def browser_spec(col: Column) -> dict[str, Any]:
+    """What the browser needs to draw one visible column (``static/grid.js`` reads it)."""
+    return {
+        "field": col.field, "header": col.header, "kind": col.kind, "fmt": col.fmt or "",
+        "prefix": col.prefix, "suffix": col.suffix, "scale": float(col.scale),
+        "align": col.align or ("right" if col.kind in ("number", "age") else "left"),
+        "flash": bool(col.flash), "greenRed": bool(col.green_red),
+        "signField": col.sign_field, "width": col.width,
+    }
