@@ -93,7 +93,6 @@ class GridTable:
         """Apply coalesced rows (key -> fields); returns True if any cell changed."""
         changed = False
         data, kinds, frozen, flashing = self._data, self._kind, self._frozen, self._dir
-        version = self._version
         for key, fields in updates.items():
             pos = self._pos.get(key)
             new_row = pos is None
@@ -133,7 +132,7 @@ class GridTable:
                     flashed.append((name, old, value))
             if row_changed or new_row:
                 changed = True
-                version[pos] += 1
+                self._version[pos] += 1  # (the array may have grown in _append)
             if flashed:
                 self._stamp(pos, flashed, now)
         if self._n > self.max_rows:
