@@ -125,7 +125,8 @@ REPORT = """
 _cpu, _wall, _msgs, _rows = _mark
 _wall = time.monotonic() - _wall
 with open({path!r}, "w") as _fh:
-    json.dump({{"cpu": (time.process_time() - _cpu) / _wall, "msgs": (_count["msgs"] - _msgs) / _wall,
+    json.dump({{"cpu": (time.process_time() - _cpu) / _wall,
+               "msgs": (_count["msgs"] - _msgs) / _wall,
                "rows": (_count["rows"] - _rows) / _wall}}, _fh)
 """
 
