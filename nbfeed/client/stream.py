@@ -164,13 +164,18 @@ class Stream:
         # while the dispatcher thread inserts.
         return [dict(row) for row in list(self._latest.values())]
 
-    def history(self, count: int = 500) -> Any:
-        """Recent bars of the first symbol (for charts that start with history)."""
-        if self._history is None or self.interval == "tick":
+    def history(self, count: int = 500, interval: str | None = None) -> Any:
+        """Recent bars of the first symbol (for charts that start with history).
+
+        ``interval`` defaults to the stream's; a tick stream has no bars of its own, so it
+        returns an empty DataFrame unless a bar ``interval`` (e.g. "1s") is asked for.
+        """
+        interval = interval or self.interval
+        if self._history is None or interval == "tick":
             import pandas as pd
 
             return pd.DataFrame()
-        return self._history(self.source, self.symbols[0], self.interval, count=count)
+        return self._history(self.source, self.symbols[0], interval, count=count)
 
     def __aiter__(self) -> Stream:
         loop = asyncio.get_running_loop()

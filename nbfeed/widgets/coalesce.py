@@ -1,5 +1,8 @@
 """Coalescing between a fast upstream and a slow screen: latest value per cell, bounded flushes.
 
+Both widgets use it: LiveGrid buffers rows in an :class:`UpdateBuffer`, LiveChart merges them
+into its bar window; each runs its sends on a :class:`FlushLoop`.
+
 :class:`UpdateBuffer` keeps, per row key, the latest value of every field received since the
 last drain; any number of producer threads may add while one consumer drains. Memory is bounded
 by rows x fields, never by the upstream rate: 20,000 updates/s to 500 rows hold 500 entries.
@@ -71,6 +74,7 @@ class FlushLoop:
 
     def __init__(self, flush: Callable[[], float | None], hz: float, name: str) -> None:
         self._flush = flush
+        self.name = name
         self._period = 1.0 / hz
         self._cond = threading.Condition()
         self._poked = False
@@ -122,7 +126,7 @@ class FlushLoop:
             try:
                 wake_at = self._flush()
             except Exception:
-                log.exception("LiveGrid flush failed; the grid keeps running")
+                log.exception("%s: a flush failed; the widget keeps running", self.name)
                 wake_at = None
             self.flushes += 1
             with self._cond:

@@ -102,12 +102,13 @@ class StreamSource:
             return frame_rows(latest) if len(latest) else []
         return [dict(r) for r in latest]
 
-    def history(self, count: int) -> Any:
-        """Recent bars from the stream's ``history(count)``, or None when it has none."""
+    def history(self, count: int, interval: str | None = None) -> Any:
+        """Recent bars from the stream's ``history(count[, interval])``, or None when it has
+        none. Raises TypeError when ``interval`` is given and the stream's history takes none."""
         fetch = getattr(self.stream, "history", None)
         if not callable(fetch):
             return None
-        return fetch(count)
+        return fetch(count) if interval is None else fetch(count, interval=interval)
 
     # ---------------------------------------------------------------- listening
 
