@@ -13,7 +13,8 @@ every symbol at once (about 50 visible rows). After a warm-up, over ``--seconds`
 
 - kernel CPU: ``time.process_time()`` of the kernel process (all threads), % of one core;
 - kernel -> page messages/s: the widget's comm messages, counted in the kernel;
-- page main thread busy: Chrome's ``TaskDuration`` metric (DevTools protocol), % of wall time;
+- page main thread busy: Chrome's ``TaskDuration`` metric (DevTools protocol), % of wall time,
+  and in brackets its CPU time (``ThreadTime``), which other load on the machine inflates less;
 - frames/s: ``requestAnimationFrame`` callbacks in the page (a frame the main thread could
   produce);
 - the reference floor, once at the first rate: the same page and stream with no widget drawn
@@ -22,9 +23,11 @@ every symbol at once (about 50 visible rows). After a warm-up, over ``--seconds`
   drawn in the widget's visible cells (Perspective's from its DOM, LiveGrid's from the
   texts its canvas view reports drawing), p50 and p90.
 
+Each widget runs ``--repeats`` times per rate (alternating) and the table shows the means.
+
 Run: ``python bench/grid_browser.py [--rates 100,2000,20000] [--seconds 15]`` (needs the
 ``bench`` extra for Perspective, and Chromium: ``scripts/install-chromium.sh``). Prints one
-table; about 4 minutes.
+table; about 10 minutes.
 """
 
 from __future__ import annotations
@@ -88,12 +91,17 @@ elif "{widget}" == "LiveGrid":
                          max_height=1300, **{grid_kwargs})
     _feed_rows = _w.update
 else:
-    _table = perspective.table({{"symbol": "string", "price": "float", "change": "float",
-                               "bid": "float", "ask": "float", "volume": "float",
-                               "sent": "float"}}, index="symbol")
-    _w = PerspectiveWidget(_table, columns={columns!r}, settings=False,
-                           columns_config={{c: {{"number_bg_mode": "pulse"}}
-                                           for c in ("price", "change", "bid", "ask")}})
+    # One Perspective widget for every run: a second one in the same page fails to render
+    # (its custom elements are defined again: "the name 'regular-layout' has already been
+    # used"), so it is created once, shown for its runs and kept.
+    if "_pw" not in globals():
+        _ptable = perspective.table({{"symbol": "string", "price": "float", "change": "float",
+                                     "bid": "float", "ask": "float", "volume": "float",
+                                     "sent": "float"}}, index="symbol")
+        _pw = PerspectiveWidget(_ptable, columns={columns!r}, settings=False,
+                                columns_config={{c: {{"number_bg_mode": "pulse"}}
+                                                for c in ("price", "change", "bid", "ask")}})
+    _w, _table = _pw, _ptable
     _w.layout.height = "1300px"
     # Perspective's table is not safe to update from another thread while the kernel's main
     # thread serves the page's requests (it deadlocked here): hand the rows to the kernel's
@@ -102,10 +110,11 @@ else:
     _loop = asyncio.get_event_loop()
     def _feed_rows(rows):
         _loop.call_soon_threadsafe(_table.update, rows)
-_publish = _w.comm.publish_msg
+_publish = getattr(_w.comm.publish_msg, "original", _w.comm.publish_msg)
 def _counted(*args, **kwargs):
     _count["msgs"] += 1
     return _publish(*args, **kwargs)
+_counted.original = _publish
 _w.comm.publish_msg = _counted
 def _on_rows(rows):
     now = time.time() * 1000.0
@@ -134,7 +143,8 @@ TEARDOWN = """
 _stream.off_update(_on_rows)
 _stream.close()
 box.clear_output()
-_w.close()
+if _w is not globals().get("_pw"):
+    _w.close()
 """
 
 PAGE_PROBE = """
@@ -194,9 +204,10 @@ PAGE_PROBE = """
 """
 
 
-def task_seconds(cdp) -> float:
-    metrics = cdp.send("Performance.getMetrics")["metrics"]
-    return next(m["value"] for m in metrics if m["name"] == "TaskDuration")
+def main_thread(cdp) -> tuple[float, float]:
+    """Seconds the page's main thread spent in tasks (wall) and on the CPU, so far."""
+    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    return metrics["TaskDuration"], metrics["ThreadTime"]
 
 
 def run_code(page, code: str, timeout_s: float = 120) -> None:
@@ -224,9 +235,10 @@ def measure(page, cdp, lab_root: Path, rate: int, widget: str, seconds: float,
     report = lab_root / f"kernel-{rate}-{widget}.json"
     run_code(page, MARK)
     page.evaluate("() => window.__bench.start()")
-    busy0, wall0 = task_seconds(cdp), time.monotonic()
+    (busy0, cpu0), wall0 = main_thread(cdp), time.monotonic()
     time.sleep(seconds)
-    busy = (task_seconds(cdp) - busy0) / (time.monotonic() - wall0)
+    (busy1, cpu1), wall = main_thread(cdp), time.monotonic() - wall0
+    busy, page_cpu = (busy1 - busy0) / wall, (cpu1 - cpu0) / wall
     probe = page.evaluate("() => window.__bench.stop()")
     run_code(page, REPORT.format(path=str(report)))
     kernel = json.loads(report.read_text())
@@ -237,8 +249,18 @@ def measure(page, cdp, lab_root: Path, rate: int, widget: str, seconds: float,
     samples = sorted(s for s in probe["samples"] if s == s) or [float("nan")]
     return {"rate": rate, "widget": widget, "kernel_cpu": kernel["cpu"] * 100,
             "msgs": kernel["msgs"], "rows": kernel["rows"], "busy": busy * 100,
+            "page_cpu": page_cpu * 100,
             "fps": probe["frames"], "stale_p50": statistics.median(samples) / 1000,
             "stale_p90": samples[int(0.9 * (len(samples) - 1))] / 1000}
+
+
+def mean_run(runs: list[dict]) -> dict:
+    out = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, float):
+            out[key] = statistics.fmean(r[key] for r in runs)
+    out["n"] = len(runs)
+    return out
 
 
 def main() -> None:
@@ -246,6 +268,9 @@ def main() -> None:
     parser.add_argument("--rates", default="100,2000,20000")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--symbols", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="runs per widget and rate, alternating widgets; the table shows "
+                             "their mean (the machine is shared: single runs are noisy)")
     parser.add_argument("--widgets", default="LiveGrid,Perspective",
                         help="'none' measures the page with the stream running and no widget")
     parser.add_argument("--grid-kwargs", default="{}",
@@ -269,6 +294,9 @@ def main() -> None:
                                           device_scale_factor=1)
             context.set_default_timeout(120_000)
             page = open_notebook(context, lab, "bench.ipynb", "bench")
+            page.on("pageerror", lambda err: print(f"  page error: {err}", flush=True))
+            page.on("console", lambda m: m.type == "error"
+                    and print(f"  console error: {m.text[:300]}", flush=True))
             run_all_from_menu(page)
             cells = wait_all_ran(page)
             if error_outputs(cells):
@@ -278,23 +306,28 @@ def main() -> None:
             cdp = context.new_cdp_session(page)
             cdp.send("Performance.enable")
             for i, rate in enumerate(rates):
-                for widget in (["none"] if i == 0 else []) + widgets:
+                runs: dict[str, list[dict]] = {}
+                order = (["none"] if i == 0 else []) + widgets * args.repeats
+                for widget in order:
                     r = measure(page, cdp, lab.root, rate, widget, args.seconds,
                                 json.loads(args.grid_kwargs))
-                    results.append(r)
+                    runs.setdefault(widget, []).append(r)
                     print(f"  measured {widget} at {rate}/s: {r}", flush=True)
+                results += [mean_run(rs) for rs in runs.values()]
             browser.close()
     finally:
         lab.stop()
     print(f"\n{args.symbols} symbols, all visible; {args.seconds:g} s per run; 2-core machine, "
           "headless Chromium without GPU\n")
     print("| upstream rate | widget | rows/s fed | kernel CPU | kernel msgs/s | "
-          "page main thread busy | frames/s | staleness p50 / p90 |")
+          "page main thread busy (CPU) | frames/s | staleness p50 / p90 |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
+        stale = ("-" if r["stale_p50"] != r["stale_p50"]
+                 else f"{r['stale_p50']:.2f} s / {r['stale_p90']:.2f} s")
         print(f"| {r['rate']:,}/s | {r['widget']} | {r['rows']:,.0f} | {r['kernel_cpu']:.0f}% | "
-              f"{r['msgs']:.1f} | {r['busy']:.0f}% | {r['fps']:.0f} | "
-              f"{r['stale_p50']:.2f} s / {r['stale_p90']:.2f} s |")
+              f"{r['msgs']:.1f} | {r['busy']:.0f}% ({r['page_cpu']:.0f}%) | {r['fps']:.0f} | "
+              f"{stale} |")
 
 
 if __name__ == "__main__":

@@ -407,6 +407,9 @@ function paint(ctx, W, H, s) {
   const volH = volMax > 0 ? Math.round((bottom - top) * 0.2) : 0;
   const priceBottom = bottom - volH - (volH ? 6 : 0);
   const [lo, hi] = priceRange(store, kind, i0, i1);
+  out.lo = lo;
+  out.hi = hi;
+  out.span = view.span;
   const yOf = (p) => priceBottom - ((p - lo) / (hi - lo)) * (priceBottom - top - 4);
 
   // grid and price axis
@@ -530,7 +533,7 @@ function paint(ctx, W, H, s) {
     ctx.textAlign = "center";
     ctx.fillText(label, lx + w / 2, bottom + timeH / 2);
   }
-  drawHeader(ctx, s, focus, 8, headH / 2, dec);
+  out.header = drawHeader(ctx, s, focus, 8, headH / 2, dec);
   return out;
 }
 
@@ -625,6 +628,7 @@ function drawHeader(ctx, s, i, x, y, dec = 2) {
       });
     }
   }
+  const shown = parts.map((p) => p[0]).join(" ");
   for (const [text, color, bold] of parts) {
     ctx.font = `${bold ? "600 " : ""}11px ${th.font}`;
     ctx.fillStyle = color;
@@ -632,6 +636,7 @@ function drawHeader(ctx, s, i, x, y, dec = 2) {
     x += ctx.measureText(text).width + (bold ? 10 : 5);
   }
   ctx.font = `11px ${th.font}`;
+  return shown;
 }
 
 // ---- the view -----------------------------------------------------------------------------------
@@ -738,6 +743,10 @@ function render({ model, el }) {
       d.lastClose = String(lastCol[n - 1]);
       d.viewStart = String(store.times[layout.i0]);
       d.viewEnd = String(store.times[layout.i1]);
+      d.yLo = String(layout.lo);
+      d.yHi = String(layout.hi);
+      d.span = String(layout.span);
+      d.header = layout.header || "";
     }
   }
 

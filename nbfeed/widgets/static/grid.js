@@ -23,7 +23,7 @@ const PULSE_COOLDOWN = 2000;
 const MARK_MS = 3000;
 const TICK_MS = 500; // ages and stale rows
 const FADE_STEPS = 6; // a pulse fades in this many steps...
-const FADE_HZ = 20; // ...redrawn at most this often (only the fading cells)
+const FADE_HZ = 15; // ...redrawn at most this often (only the fading cells)
 const VIEW_THROTTLE_MS = 80;
 const MAX_QUEUE = 60; // frames held while no animation frame runs (hidden tab)
 
@@ -290,10 +290,16 @@ function render({ model, el: host }) {
   const widths = cols.map((c) => c.width || MIN_COL);
   const fixed = cols.map((c) => !!c.width);
   let widthsDirty = true;
+  const measure = document.createElement("canvas").getContext("2d");
+  let measureFont = "";
   function fit(k, text, bold) {
     if (fixed[k] || !text) return;
-    ctx.font = bold ? theme.bold : theme.font;
-    const w = Math.ceil(ctx.measureText(text).width + CELL_PAD);
+    const font = bold ? theme.bold : theme.font;
+    if (font !== measureFont) {
+      measure.font = font;
+      measureFont = font;
+    }
+    const w = Math.ceil(measure.measureText(text).width + CELL_PAD);
     if (w > widths[k]) {
       widths[k] = w;
       widthsDirty = true;
@@ -434,9 +440,8 @@ function render({ model, el: host }) {
     if (!row || !cell.text) return;
     const stale = isStale(row, now);
     ctx.fillStyle = textColor(k, row, stale);
-    ctx.font = theme.font;
     const align = cols[k].align;
-    ctx.textAlign = align;
+    if (ctx.textAlign !== align) ctx.textAlign = align;
     const tx = align === "right" ? x + w - 8 : align === "center" ? x + w / 2 : x + 8;
     ctx.fillText(cell.text, tx, y + ROW_H / 2, w - 12);
   }
@@ -525,6 +530,7 @@ function render({ model, el: host }) {
     }
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.textBaseline = "middle";
+    ctx.font = theme.font; // (setting a font parses it: once per draw, not per cell)
     if (refillAll) {
       ctx.fillStyle = theme.bg;
       ctx.fillRect(0, 0, viewW, viewH);
