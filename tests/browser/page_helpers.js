@@ -67,8 +67,9 @@
     classify(rgb, base) {
       const [r, g, b] = rgb;
       if (Math.abs(r - base[0]) + Math.abs(g - base[1]) + Math.abs(b - base[2]) < 12) return 'normal';
-      if (g > r + 8 && g > b) return 'green';
-      if (r > g + 8 && r > b) return 'red';
+      // Tints fade in steps: the last steps are faint, so compare the channels, not levels.
+      if (g > r + 3 && g > b + 3) return 'green';
+      if (r > g + 3 && r > b + 3) return 'red';
       return 'other';
     },
     // Background state of a cell, against the same row's cell in column refCol (never flashes).

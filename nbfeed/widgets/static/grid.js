@@ -209,6 +209,12 @@ export class GridState {
     this.sort = null;
     this.ups = 0;
     this.filtered = false;
+    this.receivedAt = 0;
+  }
+
+  /** Upstream updates per second as of the last frame; 0 once frames stopped coming. */
+  upsNow(now) {
+    return now - this.receivedAt < 3000 ? this.ups : 0;
   }
 
   apply(msg, buffers) {
@@ -237,6 +243,7 @@ export class GridState {
     }
     this.seq = msg.seq;
     this.sentMs = msg.sent_ms;
+    this.receivedAt = Date.now();
     this.sort = msg.sort || null;
     this.ups = msg.ups || 0;
     this.filtered = !!msg.filtered;
@@ -276,14 +283,22 @@ function render({ model, el: host }) {
   let theme = null;
   function readTheme() {
     const cs = getComputedStyle(root);
+    const oldFont = theme ? theme.font : "";
     const v = (name) => cs.getPropertyValue(name).trim();
     theme = {
       bg: v("--nbf-bg") || "#fff", fg: v("--nbf-fg") || "#000", muted: v("--nbf-muted"),
       line: v("--nbf-line"), sel: v("--nbf-sel"), up: v("--nbf-up"), down: v("--nbf-down"),
       upBg: v("--nbf-up-bg"), downBg: v("--nbf-down-bg"),
       font: `${cs.fontSize} ${cs.fontFamily}`, bold: `600 ${cs.fontSize} ${cs.fontFamily}`,
+      connected: root.isConnected,
     };
     refillAll = true;
+    if (theme.font !== oldFont && theme.connected) {
+      // Widths measured with another font (or none, before the view was on the page) are
+      // wrong: measure every header and drawn text again.
+      headersFitted = false;
+      for (const slot of slots) slot.cells.forEach((c, k) => fit(k, c.text, false));
+    }
   }
 
   // Column widths: measured from the header and every text drawn, grow-only.
@@ -487,7 +502,7 @@ function render({ model, el: host }) {
   function draw() {
     raf = 0;
     const now = Date.now();
-    if (!theme) readTheme();
+    if (!theme || !theme.connected) readTheme();
     let applied = false;
     for (const { msg, buffers } of queue.splice(0)) {
       for (const f of state.apply(msg, buffers)) pendingFlashes.push(f);
@@ -580,7 +595,7 @@ function render({ model, el: host }) {
 
   let headersFitted = false;
   function drawHeader() {
-    if (!headersFitted && root.isConnected && theme.font.trim() !== "") {
+    if (!headersFitted && theme.connected) {
       headCells.forEach((hc, k) => fit(k, hc.label.textContent, true));
       headersFitted = true;
     }
@@ -596,21 +611,33 @@ function render({ model, el: host }) {
 
   let statusText = "";
   let statusAt = 0;
+  let statusTimer = 0;
   function drawStatus() {
     const now = Date.now();
-    if (now - statusAt < 500 && statusText) return;
+    if (now - statusAt < 500 && statusText) {
+      // Rate-limited, but never left stale: draw it once the half second is over.
+      if (!statusTimer) {
+        statusTimer = setTimeout(() => { statusTimer = 0; drawStatus(); }, 500 - (now - statusAt));
+      }
+      return;
+    }
     statusAt = now;
     const parts = [`${state.total.toLocaleString("en-US")} row${state.total === 1 ? "" : "s"}`];
-    parts.push(`${state.ups >= 100 ? Math.round(state.ups).toLocaleString("en-US")
-      : state.ups.toFixed(1)} upd/s`);
+    const ups = state.upsNow(now);
+    if (ups > 0) {
+      parts.push(`${ups >= 100 ? Math.round(ups).toLocaleString("en-US") : ups.toFixed(1)} upd/s`);
+    }
     if (state.filtered) parts.push("filtered");
     const st = streamStatus.state || "live";
-    parts.push(streamStatus.symbols && st !== "live"
-      ? `${st}: ${streamStatus.symbols.join(", ")}` : st);
+    if (st !== "live" || ups > 0) {
+      parts.push(streamStatus.symbols && st !== "live"
+        ? `${st}: ${streamStatus.symbols.join(", ")}` : st);
+    }
     if (opts.follow && !following) parts.push("following paused \u2013 click to resume");
     const text = parts.join(" \u00b7 ");
     if (text !== statusText) {
       status.textContent = text;
+      status.title = text;
       status.className = `nbf-status${st === "live" ? "" : " nbf-warn"}`;
       statusText = text;
     }
@@ -712,6 +739,7 @@ function render({ model, el: host }) {
   model.on("change:_selected_uid", onSelected);
   // Ages tick and rows go stale without any new frame.
   const ticker = setInterval(() => {
+    drawStatus();
     if (cols.some((c) => c.kind === "age") || opts.stale_after) {
       refillAll = true;
       schedule();
@@ -744,6 +772,7 @@ function render({ model, el: host }) {
     clearInterval(ticker);
     clearTimeout(viewTimer);
     clearTimeout(fadeTimer);
+    clearTimeout(statusTimer);
     resize.disconnect();
     themeObserver.disconnect();
     model.off("msg:custom", onMessage);
