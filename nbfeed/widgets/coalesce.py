@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
@@ -62,6 +63,27 @@ class UpdateBuffer:
     def __len__(self) -> int:
         with self._lock:
             return len(self._pending)
+
+
+class RateMeter:
+    """Events per second over the last few seconds (the grid's "upd/s"); thread-safe enough:
+    counts are added from one producer at a time, read from the flush thread."""
+
+    def __init__(self, window: float = 3.0) -> None:
+        self.window = window
+        self._marks: deque[tuple[float, int]] = deque(maxlen=64)
+        self._total = 0
+
+    def count(self, n: int) -> None:
+        self._total += n
+        self._marks.append((time.monotonic(), self._total))
+
+    def per_second(self, now: float) -> float:
+        marks = [m for m in list(self._marks) if now - m[0] <= self.window]
+        if len(marks) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = marks[0], marks[-1]
+        return (n1 - n0) / max(now - t0, t1 - t0, 0.5)
 
 
 class FlushLoop:

@@ -50,7 +50,6 @@ import logging
 import pathlib
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -61,15 +60,16 @@ import pandas as pd
 import traitlets
 
 from ..errors import BadRequest
-from ..intervals import interval_ms, is_bar
-from .coalesce import FlushLoop, UpdateBuffer
+from ..intervals import is_bar
+from .coalesce import FlushLoop, RateMeter, UpdateBuffer
 from .grid_columns import (
-    AUTO_FMT,
     Column,
-    browser_spec,
+    browser_columns,
     default_column_names,
     parse_columns,
     standard_fields,
+    time_format,
+    with_support_fields,
 )
 from .grid_inputs import (
     check_bool,
@@ -227,11 +227,12 @@ class LiveGrid(anywidget.AnyWidget):
         specs = columns if columns is not None else default_column_names(bar, latest_cols)
         spec = parse_columns(
             specs, key_fields=self.key_fields, known_fields=known,
-            time_fmt=_time_format(self.interval),
+            time_fmt=time_format(self.interval),
         )
         if self.flash_ms == 0:  # highlights off
             spec = [replace(c, flash=False) for c in spec]
-        spec = self._with_support_fields(spec)
+        spec = with_support_fields(spec, price=("close" if bar else "price")
+                                   if source is not None else None)
         self.columns_spec = spec
         self._headers = {c.field: c.header for c in spec if not c.hide}
 
@@ -248,7 +249,7 @@ class LiveGrid(anywidget.AnyWidget):
         self._transform_version = 0
         self._sent_state: tuple[int, int] = (-1, -1)
         self._force = False
-        self._arrivals: deque[tuple[float, int]] = deque(maxlen=64)
+        self._rate = RateMeter()
         if latest:
             self._table.apply(self._merge(latest), time.monotonic())
         # What the browser draws: text fields go as JSON, numbers (and times) as float64.
@@ -256,16 +257,7 @@ class LiveGrid(anywidget.AnyWidget):
         self._text_fields = [c.field for c in wire if c.kind == "text"]
         self._num_fields = [c.field for c in wire if c.kind != "text"]
 
-        widths = dict(grid_options.pop("column_widths", {}) or {})
-        visible = []
-        for col in spec:
-            if col.hide:
-                continue
-            js = browser_spec(col)
-            js["width"] = widths.get(col.header, widths.get(col.field, col.width))
-            if col.fmt == AUTO_FMT:
-                js["ref"] = self._price_field(spec, col)
-            visible.append(js)
+        visible = browser_columns(spec, grid_options.pop("column_widths", {}) or {})
         follow = options["follow"] if options["follow"] is not None else bar
         super().__init__(
             _columns=visible,
@@ -283,27 +275,6 @@ class LiveGrid(anywidget.AnyWidget):
         self._ready = True
         self._loop.start()
         self._loop.poke()
-
-    def _with_support_fields(self, spec: list[Column]) -> list[Column]:
-        """Hidden columns the browser needs: ``time`` (ages, stale rows) and the price field
-        whose decimals the row's other prices follow."""
-        have = {c.field for c in spec}
-        extra = []
-        if "time" not in have:
-            extra.append(Column("time", kind="time", flash=False, hide=True))
-        if self._source is not None and any(c.fmt == AUTO_FMT for c in spec):
-            price = "close" if is_bar(self.interval) else "price"
-            if price not in have:
-                extra.append(Column(price, fmt=AUTO_FMT, flash=False, hide=True))
-        return spec + extra
-
-    @staticmethod
-    def _price_field(spec: Sequence[Column], col: Column) -> str:
-        fields = {c.field for c in spec}
-        for name in ("price", "close"):
-            if name in fields:
-                return name
-        return col.field
 
     # ------------------------------------------------------------------ public API
 
@@ -331,7 +302,7 @@ class LiveGrid(anywidget.AnyWidget):
         if not keyed:
             return
         self.stats["rows_received"] += len(keyed)
-        self._arrivals.append((time.monotonic(), self.stats["rows_received"]))
+        self._rate.count(len(keyed))
         self._buffer.add(keyed)
         self._loop.poke()
 
@@ -483,7 +454,7 @@ class LiveGrid(anywidget.AnyWidget):
             num_fields=self._num_fields, extra={
                 "force": self._force,
                 "sort": [sort["column"], sort["desc"]] if sort else None,
-                "ups": self._updates_per_second(now),
+                "ups": round(self._rate.per_second(now), 1),
                 "filtered": any(t["type"] == "filter" for t in self._transforms),
             })
         self._sent_state = state
@@ -494,13 +465,6 @@ class LiveGrid(anywidget.AnyWidget):
         self.stats["frames"] += 1
         self.stats["full_frames"] += bool(content["reset"])
         self.send(content, buffers)
-
-    def _updates_per_second(self, now: float) -> float:
-        arrivals = [a for a in self._arrivals if now - a[0] <= 3.0]
-        if len(arrivals) < 2:
-            return 0.0
-        (t0, n0), (t1, n1) = arrivals[0], arrivals[-1]
-        return round((n1 - n0) / max(now - t0, t1 - t0, 0.5), 1)
 
     # ------------------------------------------------------------------ browser messages
 
@@ -602,10 +566,3 @@ class LiveGrid(anywidget.AnyWidget):
         except (TypeError, ValueError) as exc:
             raise BadRequest(f"row {dict(row)!r:.120}: bad row id: {exc}") from None
 
-
-def _time_format(interval: str) -> str:
-    """How a row's time reads: to the second for quotes and sub-minute bars, to the minute for
-    intraday bars, the date alone for daily and longer ones."""
-    if not is_bar(interval) or interval_ms(interval) < 60_000:
-        return "%H:%M:%S" if not is_bar(interval) else "%Y-%m-%d %H:%M:%S"
-    return "%Y-%m-%d %H:%M" if interval_ms(interval) < 86_400_000 else "%Y-%m-%d"

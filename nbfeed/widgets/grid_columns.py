@@ -21,7 +21,7 @@ Workspace                   LiveGrid
                             with ``colorValueKey`` the colour follows that field's sign
 ``renderFn: greenRed``      ``green_red=True`` (text colour by sign; of ``colorValueKey``
                             when given, else of the cell itself)
-``titleCase, hoverCard,``   accepted, not drawn (ipydatagrid has no equivalent)
+``titleCase, hoverCard,``   accepted, not drawn
 ``cellOnClick, columnColor``
 ``formatterFn``             ``int`` -> ``,.0f``; ``none`` -> no format; ``percent`` -> suffix %;
                             ``normalized`` -> x100; ``normalizedPercent`` -> x100 and %;
@@ -48,6 +48,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..errors import BadRequest
+from ..intervals import interval_ms, is_bar
 
 KINDS = ("number", "text", "time", "age")
 WORKSPACE_RENDER_FNS = (
@@ -488,3 +489,43 @@ def browser_spec(col: Column) -> dict[str, Any]:
         "flash": bool(col.flash), "greenRed": bool(col.green_red),
         "signField": col.sign_field, "width": col.width,
     }
+
+
+def with_support_fields(spec: list[Column], price: str | None) -> list[Column]:
+    """``spec`` plus the hidden columns the browser needs: ``time`` (ages, stale rows) and the
+    ``price`` field whose decimals the row's other prices follow (for a stream's grid)."""
+    have = {c.field for c in spec}
+    extra = []
+    if "time" not in have:
+        extra.append(Column("time", kind="time", flash=False, hide=True))
+    if price is not None and price not in have and any(c.fmt == AUTO_FMT for c in spec):
+        extra.append(Column(price, fmt=AUTO_FMT, flash=False, hide=True))
+    return spec + extra
+
+
+def browser_columns(spec: Sequence[Column], widths: Mapping[str, int]) -> list[dict[str, Any]]:
+    """The visible columns as ``static/grid.js`` reads them; ``widths`` (header or field ->
+    pixels) fixes a column's width, else it fits its content."""
+    fields_ = {c.field for c in spec}
+    ref = next((name for name in ("price", "close") if name in fields_), None)
+    out = []
+    for col in spec:
+        if col.hide:
+            continue
+        js = browser_spec(col)
+        js["width"] = widths.get(col.header, widths.get(col.field, col.width))
+        if col.fmt == AUTO_FMT:
+            js["ref"] = ref or col.field  # decimals follow the row's price
+        out.append(js)
+    return out
+
+
+def time_format(interval: str) -> str:
+    """How a row's time reads: to the second for quotes and sub-minute bars, to the minute for
+    intraday bars, the date alone for daily and longer ones."""
+    if not is_bar(interval):
+        return "%H:%M:%S"
+    ms = interval_ms(interval)
+    if ms < 60_000:
+        return "%Y-%m-%d %H:%M:%S"
+    return "%Y-%m-%d %H:%M" if ms < 86_400_000 else "%Y-%m-%d"
