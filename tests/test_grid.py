@@ -484,6 +484,8 @@ const out = {
   ny: timeFormatter("%H:%M", "America/New_York")(Date.UTC(2026, 0, 2, 14, 30)),
   ages: [400, 12000, 185000, 7300000].map(formatAge),
   pct: cellFormatter({kind: "number", fmt: ",.2f", suffix: "%", scale: 1}, {})(-0.9),
+  zero: cellFormatter({kind: "number", fmt: "auto", scale: 1, ref: "price"}, {})(
+    -0.001, {decimals: () => 2}),
 };
 console.log(JSON.stringify(out));
 """)
@@ -495,6 +497,7 @@ console.log(JSON.stringify(out));
     assert out["ny"] == "09:30"
     assert out["ages"] == ["0.4s", "12s", "3m05s", "2h01m"]
     assert out["pct"] == "-0.90%"
+    assert out["zero"] == "0.00", "a change that rounds to zero has no minus sign"
 
 
 # --------------------------------------------------------------------------- bad input

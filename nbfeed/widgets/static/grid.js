@@ -57,6 +57,7 @@ export function tickDecimals(v) {
   return Math.max(2, Math.min(carriedDecimals(v), 5 - intDigits));
 }
 
+const NEGATIVE_ZERO = /^-0(\.0*)?$/;
 const D3 = /^(?:(.)?([<>=^]))?([+\-( ])?([$#])?(0)?(\d+)?(,)?(?:\.(\d+))?(~)?([a-z%])?$/i;
 const SI = ["", "k", "M", "G", "T", "P"];
 
@@ -154,7 +155,9 @@ export function cellFormatter(col, options) {
   if (col.fmt === "auto") {
     return (v, row) => {
       if (!Number.isFinite(v)) return "";
-      return wrap(grouped(row.decimals(col.ref || col.field, v)).format(v * scale));
+      // A change that rounds to zero reads "0.00", not "-0.00".
+      const text = grouped(row.decimals(col.ref || col.field, v)).format(v * scale);
+      return wrap(NEGATIVE_ZERO.test(text) ? text.slice(1) : text);
     };
   }
   const f = col.fmt ? d3Formatter(col.fmt) : (x) => grouped(carriedDecimals(x), false).format(x);
@@ -324,12 +327,14 @@ function render({ model, el: host }) {
   const headCells = cols.map((c, k) => {
     const h = el("div", `nbf-h nbf-${c.align}`, head);
     h.title = c.kind === "time" ? `${c.header} (${opts.timezone})` : c.header;
+    // The sort mark goes on the inner side of the label: before it in a right-aligned column.
+    const mark = c.align === "right" ? el("span", "nbf-sort", h) : null;
     const label = el("span", "nbf-label", h);
     label.textContent = c.kind === "time" && opts.timezone
       ? `${c.header} ${shortZone(opts.timezone)}` : c.header;
-    const mark = el("span", "nbf-sort", h);
+    const after = mark || el("span", "nbf-sort", h);
     h.addEventListener("click", () => onHeaderClick(k));
-    return { h, label, mark };
+    return { h, label, mark: after };
   });
 
   // What each on-screen slot shows: slot i is display row first + i.
@@ -596,7 +601,8 @@ function render({ model, el: host }) {
   let headersFitted = false;
   function drawHeader() {
     if (!headersFitted && theme.connected) {
-      headCells.forEach((hc, k) => fit(k, hc.label.textContent, true));
+      // Room for the sort mark too: sorting never cuts a header.
+      headCells.forEach((hc, k) => fit(k, `${hc.label.textContent} \u25bc`, true));
       headersFitted = true;
     }
     const sort = state.sort;
