@@ -53,6 +53,12 @@ CELLS = {
         "                        columns=['symbol', 'price', 'change'], max_height=200)\n"
         "many"
     ),
+    "candles": (
+        "candles = feed.subscribe('simulated', 'MSFT', interval='1s')\n"
+        "bar_grid = nbfeed.LiveGrid(candles, columns=['time', 'close', 'volume'],\n"
+        "                           max_height=140)\n"
+        "bar_grid"
+    ),
     "chart": (
         "bars = feed.subscribe('simulated', 'AAPL', interval='1s')\n"
         "chart = nbfeed.LiveChart(bars, height=300)\n"
@@ -341,6 +347,36 @@ def test_clicking_a_row_hands_its_symbol_to_python(notebook):
             "(sym) => nbf.run(`assert many.selected['symbol'] == ${JSON.stringify(sym)}, "
             "many.selected`)", target["symbol"])
     assert error is None, error
+
+
+def test_candle_rows_are_followed_until_the_user_scrolls_away(notebook, artifacts):
+    """New 1 s bars append at the bottom and stay in view; scrolling up locks the view (the
+    status line says so) and a click on it follows again."""
+    page = notebook
+    scroller = "nbf.grid('candles').querySelector('.nbf-scroll')"
+    at_end = f"() => {{ const s = {scroller}; return s.scrollHeight - s.clientHeight > 44 " \
+             "&& s.scrollTop + s.clientHeight >= s.scrollHeight - 2; }"
+    page.wait_for_function(at_end, timeout=WAIT_MS, polling=100)
+    seq = page.evaluate("() => nbf.grid('candles').dataset.total")
+    page.wait_for_function("(n) => nbf.grid('candles').dataset.total !== n", arg=seq,
+                           timeout=WAIT_MS, polling=100)
+    page.wait_for_function(at_end, timeout=WAIT_MS, polling=100)  # followed the new bar
+    box = page.evaluate(
+        f"""() => {{ const s = {scroller}; s.scrollIntoView({{block: 'center'}});
+              const r = s.getBoundingClientRect(); return {{x: r.left + 30, y: r.top + 60}}; }}""")
+    page.mouse.move(box["x"], box["y"])
+    page.mouse.wheel(0, -300)
+    page.wait_for_function(
+        "() => nbf.grid('candles').querySelector('.nbf-status').textContent"
+        ".includes('following paused')", timeout=WAIT_MS, polling=100)
+    top = page.evaluate(f"() => {scroller}.scrollTop")
+    total = page.evaluate("() => nbf.grid('candles').dataset.total")
+    page.wait_for_function("(n) => nbf.grid('candles').dataset.total !== n", arg=total,
+                           timeout=WAIT_MS, polling=100)
+    assert page.evaluate(f"() => {scroller}.scrollTop") == top, "a locked view moved"
+    grid_shot(page, "candles", artifacts / "lab-candles-paused.png")
+    page.evaluate("() => nbf.grid('candles').querySelector('.nbf-status').click()")
+    page.wait_for_function(at_end, timeout=WAIT_MS, polling=100)
 
 
 CHART = "nbf.charts('chart')[0]"
