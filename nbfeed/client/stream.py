@@ -196,17 +196,25 @@ class Stream:
         return latest_frame(self.latest_rows())
 
     def latest_rows(self) -> list[dict]:
-        """The newest row per symbol as row dicts (epoch-ms ``time``), in first-seen order:
-        what :attr:`latest` shows, without the DataFrame. Read-only, like callback rows."""
-        return list(self._latest.values())
+        """The newest row per symbol as plain row dicts (copies; epoch-ms ``time``), in
+        first-seen order: what :attr:`latest` shows, without the DataFrame round trip (what
+        widgets start from)."""
+        # list() of a dict's values runs without releasing the GIL: a consistent copy even
+        # while the dispatcher thread inserts.
+        return [dict(row) for row in list(self._latest.values())]
 
-    def history(self, count: int = 500) -> Any:
-        """Recent bars of the first symbol (for charts that start with history)."""
-        if self._history is None or self.interval == "tick":
+    def history(self, count: int = 500, interval: str | None = None) -> Any:
+        """Recent bars of the first symbol (for charts that start with history).
+
+        ``interval`` defaults to the stream's; a tick stream has no bars of its own, so it
+        returns an empty DataFrame unless a bar ``interval`` (e.g. "1s") is asked for.
+        """
+        interval = interval or self.interval
+        if self._history is None or interval == "tick":
             import pandas as pd
 
             return pd.DataFrame()
-        return self._history(self.source, self.symbols[0], self.interval, count=count)
+        return self._history(self.source, self.symbols[0], interval, count=count)
 
     def __aiter__(self) -> Stream:
         loop = asyncio.get_running_loop()
