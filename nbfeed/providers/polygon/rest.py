@@ -39,7 +39,9 @@ _DAY = 86_400_000
 _SPANS = {"1s": (1, "second"), "1m": (1, "minute"), "3m": (3, "minute"), "5m": (5, "minute"),
           "15m": (15, "minute"), "30m": (30, "minute"), "1h": (1, "hour"), "2h": (2, "hour"),
           "4h": (4, "hour"), "6h": (6, "hour"), "8h": (8, "hour"), "12h": (12, "hour"),
-          "1d": (1, "day"), "1w": (1, "week"), "1M": (1, "month")}
+          "1d": (1, "day"), "3d": (1, "day"), "1w": (1, "week"), "1M": (1, "month")}
+# 3d bars are built from daily aggregates merged onto nbfeed's 3-day grid (Polygon's own
+# 3-day multiple would start wherever the request's ``from`` falls).
 
 
 class PolygonAuthError(UpstreamError):
