@@ -133,6 +133,12 @@ class Backfill:
         if fill is not None:
             _hold(fill, rows)
             return True
+        if last_time is None:
+            return False
+        newest = rows[-1].get("time")
+        if newest == last_time and rows[0].get("time") == newest:
+            self._interrupted.discard(key)  # the hot path: the open bar moved on, nothing lost
+            return False
         times = [t for t in (r.get("time") for r in rows) if isinstance(t, int)]
         interrupted = key in self._interrupted
         span = missing_span(last_time, times, key[2], interrupted=interrupted)
