@@ -22,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..hub.backfill import missing_span
+from ..hub.backfill import gap_event, missing_span
 from ..timeutil import ms_to_iso
 from .stream import Stream
 
@@ -101,13 +101,8 @@ class Heal:
         except Exception as exc:
             log.warning("nbfeed: could not backfill %s %s %s..%s after a reconnect: %s",
                         symbol, self.stream.interval, ms_to_iso(start), ms_to_iso(end), exc)
-            self.stream._push_event({
-                "type": "error", "code": getattr(exc, "code", "upstream"),
-                "message": f"{self.stream.source}/{symbol}/{self.stream.interval}: could not "
-                           f"backfill {ms_to_iso(start)} .. {ms_to_iso(end)} after a "
-                           f"reconnect: {exc}",
-                "source": self.stream.source, "symbol": symbol,
-                "interval": self.stream.interval, "gap": [start, end]})
+            self.stream._push_event(gap_event(
+                (self.stream.source, symbol, self.stream.interval), span, exc))
         finally:
             held = self._held.pop(symbol, {})
             if held:

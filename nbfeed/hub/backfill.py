@@ -78,6 +78,14 @@ def missing_span(last_time: int | None, times: Iterable[int], interval: str, *,
     return None
 
 
+def gap_event(key: StreamKey, span: Span, error: BaseException) -> dict:
+    """The ``error`` event telling a stream's subscribers that ``span`` stays missing."""
+    return {"type": "error", "code": getattr(error, "code", "upstream"),
+            "message": f"{key[0]}/{key[1]}/{key[2]}: could not backfill {ms_to_iso(span[0])} .. "
+                       f"{ms_to_iso(span[1])}: {error}",
+            "source": key[0], "symbol": key[1], "interval": key[2], "gap": [span[0], span[1]]}
+
+
 @dataclass(eq=False)
 class _Fill:
     span: Span
@@ -193,4 +201,4 @@ def _hold(fill: _Fill, rows: list[dict]) -> None:
         fill.held[row.get("time")] = row
 
 
-__all__ = ["Backfill", "BackfillRules", "missing_span"]
+__all__ = ["Backfill", "BackfillRules", "gap_event", "missing_span"]

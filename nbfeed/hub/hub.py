@@ -36,8 +36,7 @@ from ..providers.registry import (
     check_source_name,
     describe_unloaded,
 )
-from ..timeutil import ms_to_iso
-from .backfill import Backfill, Span
+from .backfill import Backfill, Span, gap_event
 from .config import HubConfig
 from .outbox import StreamBatch
 from .process import ProviderProcess
@@ -552,11 +551,7 @@ class Hub:
         elif error is not None:
             stream.bars = []  # the bar open before the hole is not known final: not cached
         if error is not None:
-            event = {"type": "error", "code": getattr(error, "code", "upstream"),
-                     "message": f"{key[0]}/{key[1]}/{key[2]}: could not backfill "
-                                f"{ms_to_iso(span[0])} .. {ms_to_iso(span[1])}: {error}",
-                     "source": key[0], "symbol": key[1], "interval": key[2],
-                     "gap": [span[0], span[1]]}
+            event = gap_event(key, span, error)
             for sub in stream.subs:
                 sub.put_event(event)
         if held:
