@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..intervals import interval_ms, next_bar
+from ..intervals import BAR_INTERVALS, interval_ms, next_bar
 from ..timeutil import ms_to_iso
 
 log = logging.getLogger("nbfeed.hub")
@@ -141,8 +141,8 @@ class Backfill:
         if fill is not None:
             _hold(fill, rows)
             return True
-        if last_time is None:
-            return False
+        if last_time is None or key[2] not in BAR_INTERVALS:
+            return False  # nothing delivered yet, or not a live candle stream (a replay...)
         newest = rows[-1].get("time")
         if newest == last_time and rows[0].get("time") == newest:
             self._interrupted.discard(key)  # the hot path: the open bar moved on, nothing lost

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..intervals import TICK, interval_ms
+from ..intervals import BAR_INTERVALS, TICK, interval_ms
 
 StreamKey = tuple[str, str, str]
 
@@ -91,8 +91,10 @@ class StreamHealth:
     # ---- what the hub tells us --------------------------------------------------------------
 
     def track(self, key: StreamKey) -> None:
-        """Start watching a stream (its first subscriber arrived)."""
-        if key in self._streams:
+        """Start watching a stream (its first subscriber arrived). Only live quote and candle
+        streams are watched: a stream of another kind (e.g. a replay session, whose clock may
+        be paused) is not."""
+        if key in self._streams or (key[2] != TICK and key[2] not in BAR_INTERVALS):
             return
         bar_s = None if key[2] == TICK else interval_ms(key[2]) / 1000.0
         health = self._streams[key] = _Health(bar_s, self._clock())
