@@ -154,8 +154,13 @@ async def test_sigkill_mid_stream_then_the_bars_received_equal_history(start_hub
 # ---- a cut of the upstream socket ----------------------------------------------------------------
 
 
+LONG_CUT = pytest.param(30.0, marks=[pytest.mark.slow, pytest.mark.skipif(
+    not os.environ.get("NBFEED_LONG_CUTS"),
+    reason="the 30 s cut runs with NBFEED_LONG_CUTS=1 (and in bench/gapfree.py)")])
+
+
 @pytest.mark.asyncio
-@pytest.mark.parametrize("cut", [3.0])
+@pytest.mark.parametrize("cut", [3.0, LONG_CUT])
 async def test_upstream_cut_then_the_bars_received_equal_history(start_hub, cut):
     with FakeBinance() as fb:
         hub = await start_hub(ProviderSpec("binance", BINANCE, {
