@@ -22,19 +22,22 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..hub.backfill import gap_event, missing_span
+from ..hub.backfill import BackfillRules, gap_event, missing_span
+from ..intervals import interval_ms
 from ..timeutil import ms_to_iso
 from .stream import Stream
 
 log = logging.getLogger("nbfeed.client")
 
-FetchBars = Callable[[str, int, int], Awaitable[list[dict]]]
+FetchBars = Callable[[str, int, int, int | None], Awaitable[list[dict]]]
 
 
 class Heal:
     """Fills one subscription's holes after one reconnect (see the module docstring).
 
-    ``fetch(symbol, start, end)`` returns the server's bars of ``[start, end)``.
+    ``fetch(symbol, start, end, count)`` returns the server's bars of ``[start, end)`` (the
+    newest ``count`` of them when ``count`` is not None: a hole longer than the hub's
+    ``BackfillRules.max_bars`` is filled with its newest bars, as the hub does).
     """
 
     def __init__(self, stream: Stream, fetch: FetchBars) -> None:
@@ -89,8 +92,10 @@ class Heal:
 
     async def _fill(self, symbol: str, span: tuple[int, int]) -> None:
         start, end = span
+        limit = BackfillRules().max_bars
+        count = limit if (end - start) // interval_ms(self.stream.interval) > limit else None
         try:
-            bars = await self._fetch(symbol, start, end)
+            bars = await self._fetch(symbol, start, end, count)
             bars = sorted((b for b in bars if start <= b.get("time", start - 1) < end),
                           key=lambda b: b["time"])
             if bars:

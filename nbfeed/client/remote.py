@@ -157,22 +157,22 @@ class RemoteFeed(Feed):
         if old is not None:
             old.cancel()
 
-        async def fetch(symbol: str, start: int, end: int) -> list[dict]:
+        async def fetch(symbol: str, start: int, end: int, count: int | None) -> list[dict]:
             return await self._socket_history(stream.source, symbol, stream.interval, start,
-                                              end)
+                                              end, count)
 
         self._heals[rid] = Heal(stream, fetch)
 
     async def _socket_history(self, source: str, symbol: str, interval: str, start: int,
-                              end: int) -> list[dict]:
-        """Bars of ``[start, end)`` over the websocket (on the socket loop)."""
+                              end: int, count: int | None = None) -> list[dict]:
+        """Bars of ``[start, end)`` (the newest ``count``) over the websocket (socket loop)."""
         rid = f"h{next(self._ids)}"
         assert self._loop is not None
         fut = self._requests[rid] = self._loop.create_future()
         try:
             await self._ws.write_message(dumps({
                 "type": "history", "id": rid, "source": source, "symbol": symbol,
-                "interval": interval, "start": start, "end": end}))
+                "interval": interval, "start": start, "end": end, "count": count}))
             return await asyncio.wait_for(fut, self.timeout)
         finally:
             self._requests.pop(rid, None)

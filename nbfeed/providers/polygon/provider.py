@@ -485,6 +485,12 @@ class PolygonProvider(Provider):
             if symbols:
                 try:
                     self._report_markets(self.rest.market_status(), symbols)
+                except HttpError as exc:
+                    if exc.status in (403, 404):  # not in this plan: asking again will not help
+                        self.log.warning("polygon: no market status (%s); closed markets will "
+                                         "show as stale streams", exc)
+                        return
+                    self.log.warning("polygon: cannot read the market status: %s", exc)
                 except UpstreamError as exc:
                     self.log.warning("polygon: cannot read the market status: %s", exc)
             self.stopping.wait(self.market_status_every)
