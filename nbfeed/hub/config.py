@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..providers.registry import ProviderSpec
+from .backfill import BackfillRules
+from .staleness import StalenessRules
 
 
 def default_home() -> Path:
@@ -57,6 +59,10 @@ class HubConfig:
     #: Options configured for providers that are not loaded, used only to tell whether they
     #: could run (e.g. an API key given in configuration).
     known_options: dict[str, dict] = field(default_factory=dict)
+    #: When a silent stream is reported stale (see :mod:`nbfeed.hub.staleness`).
+    staleness: StalenessRules = field(default_factory=StalenessRules)
+    #: How candle streams' holes are filled from history (see :mod:`nbfeed.hub.backfill`).
+    backfill: BackfillRules = field(default_factory=BackfillRules)
 
     def resolved_home(self) -> Path:
         return Path(self.home) if self.home is not None else default_home()
