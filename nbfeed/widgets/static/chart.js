@@ -490,7 +490,8 @@ function paint(ctx, W, H, s) {
   const last = lastCol[n - 1];
   if (Number.isFinite(last)) {
     const up = kind === "candle" ? last >= store.col("open")[n - 1] : true;
-    const color = kind === "candle" ? (up ? th.up : th.down) : PALETTE[0];
+    // A stale stream's last value is drawn muted: it is where the data stopped, not a price.
+    const color = s.stale ? th.muted : kind === "candle" ? (up ? th.up : th.down) : PALETTE[0];
     const y = Math.round(yOf(last)) + 0.5;
     if (y >= top && y <= priceBottom) {
       ctx.strokeStyle = color;
@@ -612,6 +613,7 @@ function drawHeader(ctx, s, i, x, y, dec = 2) {
   if (s.title) name = s.symbol && !s.title.includes(s.symbol) ? `${s.symbol}  ${s.title}` : s.title;
   else name = [s.symbol, s.interval].filter(Boolean).join(" \u00b7 ");
   if (name) parts.push([name, th.fg, true]);
+  if (s.stale) parts.push([`\u25cf ${s.stale}`, th.down, true]);
   if (store && i != null && i >= 0 && i < store.length) {
     parts.push([formatFullTime(store.times[i], (s.intervalMs || MIN) < MIN), th.muted]);
     if (kind === "candle") {
@@ -725,7 +727,7 @@ function render({ model, el }) {
     layout = paint(ctx, W, H, {
       store, view, kind, hover, theme: themeOf(el), showVolume: model.get("volume"),
       symbol: model.get("symbol"), title: model.get("title"), intervalMs: model.get("_interval_ms"),
-      interval: model.get("_interval"),
+      interval: model.get("_interval"), stale: model.get("_stale"),
     });
     draws++;
     // Debug hook for browser tests: what the last draw showed.
@@ -737,6 +739,7 @@ function render({ model, el }) {
     d.draws = String(draws);
     d.resyncs = String(resyncs);
     d.pinned = String(view.pinned);
+    d.stale = model.get("_stale") || "";
     if (n) {
       const lastCol = kind === "candle" ? store.col("close") : store.cols[0];
       d.lastTime = String(store.times[n - 1]);
@@ -823,7 +826,8 @@ function render({ model, el }) {
   };
   model.on("change:_snapshot", loadSnapshot);
   model.on("msg:custom", onMessage);
-  model.on("change:height change:title change:symbol change:volume change:_interval", onConfig);
+  model.on("change:height change:title change:symbol change:volume change:_interval change:_stale",
+    onConfig);
   model.on("change:_generation", onGeneration);
   const resizeObserver = new ResizeObserver(() => schedule());
   resizeObserver.observe(root);
@@ -842,7 +846,8 @@ function render({ model, el }) {
     themeObserver.disconnect();
     model.off("change:_snapshot", loadSnapshot);
     model.off("msg:custom", onMessage);
-    model.off("change:height change:title change:symbol change:volume change:_interval", onConfig);
+    model.off("change:height change:title change:symbol change:volume change:_interval change:_stale",
+      onConfig);
     model.off("change:_generation", onGeneration);
     root.remove();
   };
