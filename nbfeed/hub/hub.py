@@ -142,7 +142,10 @@ class Hub:
                       "log_level": self.config.provider_log_level},
             max_restarts=self.config.max_restarts, backoff_base=self.config.backoff_base,
             backoff_max=self.config.backoff_max, stable_after=self.config.stable_after,
-            start_timeout=self.config.start_timeout)
+            start_timeout=self.config.start_timeout,
+            heartbeat_interval=self.config.heartbeat_interval,
+            stall_timeout=self.config.stall_timeout,
+            stall_restart_after=self.config.stall_restart_after)
         self._processes[spec.name] = proc
         await proc.start()
         if (proc.state == "running" and self.config.populate_on_start
@@ -186,7 +189,8 @@ class Hub:
         return self._process(source)
 
     def providers_info(self, include_available: bool = False) -> list[dict]:
-        """Name, status (running|starting|restarting|degraded|failed|stopped), reason, datasets.
+        """Name, status (running|starting|stalled|restarting|degraded|failed|stopped), reason,
+        datasets.
 
         With ``include_available``, also every provider nbfeed could run but this hub does not
         (built-ins and the ``nbfeed.providers`` entry points), after the loaded ones: status
@@ -468,7 +472,8 @@ class Hub:
         proc = self._processes.get(source)
         if origin == "process" and state == "running" and proc is not None:
             # A (re)started process knows nothing: subscribe it to every stream of its source,
-            # including those requested while it was still starting.
+            # including those requested while it was still starting. (One back from a stall,
+            # origin "heartbeat", kept its streams and gets the queued commands in order.)
             for (src, symbol, interval) in list(self._streams):
                 if src == source:
                     proc.send(("sub", self.client_id, symbol, interval))

@@ -79,6 +79,15 @@ class NBFeed(ExtensionApp):
                             "answer a history request.").tag(config=True)
     idle_timeout = Float(HubConfig.idle_timeout, help="Seconds without data before a provider's "
                          "no_update hook.").tag(config=True)
+    heartbeat_interval = Float(HubConfig.heartbeat_interval, help="Seconds between heartbeats "
+                               "to each provider process (0 disables stall detection)."
+                               ).tag(config=True)
+    stall_timeout = Float(HubConfig.stall_timeout, help="Seconds without a heartbeat answer "
+                          "before a provider is reported 'stalled' (its requests then fail "
+                          "fast).").tag(config=True)
+    stall_restart_after = Float(HubConfig.stall_restart_after, help="Seconds a provider may "
+                                "stay 'stalled' before it is killed and restarted (0: never)."
+                                ).tag(config=True)
     write_runtime_file = Bool(True, help="Write nbfeed-<pid>.json in the runtime dir so kernels "
                               "find this server.").tag(config=True)
 
