@@ -7,6 +7,7 @@ hub, write JSON. Every error is an HTTP 4xx/5xx with ``{"detail": "..."}`` namin
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -17,7 +18,7 @@ from tornado import web
 from ..errors import BadRequest, UpstreamError
 from ..hub import Hub
 from ..jsonfast import dumpb, loads
-from ..providers.registry import ProviderSpec, resolve_spec
+from ..providers.registry import ProviderSpec, available_providers, load_class, resolve_spec
 from ..tabular import rows_to_csv
 from .base import AUTH_RESOURCE, JSONErrorsMixin
 
@@ -58,10 +59,33 @@ class NBFeedAPIHandler(JSONErrorsMixin, APIHandler):
         self.finish(dumpb(data))
 
 
+_installed_imported = False
+
+
+async def _import_installed_providers() -> None:
+    """Import every installed provider class once, in a thread: the first listing of what could
+    be turned on imports them all, which takes a second on a busy machine - too long to stall
+    every socket of the server for."""
+    global _installed_imported
+    if _installed_imported:
+        return
+
+    def load_all() -> None:
+        for path in available_providers().values():
+            try:
+                load_class(path)
+            except BadRequest:
+                pass  # reported by the listing itself
+
+    await asyncio.to_thread(load_all)
+    _installed_imported = True
+
+
 class ProvidersHandler(NBFeedAPIHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
+        await _import_installed_providers()
         self.reply({"providers": self.hub.providers_info(include_available=True)})
 
     @web.authenticated
