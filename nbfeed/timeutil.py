@@ -13,7 +13,7 @@ import re
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from .errors import BadRequest
+from .errors import BadRequest, shown
 
 _RELATIVE = re.compile(r"^\s*(?:\$?currentDate|now)\s*(?:([+-])\s*(\d+)\s*([smhdwMy]))?\s*$")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -51,7 +51,11 @@ def to_ms(value: Any, field: str = "time") -> int:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
-        return int(round(value.timestamp() * 1000))
+        try:
+            return int(round(value.timestamp() * 1000))
+        except (OverflowError, ValueError):
+            raise BadRequest(f"{field}: {value.isoformat()} is outside the years 1..9999"
+                             ) from None
     if isinstance(value, date):
         return int(datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp()
                    * 1000)
@@ -67,7 +71,7 @@ def to_ms(value: Any, field: str = "time") -> int:
         return int(value.astype("datetime64[ms]").astype("int64"))
     if hasattr(value, "item"):
         return to_ms(value.item(), field)
-    raise BadRequest(f"{field}: expected a time, got {type_name} {value!r:.80}")
+    raise BadRequest(f"{field}: expected a time, got {type_name} {shown(value)}")
 
 
 def _parse_string(text: str, field: str) -> int:
@@ -78,7 +82,10 @@ def _parse_string(text: str, field: str) -> int:
         raise BadRequest(f"{field}: time string too long ({len(s)} characters)")
     m = _RELATIVE.match(s)
     if m:
-        return _relative(m)
+        try:
+            return _relative(m)
+        except (OverflowError, ValueError):
+            raise BadRequest(f"{field}: {text!r} is outside the years 1..9999") from None
     try:
         return number_to_ms(float(s)) if _looks_numeric(s) else _iso(s)
     except (ValueError, OverflowError):

@@ -100,8 +100,9 @@ class TestBackedUpSocketChurn:
             await ws.send({"type": "unsubscribe", "id": ids[-1]})
             for rid in ids[:-1]:
                 await ws.send({"type": "unsubscribe", "id": rid})
-            await ws.until(lambda f: f.get("type") == "unsubscribed" and f["id"] == ids[-2],
-                           timeout=60)  # the last one sent
+            last = ids[-2]  # the last unsubscribe sent
+            await ws.until(lambda f, last=last: f.get("type") == "unsubscribed"
+                           and f["id"] == last, timeout=60)
             ws.frames.clear()
             # Every subscription still held keeps delivering.
             await ws.until(lambda f: f["type"] == "data_update" and f["id"] == "keep",

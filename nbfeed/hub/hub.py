@@ -25,6 +25,7 @@ from ..errors import (
     UnknownSource,
     UnknownSymbol,
     UpstreamError,
+    shown,
 )
 from ..intervals import TICK, check_interval
 from ..providers.registry import (
@@ -185,7 +186,7 @@ class Hub:
         """The process of ``source`` once it is ready (see :meth:`wait_ready`)."""
         if (isinstance(source, str) and source in self._ready
                 and await self.wait_ready([source]) and source not in self._processes):
-            raise UpstreamError(f"source {source!r} is still starting; try again shortly")
+            raise UpstreamError(f"source {shown(source)} is still starting; try again shortly")
         return self._process(source)
 
     def providers_info(self, include_available: bool = False) -> list[dict]:
@@ -230,7 +231,7 @@ class Hub:
 
     def _process(self, source: Any) -> ProviderProcess:
         if not isinstance(source, str) or source not in self._processes:
-            raise UnknownSource(f"unknown source {source!r}; available: "
+            raise UnknownSource(f"unknown source {shown(source)}; available: "
                                 f"{', '.join(self._processes) or '(none)'}")
         return self._processes[source]
 
@@ -257,7 +258,7 @@ class Hub:
         if not self._listed(source):
             supported = proc.intervals
             if interval not in supported:
-                raise BadInterval(f"interval {interval!r} is not supported by {source!r}; "
+                raise BadInterval(f"interval {shown(interval)} is not supported by {source!r}; "
                                   f"supported: {', '.join(supported)}")
             return symbols
         known = []
@@ -273,7 +274,7 @@ class Hub:
                 hint = f"; did you mean {', '.join(near)}?" if near else ""
                 raise UnknownSymbol(f"unknown symbol {symbol!r} for source {source!r}{hint}")
             else:
-                raise BadInterval(f"interval {interval!r} is not available for "
+                raise BadInterval(f"interval {shown(interval)} is not available for "
                                   f"{source}/{symbol}; available: {', '.join(intervals)}")
         return known
 
@@ -347,7 +348,7 @@ class Hub:
         try:
             symbols = list(dict.fromkeys(symbols))
         except TypeError:
-            raise BadRequest(f"symbols must be a list of strings, got {symbols!r:.80}") from None
+            raise BadRequest(f"symbols must be a list of strings, got {shown(symbols)}") from None
         if not symbols:
             raise BadRequest("symbols must name at least one symbol")
         limit = self.config.max_symbols_per_subscription

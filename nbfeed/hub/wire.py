@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._version import __version__
-from ..errors import BadRequest, LimitExceeded, NBFeedError
+from ..errors import BadRequest, LimitExceeded, NBFeedError, shown
 from ..jsonfast import dumpb, loads
 from .config import HubConfig
 from .hub import Hub
@@ -110,7 +110,7 @@ class WireSession:
             req_id = self._id_of(msg)
             kind = msg.get("type")
             if kind not in MESSAGE_TYPES:
-                raise BadRequest(f"unknown message type {kind!r:.60}; expected one of "
+                raise BadRequest(f"unknown message type {shown(kind, 60)}; expected one of "
                                  f"{', '.join(MESSAGE_TYPES)}")
             await getattr(self, f"_on_{kind}")(msg, req_id)
         except _TransportClosed:

@@ -15,7 +15,7 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-from ..errors import BadRequest, UpstreamError
+from ..errors import BadRequest, UpstreamError, shown
 from ..hub import Hub
 from ..jsonfast import dumpb, loads
 from ..providers.registry import ProviderSpec, available_providers, load_class, resolve_spec
@@ -50,7 +50,7 @@ class NBFeedAPIHandler(JSONErrorsMixin, APIHandler):
         try:
             return int(value)
         except ValueError:
-            raise BadRequest(f"parameter {name!r} must be a whole number, got {value!r:.40}"
+            raise BadRequest(f"parameter {name!r} must be a whole number, got {shown(value, 40)}"
                              ) from None
 
     def reply(self, data: Any) -> None:
@@ -116,8 +116,8 @@ def _spec_from_body(body: bytes) -> ProviderSpec:
         raise BadRequest(f"provider body of {len(body)} bytes is over {MAX_PROVIDER_BODY}")
     try:
         data = loads(body or b"null")
-    except ValueError:
-        raise BadRequest("body must be JSON") from None
+    except ValueError as exc:
+        raise BadRequest(f"body must be JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object with name, kind, value, options")
     name, kind, value = data.get("name"), data.get("kind"), data.get("value")
@@ -136,7 +136,7 @@ def _spec_from_body(body: bytes) -> ProviderSpec:
         except (binascii.Error, TypeError, ValueError):
             raise BadRequest("value must be base64 for kind 'pickled'") from None
         return ProviderSpec(name=name, factory=None, options=options, pickled=pickled)
-    raise BadRequest(f"kind must be 'builtin', 'path' or 'pickled', got {kind!r:.40}")
+    raise BadRequest(f"kind must be 'builtin', 'path' or 'pickled', got {shown(kind, 40)}")
 
 
 class SymbolsHandler(NBFeedAPIHandler):
@@ -155,7 +155,7 @@ class HistoryHandler(NBFeedAPIHandler):
     async def get(self) -> None:
         fmt = self.param("format", "json")
         if fmt not in ("json", "csv"):
-            raise BadRequest(f"format must be 'json' or 'csv', got {fmt!r:.40}")
+            raise BadRequest(f"format must be 'json' or 'csv', got {shown(fmt, 40)}")
         source = self.param("source", required=True)
         symbol = self.param("symbol", required=True)
         interval = self.param("interval", required=True)

@@ -32,7 +32,7 @@ from typing import Any
 from jupyter_server.auth.decorator import allow_unauthenticated
 from tornado import web
 
-from ...errors import NBFeedError
+from ...errors import NBFeedError, shown
 from ...hub import Hub, StreamBatch, Subscription
 from ...intervals import TICK
 from ...jsonfast import dumpb, loads
@@ -198,7 +198,7 @@ class LiveGridSocket(SessionSocket):
                         "c.NBFeed.workspace_origins", self.get_origin())
             raise web.HTTPError(403, "origin not allowed")
         if source not in self.backend.hub.sources():
-            raise web.HTTPError(404, f"unknown source {source!r:.80}")
+            raise web.HTTPError(404, f"unknown source {shown(source)}")
         if len(self.backend.sockets) >= MAX_SOCKETS:
             raise web.HTTPError(503, "too many Workspace sockets")
         self.capability = capability

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ...errors import BadRequest, LimitExceeded
+from ...errors import BadRequest, LimitExceeded, shown
 from ...hub import Hub, Subscription
 from ...intervals import TICK
 from ...jsonfast import nan_to_none
@@ -109,10 +109,10 @@ def parse_symbols(value: Any, *, limit: int = MAX_SYMBOLS) -> list[str]:
         parts = []
         for item in value:
             if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-                raise BadRequest(f"symbol values must be strings, got {item!r:.40}")
+                raise BadRequest(f"symbol values must be strings, got {shown(item, 40)}")
             parts.extend(str(item).split(","))
     else:
-        raise BadRequest(f"symbol must be a string or a list of strings, got {value!r:.60}")
+        raise BadRequest(f"symbol must be a string or a list of strings, got {shown(value, 60)}")
     out = list(dict.fromkeys(p.strip() for p in parts if p.strip()))
     if len(out) > limit:
         raise LimitExceeded(f"{len(out)} symbols requested; the limit is {limit}")
