@@ -157,7 +157,20 @@ class NBFeed(ExtensionApp):
 
     def initialize_settings(self) -> None:
         # No asyncio work here: the loop is not running yet. The hub starts in the start hook.
+        self._route_nbfeed_logs()
         self.hub = Hub(self.hub_config())
+
+    def _route_nbfeed_logs(self) -> None:
+        """nbfeed's loggers (``nbfeed.hub``, ``nbfeed.wire``, ...) write through this server's
+        log, with its format and level - as Jupyter does for tornado's - instead of only
+        reaching stderr from WARNING up, unformatted. A logger configured on purpose (one with
+        handlers of its own) is left alone."""
+        import logging
+
+        logger = logging.getLogger("nbfeed")
+        if not logger.handlers:
+            logger.parent = self.log
+            logger.propagate = True
 
     def initialize_handlers(self) -> None:
         # Handlers get what they use (the hub, the limits, the Workspace backend), not the app.
