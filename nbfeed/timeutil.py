@@ -4,6 +4,11 @@ Rules, stated once for all of nbfeed: naive datetimes and ISO strings without an
 numbers are epoch seconds when below 1e11 (before year 5138), milliseconds below 1e14,
 microseconds below 1e17 and nanoseconds above. Anything else raises :class:`BadRequest` naming the
 value and the field it was given for.
+
+The number rule is for what people write. Code that already holds epoch ms must not send them
+through it: ms times from 1966-11 to 1973-03 are below 1e11 and would be read as seconds. Such
+code hands on ISO text (:func:`ms_to_iso` is exact to the millisecond) - or, for a provider's
+rows, plain ints, which :mod:`nbfeed.providers.rows` takes as ms.
 """
 
 from __future__ import annotations

@@ -69,7 +69,8 @@ async def test_failed_requests_log_no_token_key_or_capability(tmp_path):
         assert await ws.read_message() is not None
         ws.close()
         ws = await websocket_connect(f"{ws_base}nbfeed/api/stream?token={TOKEN}")
-        await ws.write_message('{"type": "subscribe", "id": "x", "source": "nope", "symbols": ["A"]}')
+        await ws.write_message(json.dumps({"type": "subscribe", "id": "x", "source": "nope",
+                                           "symbols": ["A"]}))
         assert "unknown source" in await ws.read_message() + await ws.read_message()
         ws.close()
         server.wait_output("/nbfeed/workspace/ws/")

@@ -196,7 +196,10 @@ class MarketPath:
         cum = self._intraday.get(day)
         if cum is None:
             minutes = np.arange(_MINUTES_PER_DAY, dtype=np.uint64)
-            keys = (np.uint64(day) * np.uint64(_MINUTES_PER_DAY) + minutes) ^ self.key
+            # Days before 1970 are negative: wrap them into the key space like the arrays do
+            # (np.uint64(-1) raises instead of wrapping).
+            day_key = np.array(day, dtype=np.int64).astype(np.uint64)
+            keys = (day_key * np.uint64(_MINUTES_PER_DAY) + minutes) ^ self.key
             bursts = -np.log1p(-_uniform(keys ^ _SALT_MINUTE))  # exponential: bursty minutes
             x = (np.arange(_MINUTES_PER_DAY) + 0.5) / _MINUTES_PER_DAY
             profile = 0.55 + 1.8 * (x - 0.5) ** 2  # busier at the ends of the UTC day
