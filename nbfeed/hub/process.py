@@ -93,8 +93,6 @@ class ProviderProcess:
         self.intervals: tuple[str, ...] = INTERVALS
         #: The provider class's one-line description (``Provider.describe()``).
         self.description = ""
-        #: Seconds from the last heartbeat answer to ``stalled``, for each stall (monitoring).
-        self.stall_delays: list[float] = []
         self._recent_restarts = 0
         self._ready_at = 0.0
         self._proc: Any = None
@@ -258,7 +256,6 @@ class ProviderProcess:
 
     def _on_stalled(self, silent: float, channel: ProviderChannel) -> None:
         self._stalled_since = time.monotonic()
-        self.stall_delays.append(silent)
         why = f"no heartbeat answer for {silent:.0f} s"
         busy = channel.busy
         if busy is not None and self._stalled_since - busy[2] < 2 * self.heartbeat_interval + 1:
