@@ -191,8 +191,12 @@ class MarketPath:
         total = self.inst.daily_volume * np.exp(0.3 * daily + 0.25 * swell - 0.076)
         return np.round(total, self.inst.volume_decimals)
 
-    def _fractions(self, day: int) -> np.ndarray:
-        """Cumulative share of ``day``'s volume at each minute boundary (1441 values, 0 -> 1)."""
+    def _fractions(self, day: int, keep: bool = True) -> np.ndarray:
+        """Cumulative share of ``day``'s volume at each minute boundary (1441 values, 0 -> 1).
+
+        Kept for the next call only with ``keep``: live streams ask for the same day
+        thousands of times, a history request for each day once - caching those filled 64
+        days x 11.5 KB per symbol, megabytes per provider over a day of requests."""
         cum = self._intraday.get(day)
         if cum is None:
             minutes = np.arange(_MINUTES_PER_DAY, dtype=np.uint64)
@@ -205,9 +209,10 @@ class MarketPath:
             profile = 0.55 + 1.8 * (x - 0.5) ** 2  # busier at the ends of the UTC day
             cum = np.concatenate([[0.0], np.cumsum(profile * (0.25 + bursts))])
             cum /= cum[-1]
-            if len(self._intraday) > 64:  # live streams touch one or two days; keep it small
-                self._intraday.clear()
-            self._intraday[day] = cum
+            if keep:
+                if len(self._intraday) > 4:  # live streams touch one or two days
+                    self._intraday.clear()
+                self._intraday[day] = cum
         return cum
 
     def volume_since_midnight(self, t: np.ndarray) -> np.ndarray:
@@ -225,7 +230,7 @@ class MarketPath:
         tod_min = (t - days * DAY) / MINUTE
         for day in np.unique(days).tolist():
             sel = days == day
-            out[sel] = np.interp(tod_min[sel], _MINUTE_MARKS, self._fractions(day))
+            out[sel] = np.interp(tod_min[sel], _MINUTE_MARKS, self._fractions(day, keep=False))
         return np.round(totals * out, self.inst.volume_decimals)
 
     def _day_total(self, day: int) -> float:
