@@ -22,7 +22,6 @@ answering; the shell never closes a healthy socket itself.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
@@ -30,9 +29,8 @@ from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
+from ..hub.tasks import background
 from .base import RedactedRequestMixin
-
-_closing: set[asyncio.Future] = set()  # keeps session.close() tasks alive until they finish
 
 
 class Session(Protocol):
@@ -79,6 +77,4 @@ class SessionSocket(RedactedRequestMixin, WebSocketMixin, WebSocketHandler, Jupy
     def on_close(self) -> None:
         session, self.session = self.session, None
         if session is not None:
-            task = asyncio.ensure_future(session.close())
-            _closing.add(task)
-            task.add_done_callback(_closing.discard)
+            background(session.close(), f"closing the session of {type(self).__name__}")

@@ -24,6 +24,7 @@ from typing import Any
 
 from ...errors import BadRequest, LimitExceeded, shown
 from ...hub import Hub, Subscription
+from ...hub.tasks import background
 from ...intervals import TICK
 from ...jsonfast import nan_to_none
 
@@ -142,7 +143,6 @@ class QuoteBoard:
         self.max_leases = max_leases
         self._leases: dict[tuple[str, tuple[str, ...]], _Lease] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._closing: set[asyncio.Future] = set()
 
     async def snapshot(self, source: str, symbols: list[str]) -> dict[str, dict]:
         """The latest hub row per symbol (symbols without data yet are missing).
@@ -217,9 +217,7 @@ class QuoteBoard:
     def _close_soon(self, sub: Subscription) -> None:
         """Close a lease's subscription from synchronous code; the task stays referenced
         until it is done."""
-        task = asyncio.ensure_future(sub.close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        background(sub.close(), "closing a Workspace quote lease")
 
     def __len__(self) -> int:
         return len(self._leases)
