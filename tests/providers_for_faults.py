@@ -1,8 +1,9 @@
 """Provider classes and observers for the fault tests (hung providers, churn, bystanders).
 
 The classes run in real provider processes (shipped by reference, like any packaged provider).
-:class:`Bystander` watches a stream that has nothing to do with a fault and measures the
-longest gap between two deliveries, the figure every fault scenario must keep under a second.
+:class:`Bystander` (a hub subscription) and :class:`WireBystander` (a socket of a real server)
+watch a stream that has nothing to do with a fault and measure the longest gap between two
+deliveries, the figure every fault scenario must keep under a second.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from typing import Any
 
 from tests.providers_for_tests import RecordingProvider
+from tests.server_fixtures import WireClient
 
 
 class HangingHookProvider(RecordingProvider):
@@ -65,3 +67,38 @@ class Bystander:
 
     def stop(self) -> None:
         self._task.cancel()
+
+
+class WireBystander:
+    """A socket subscribed to ``counting``/``A`` whose frames are read in a task; records when
+    each ``data_update`` arrived."""
+
+    def __init__(self, client: WireClient) -> None:
+        self.client = client
+        self.arrivals: list[float] = []
+        self._task = asyncio.ensure_future(self._run())
+
+    @classmethod
+    async def open(cls, jp_ws_fetch, source: str = "counting", symbol: str = "A"):
+        client = await WireClient.open(jp_ws_fetch)
+        await client.request({"type": "subscribe", "id": "by", "source": source,
+                              "symbols": [symbol]})
+        await client.until(lambda f: f["type"] == "data_update")
+        self = cls(client)
+        await asyncio.sleep(0.3)
+        return self
+
+    async def _run(self) -> None:
+        while True:
+            frame = await self.client.recv(timeout=3600)
+            if frame["type"] == "data_update":
+                self.arrivals.append(time.monotonic())
+            self.client.frames.clear()
+
+    def max_gap(self) -> float:
+        times = [*self.arrivals, time.monotonic()]
+        return max(b - a for a, b in zip(times, times[1:]))
+
+    def close(self) -> None:
+        self._task.cancel()
+        self.client.close()

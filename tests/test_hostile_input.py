@@ -20,9 +20,9 @@ from nbfeed.errors import BadRequest, shown
 from nbfeed.jsonfast import dumpb, loads
 from nbfeed.openbb.entries import build_entry, check_rows
 from nbfeed.timeutil import to_ms
+from tests.providers_for_faults import WireBystander
 from tests.server_fixtures import *  # noqa: F403
 from tests.server_fixtures import WireClient, fetch_json
-from tests.test_server_faults import WireBystander
 
 WS = ("nbfeed", "workspace")
 ORIGIN = "https://pro.openbb.co"
@@ -117,8 +117,9 @@ def test_published_rows_refuse_lone_surrogates():
     ({"symbol": "x" * 10_000}, 400, "symbol"),
     ({"interval": nested(1000)}, 400, "interval"),
 ])
-async def test_rest_history_names_the_bad_field(nbfeed_server, jp_fetch, server_errors, params,
-                                                status, named):
+async def test_rest_history_names_the_bad_field(nbfeed_server, jp_fetch, jp_ws_fetch,
+                                                server_errors, params, status, named):
+    bystander = await WireBystander.open(jp_ws_fetch, "simulated", "MSFT")
     query = {"source": "simulated", "symbol": "AAPL", "interval": "1d", **params}
     _, reply = await fetch_json(jp_fetch, "nbfeed", "api", "history", params=query,
                                 expect=status)
@@ -126,19 +127,26 @@ async def test_rest_history_names_the_bad_field(nbfeed_server, jp_fetch, server_
     await fetch_json(jp_fetch, "nbfeed", "api", "history", params={
         "source": "simulated", "symbol": "AAPL", "interval": "1d", "count": "5"})
     assert server_errors() == []
+    assert bystander.max_gap() < 1.0
+    bystander.close()
 
 
 @pytest.mark.parametrize("body", [DEEP_5K, DEEP_100K, '{"name": "\\ud800", "kind": "builtin"}',
                                   b'{"name": "\xed\xa0\x80"}'])
-async def test_rest_json_bodies_are_refused_by_name(nbfeed_server, jp_fetch, server_errors,
-                                                    body):
+async def test_rest_json_bodies_are_refused_by_name(nbfeed_server, jp_fetch, jp_ws_fetch,
+                                                    server_errors, body):
+    bystander = await WireBystander.open(jp_ws_fetch, "simulated", "MSFT")
     _, reply = await fetch_json(jp_fetch, "nbfeed", "api", "providers", method="POST",
                                 body=body, expect=400)
     assert "body" in reply["detail"], reply
     assert server_errors() == []
+    assert bystander.max_gap() < 1.0
+    bystander.close()
 
 
-async def test_workspace_endpoints_name_the_bad_field(nbfeed_server, jp_fetch, server_errors):
+async def test_workspace_endpoints_name_the_bad_field(nbfeed_server, jp_fetch, jp_ws_fetch,
+                                                      server_errors):
+    bystander = await WireBystander.open(jp_ws_fetch, "simulated", "MSFT")
     for parts, params, named in (
             (("history", "simulated"), {"symbol": "AAPL", "start": "now-99999999y"}, "start"),
             (("chart", "simulated"), {"symbol": "AAPL", "end": "now+99999999y"}, "end"),
@@ -148,10 +156,13 @@ async def test_workspace_endpoints_name_the_bad_field(nbfeed_server, jp_fetch, s
         _, reply = await fetch_json(jp_fetch, *WS, *parts, params=params, expect=400)
         assert named in reply["detail"], (parts, params, reply)
     assert server_errors() == []
+    assert bystander.max_gap() < 1.0
+    bystander.close()
 
 
-async def test_a_hostile_published_table_poisons_nothing(nbfeed_server, jp_fetch,
+async def test_a_hostile_published_table_poisons_nothing(nbfeed_server, jp_fetch, jp_ws_fetch,
                                                          server_errors):
+    bystander = await WireBystander.open(jp_ws_fetch, "simulated", "MSFT")
     def api(method, *parts, body, expect):
         kw = {"method": method, "body": body if isinstance(body, (str, bytes))
               else json.dumps(body), "allow_nonstandard_methods": True}
@@ -179,6 +190,8 @@ async def test_a_hostile_published_table_poisons_nothing(nbfeed_server, jp_fetch
     _, rows = await fetch_json(jp_fetch, *WS, "published", "ok")
     assert rows == [{"a": "text"}]
     assert server_errors() == []
+    assert bystander.max_gap() < 1.0
+    bystander.close()
 
 
 async def test_one_bad_string_that_got_in_cannot_break_widgets_json(nbfeed_server, jp_fetch,
@@ -271,7 +284,8 @@ async def test_socket_errors_name_the_field_and_the_socket_stays_open(
 
 
 async def test_live_grid_socket_ignores_hostile_params_and_keeps_serving(
-        nbfeed_server, jp_fetch, jp_http_port, jp_base_url, server_errors):
+        nbfeed_server, jp_fetch, jp_ws_fetch, jp_http_port, jp_base_url, server_errors):
+    bystander = await WireBystander.open(jp_ws_fetch, "simulated", "MSFT")
     _, widgets = await fetch_json(jp_fetch, *WS, "widgets.json")
     endpoint = widgets["nbfeed_quotes_simulated"]["wsEndpoint"]
     url = f"ws://127.0.0.1:{jp_http_port}{jp_base_url}nbfeed/workspace/{endpoint}"
@@ -292,3 +306,5 @@ async def test_live_grid_socket_ignores_hostile_params_and_keeps_serving(
         assert time.monotonic() - started < 20
     ws.close()
     assert server_errors() == []
+    assert bystander.max_gap() < 1.0
+    bystander.close()

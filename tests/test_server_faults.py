@@ -15,43 +15,9 @@ import time
 
 import pytest
 
+from tests.providers_for_faults import WireBystander
 from tests.server_fixtures import *  # noqa: F403
 from tests.server_fixtures import WireClient, fetch_json
-
-
-class WireBystander:
-    """A socket subscribed to ``counting``/``A`` whose frames are read in a task; records when
-    each ``data_update`` arrived."""
-
-    def __init__(self, client: WireClient) -> None:
-        self.client = client
-        self.arrivals: list[float] = []
-        self._task = asyncio.ensure_future(self._run())
-
-    @classmethod
-    async def open(cls, jp_ws_fetch, source: str = "counting", symbol: str = "A"):
-        client = await WireClient.open(jp_ws_fetch)
-        await client.request({"type": "subscribe", "id": "by", "source": source,
-                              "symbols": [symbol]})
-        await client.until(lambda f: f["type"] == "data_update")
-        self = cls(client)
-        await asyncio.sleep(0.3)
-        return self
-
-    async def _run(self) -> None:
-        while True:
-            frame = await self.client.recv(timeout=3600)
-            if frame["type"] == "data_update":
-                self.arrivals.append(time.monotonic())
-            self.client.frames.clear()
-
-    def max_gap(self) -> float:
-        times = [*self.arrivals, time.monotonic()]
-        return max(b - a for a, b in zip(times, times[1:]))
-
-    def close(self) -> None:
-        self._task.cancel()
-        self.client.close()
 
 
 def server_handler(session_has):

@@ -16,6 +16,7 @@ from nbfeed.intervals import bar_starts, interval_ms
 from nbfeed.providers.registry import ProviderSpec
 from nbfeed.providers.rows import normalize_row
 from nbfeed.timeutil import to_ms
+from tests.providers_for_faults import WireBystander
 from tests.providers_for_tests import RecordingProvider
 from tests.server_fixtures import *  # noqa: F403
 from tests.server_fixtures import fetch_json
@@ -52,7 +53,9 @@ async def test_bars_around_1970_come_back_one_per_day(start_hub):
 
 
 @pytest.mark.parametrize(("interval", "bars"), [("1d", 40_000), ("1w", 6_000), ("1M", 1_400)])
-async def test_the_largest_count_reaches_back_to_1900(nbfeed_server, jp_fetch, interval, bars):
+async def test_the_largest_count_reaches_back_to_1900(nbfeed_server, jp_fetch, jp_ws_fetch,
+                                                      interval, bars):
+    bystander = await WireBystander.open(jp_ws_fetch, "simulated", "MSFT")
     _, body = await fetch_json(jp_fetch, "nbfeed", "api", "history", params={
         "source": "simulated", "symbol": "AAPL", "interval": interval, "count": "1000000"})
     times = [r["time"] for r in body["rows"]]
@@ -61,6 +64,8 @@ async def test_the_largest_count_reaches_back_to_1900(nbfeed_server, jp_fetch, i
     assert times == sorted(set(times))
     if interval != "1M":
         assert {b - a for a, b in zip(times, times[1:])} == {interval_ms(interval)}
+    assert bystander.max_gap() < 1.0
+    bystander.close()
 
 
 async def test_workspace_tables_around_1970(nbfeed_server, jp_fetch):
