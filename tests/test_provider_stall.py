@@ -173,3 +173,20 @@ async def test_a_crash_is_announced_as_restarting_once(start_hub, tmp_path):
     assert bystander.max_gap() < 1.0
     bystander.stop()
 
+
+
+async def test_a_hook_that_hangs_at_every_start_ends_failed_not_in_a_restart_loop(
+        start_hub, tmp_path):
+    """Each restart re-subscribes the stream whose hook hangs: the time spent stalled is not
+    health, so after max_restarts the provider is ``failed``, with the reason. (Each process
+    lives ~5 s, longer than stable_after, but is healthy for ~2 s only.)"""
+    hub, bystander, _ = await start_pair(
+        start_hub, tmp_path, victim_cls=HangingHookProvider, victim_options={"hang": ["BBB"]},
+        stall_restart_after=3.0, max_restarts=2, stable_after=4.0)
+    watched = await hub.subscribe("victim", ["BBB"])
+    got = await receive(watched, lambda r: "failed" in r.states(), "failed", timeout=90)
+    assert got.states("victim").count("restarting") == 2
+    detail = info(hub, "victim")["detail"]
+    assert info(hub, "victim")["status"] == "failed" and "stalled for" in detail, detail
+    assert bystander.max_gap() < 1.0
+    bystander.stop()

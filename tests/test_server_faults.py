@@ -129,6 +129,9 @@ class TestHungProvider:
                                          "symbol": "A", "interval": "1m", "count": 5})
             assert reply["code"] == "upstream" and "stalled" in reply["message"]
             assert time.monotonic() - asked < 1.0  # not the 20 s request timeout
+            asked = time.monotonic()
+            await fetch_json(jp_fetch, "api", "status")  # Jupyter's own: took 20 s
+            assert time.monotonic() - asked < 1.0
             assert detected < 10
             assert bystander.max_gap() < 1.0, f"bystander silent {bystander.max_gap():.2f} s"
         finally:

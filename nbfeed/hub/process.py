@@ -234,7 +234,9 @@ class ProviderProcess:
         evidence = judged_at  # the newest proof of life; the start counts as one
         while self._channel is channel and not channel.closed:
             seq += 1
-            channel.send(("ping", seq))
+            if self.state != "stalled" or not channel.outgoing:
+                # A stalled process has pings waiting already; its first answer will do.
+                channel.send(("ping", seq))
             await asyncio.sleep(self.heartbeat_interval)
             now = time.monotonic()
             if now - judged_at > self.heartbeat_interval + self.stall_timeout / 2:
@@ -247,7 +249,7 @@ class ProviderProcess:
                 self._on_stalled(silent, channel)
             elif self.state == "stalled":
                 if channel.last_pong > self._stalled_since:
-                    self._ready_at = now
+                    self._ready_at, self._stalled_since = now, 0.0
                     self._set_state("running", "", origin="heartbeat")
                 elif (self.stall_restart_after > 0
                       and now - self._stalled_since >= self.stall_restart_after):
@@ -327,11 +329,12 @@ class ProviderProcess:
             self._ready.set_result(False)
         if self._stopping or self.state in ("failed", "stopped"):
             return
-        try:
-            code = proc.wait(1.0)
-        except subprocess.TimeoutExpired:
-            code = None
-        if time.monotonic() - self._ready_at >= self.stable_after:
+        code = proc.poll()  # None: it closed its pipe but lives on; reaped before the restart
+        # Time spent stalled is not health: a hook that hangs at every start must end in
+        # "failed" after max_restarts, not loop forever.
+        healthy_until = self._stalled_since or time.monotonic()
+        self._stalled_since = 0.0
+        if healthy_until - self._ready_at >= self.stable_after:
             self._recent_restarts = 0
         why = self._kill_reason or f"exited with code {code}"
         self._kill_reason = ""
@@ -343,11 +346,13 @@ class ProviderProcess:
         self._recent_restarts += 1
         self.restarts += 1
         self._set_state("restarting", f"{why}; restarting in {delay:.2f} s")
-        self._restart_task = background(self._restart_after(delay),
+        self._restart_task = background(self._restart_after(delay, proc),
                                         f"restart of provider {self.name}")
 
-    async def _restart_after(self, delay: float) -> None:
-        await asyncio.sleep(delay)
+    async def _restart_after(self, delay: float, old: subprocess.Popen) -> None:
+        # Off the loop: a process that closed its pipe without exiting gets TERM, then KILL.
+        await asyncio.gather(asyncio.sleep(delay),
+                             asyncio.get_running_loop().run_in_executor(None, _reap, old))
         if not self._stopping:
             await self._spawn()
 
