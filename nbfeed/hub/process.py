@@ -183,6 +183,8 @@ class ProviderProcess:
             self._heartbeat_task = None
         if proc is None:
             return
+        self._generation += 1  # its exit is ours, not a crash to restart from
+        self._fail_pending(UpstreamError(f"provider {self.name!r} is being stopped"))
         if channel is not None:
             channel.close(last=("stop",))
         if self.state == "stalled":
