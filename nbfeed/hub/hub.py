@@ -29,6 +29,7 @@ from ..errors import (
     UnknownSource,
     UnknownSymbol,
     UpstreamError,
+    shown,
 )
 from ..intervals import TICK, check_interval
 from ..providers.registry import (
@@ -183,7 +184,10 @@ class Hub:
                       "log_level": self.config.provider_log_level},
             max_restarts=self.config.max_restarts, backoff_base=self.config.backoff_base,
             backoff_max=self.config.backoff_max, stable_after=self.config.stable_after,
-            start_timeout=self.config.start_timeout)
+            start_timeout=self.config.start_timeout,
+            heartbeat_interval=self.config.heartbeat_interval,
+            stall_timeout=self.config.stall_timeout,
+            stall_restart_after=self.config.stall_restart_after)
         self._processes[spec.name] = proc
         await proc.start()
         if (proc.state == "running" and self.config.populate_on_start
@@ -229,7 +233,7 @@ class Hub:
             await self._start_on_demand(source)
         if (isinstance(source, str) and source in self._ready
                 and await self.wait_ready([source]) and source not in self._processes):
-            raise UpstreamError(f"source {source!r} is still starting; try again shortly")
+            raise UpstreamError(f"source {shown(source)} is still starting; try again shortly")
         return self._process(source)
 
     async def _start_on_demand(self, source: str) -> None:
@@ -249,7 +253,8 @@ class Hub:
             await self.populate(["replay"])
 
     def providers_info(self, include_available: bool = False) -> list[dict]:
-        """Name, status (running|starting|restarting|degraded|failed|stopped), reason, datasets.
+        """Name, status (running|starting|stalled|restarting|degraded|failed|stopped), reason,
+        datasets.
 
         With ``include_available``, also every provider nbfeed could run but this hub does not
         (built-ins and the ``nbfeed.providers`` entry points), after the loaded ones: status
@@ -289,7 +294,7 @@ class Hub:
 
     def _process(self, source: Any) -> ProviderProcess:
         if not isinstance(source, str) or source not in self._processes:
-            raise UnknownSource(f"unknown source {source!r}; available: "
+            raise UnknownSource(f"unknown source {shown(source)}; available: "
                                 f"{', '.join(self._processes) or '(none)'}")
         return self._processes[source]
 
@@ -316,7 +321,7 @@ class Hub:
         if not self._listed(source):
             supported = proc.intervals
             if interval not in supported:
-                raise BadInterval(f"interval {interval!r} is not supported by {source!r}; "
+                raise BadInterval(f"interval {shown(interval)} is not supported by {source!r}; "
                                   f"supported: {', '.join(supported)}")
             return symbols
         known = []
@@ -332,7 +337,7 @@ class Hub:
                 hint = f"; did you mean {', '.join(near)}?" if near else ""
                 raise UnknownSymbol(f"unknown symbol {symbol!r} for source {source!r}{hint}")
             else:
-                raise BadInterval(f"interval {interval!r} is not available for "
+                raise BadInterval(f"interval {shown(interval)} is not available for "
                                   f"{source}/{symbol}; available: {', '.join(intervals)}")
         return known
 
@@ -421,7 +426,7 @@ class Hub:
         try:
             symbols = list(dict.fromkeys(symbols))
         except TypeError:
-            raise BadRequest(f"symbols must be a list of strings, got {symbols!r:.80}") from None
+            raise BadRequest(f"symbols must be a list of strings, got {shown(symbols)}") from None
         if not symbols:
             raise BadRequest("symbols must name at least one symbol")
         limit = self.config.max_symbols_per_subscription
@@ -626,7 +631,9 @@ class Hub:
         if origin == "process" and state == "running" and proc is not None:
             # A (re)started process knows nothing: subscribe it to every stream of its source,
             # including those requested while it was still starting. Sessions are opened
-            # again first (their streams are sent once the provider has them).
+            # again first (their streams are sent once the provider has them). (One back from
+            # a stall, origin "heartbeat", kept its streams and gets the queued commands in
+            # order.)
             for (src, symbol, interval) in list(self._streams):
                 if src == source and split_interval(interval)[1] is None:
                     proc.send(("sub", self.client_id, symbol, interval))

@@ -192,20 +192,28 @@ class MarketPath:
         total = self.inst.daily_volume * np.exp(0.3 * daily + 0.25 * swell - 0.076)
         return np.round(total, self.inst.volume_decimals)
 
-    def _fractions(self, day: int) -> np.ndarray:
-        """Cumulative share of ``day``'s volume at each minute boundary (1441 values, 0 -> 1)."""
+    def _fractions(self, day: int, keep: bool = True) -> np.ndarray:
+        """Cumulative share of ``day``'s volume at each minute boundary (1441 values, 0 -> 1).
+
+        Kept for the next call only with ``keep``: live streams ask for the same day
+        thousands of times, a history request for each day once - caching those filled 64
+        days x 11.5 KB per symbol, megabytes per provider over a day of requests."""
         cum = self._intraday.get(day)
         if cum is None:
             minutes = np.arange(_MINUTES_PER_DAY, dtype=np.uint64)
-            keys = (np.uint64(day) * np.uint64(_MINUTES_PER_DAY) + minutes) ^ self.key
+            # Days before 1970 are negative: wrap them into the key space like the arrays do
+            # (np.uint64(-1) raises instead of wrapping).
+            day_key = np.array(day, dtype=np.int64).astype(np.uint64)
+            keys = (day_key * np.uint64(_MINUTES_PER_DAY) + minutes) ^ self.key
             bursts = -np.log1p(-_uniform(keys ^ _SALT_MINUTE))  # exponential: bursty minutes
             x = (np.arange(_MINUTES_PER_DAY) + 0.5) / _MINUTES_PER_DAY
             profile = 0.55 + 1.8 * (x - 0.5) ** 2  # busier at the ends of the UTC day
             cum = np.concatenate([[0.0], np.cumsum(profile * (0.25 + bursts))])
             cum /= cum[-1]
-            if len(self._intraday) > 64:  # live streams touch one or two days; keep it small
-                self._intraday.clear()
-            self._intraday[day] = cum
+            if keep:
+                if len(self._intraday) > 4:  # live streams touch one or two days
+                    self._intraday.clear()
+                self._intraday[day] = cum
         return cum
 
     def volume_since_midnight(self, t: np.ndarray) -> np.ndarray:
@@ -221,13 +229,14 @@ class MarketPath:
         totals = self.day_volume(days)
         for day in np.unique(days).tolist():
             sel = days == day
-            out[sel] = self._day_share(day, t[sel])
+            out[sel] = self._day_share(day, t[sel], keep=False)
         return np.round(totals * out, self.inst.volume_decimals)
 
-    def _day_share(self, day: int, t: np.ndarray) -> np.ndarray:
+    def _day_share(self, day: int, t: np.ndarray, keep: bool = True) -> np.ndarray:
         """Share of ``day``'s volume traded by each time ``t`` of that day: the minute's share
-        from the day's curve, spread inside the minute over its own bursty seconds."""
-        fractions = self._fractions(day)
+        from the day's curve, spread inside the minute over its own bursty seconds (``keep``:
+        see :meth:`_fractions`)."""
+        fractions = self._fractions(day, keep=keep)
         offset = t - day * DAY
         minute = offset // MINUTE
         before = fractions[minute]
