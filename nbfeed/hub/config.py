@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..providers.registry import ProviderSpec
 
@@ -57,6 +58,10 @@ class HubConfig:
     #: Options configured for providers that are not loaded, used only to tell whether they
     #: could run (e.g. an API key given in configuration).
     known_options: dict[str, dict] = field(default_factory=dict)
+    #: How the hub reaches its sources (:class:`nbfeed.hub.transport.TransportFactory`):
+    #: ``None`` runs each provider in a local child process; ``nbfeed.bus.BusClient`` reaches
+    #: the providers of a shared feed server through Redis.
+    transport: Any = None
 
     def resolved_home(self) -> Path:
         return Path(self.home) if self.home is not None else default_home()

@@ -1,6 +1,7 @@
 """The hub: nbfeed's engine. Plain asyncio, no Jupyter imports.
 
-It supervises one process per provider, routes live subscriptions reference-counted per
+It supervises one process per provider (or, on a shared feed, reaches each source through the
+transport of :mod:`nbfeed.hub.transport`), routes live subscriptions reference-counted per
 ``(source, symbol, interval)`` (first subscriber -> the provider's ``start_streaming``, last one
 gone -> ``on_close``), fans every batch out to each subscriber's bounded outbox, keeps the symbol
 catalog and the history cache, and re-subscribes every stream a restarted provider was serving,
@@ -36,8 +37,8 @@ from ..providers.registry import (
 from ..timeutil import to_ms
 from .config import HubConfig
 from .outbox import StreamBatch
-from .process import ProviderProcess
 from .subscription import Subscription
+from .transport import ProviderTransport, local_process
 
 log = logging.getLogger("nbfeed.hub")
 
@@ -61,7 +62,7 @@ class Hub:
     def __init__(self, config: HubConfig | None = None) -> None:
         self.config = config or HubConfig()
         self.client_id = f"nbfeed-hub-{os.getpid()}-{id(self):x}"
-        self._processes: dict[str, ProviderProcess] = {}
+        self._processes: dict[str, ProviderTransport] = {}
         self._streams: dict[tuple[str, str, str], _Stream] = {}
         self._subs: set[Subscription] = set()
         self.catalog: Any = None
@@ -92,6 +93,9 @@ class Hub:
 
         self.catalog = Catalog(cfg.path_for(cfg.catalog_path, "catalog.sqlite"))
         self.cache = HistoryCache(cfg.path_for(cfg.cache_path, "history.sqlite"))
+        opener = getattr(cfg.transport, "open", None)
+        if opener is not None:  # e.g. the shared feed's Redis connection
+            await opener(self)
         await asyncio.gather(*(self.add_provider(spec) for spec in cfg.providers))
 
     async def stop(self) -> None:
@@ -102,6 +106,9 @@ class Hub:
                              return_exceptions=True)
         for task in self._populating.values():
             task.cancel()
+        closer = getattr(self.config.transport, "close", None)
+        if closer is not None and self.started:
+            await closer()
         if self.catalog is not None:
             self.catalog.close()
         if self.cache is not None:
@@ -121,26 +128,23 @@ class Hub:
         """
         check_source_name(spec.name)
         old = self._processes.get(spec.name)
+        if old is not None and not replace:
+            raise BadRequest(f"a provider named {spec.name!r} is already running")
+        # Built first: a transport may refuse the spec (a hub on a shared feed runs none).
+        proc = (self.config.transport or local_process)(
+            spec, on_message=self._on_message, on_state=self._on_state, config=self.config)
         if old is not None:
-            if not replace:
-                raise BadRequest(f"a provider named {spec.name!r} is already running")
             await old.stop()
         ready = self._ready.get(spec.name)
         if ready is None or ready.is_set():
             ready = self._ready[spec.name] = asyncio.Event()
         try:
-            await self._start_process(spec, replace)
+            await self._start_process(spec, proc, replace)
         finally:
             ready.set()  # failed or not: nobody may wait beyond this
 
-    async def _start_process(self, spec: ProviderSpec, replace: bool) -> None:
-        proc = ProviderProcess(
-            spec, on_message=self._on_message, on_state=self._on_state,
-            settings={"idle_timeout": spec.options.get("idle_timeout", self.config.idle_timeout),
-                      "log_level": self.config.provider_log_level},
-            max_restarts=self.config.max_restarts, backoff_base=self.config.backoff_base,
-            backoff_max=self.config.backoff_max, stable_after=self.config.stable_after,
-            start_timeout=self.config.start_timeout)
+    async def _start_process(self, spec: ProviderSpec, proc: ProviderTransport,
+                             replace: bool) -> None:
         self._processes[spec.name] = proc
         await proc.start()
         if (proc.state == "running" and self.config.populate_on_start
@@ -176,7 +180,7 @@ class Hub:
                 w.cancel()
         return [n for n in names if not self._ready[n].is_set()]
 
-    async def _ready_process(self, source: Any) -> ProviderProcess:
+    async def _ready_process(self, source: Any) -> ProviderTransport:
         """The process of ``source`` once it is ready (see :meth:`wait_ready`)."""
         if (isinstance(source, str) and source in self._ready
                 and await self.wait_ready([source]) and source not in self._processes):
@@ -222,7 +226,7 @@ class Hub:
                         "populate_error": self.populate_errors.get(name)})
         return out
 
-    def _process(self, source: Any) -> ProviderProcess:
+    def _process(self, source: Any) -> ProviderTransport:
         if not isinstance(source, str) or source not in self._processes:
             raise UnknownSource(f"unknown source {source!r}; available: "
                                 f"{', '.join(self._processes) or '(none)'}")

@@ -6,6 +6,11 @@ Configure with traitlets, e.g. in ``jupyter_server_config.py``::
     c.NBFeed.provider_options = {"polygon": {"api_key": "env:POLYGON_API_KEY"}}
     c.NBFeed.csv_dir = "/data/csv"
 
+On a JupyterHub whose users share one feed server (``nbfeed feed-server``), set
+``c.NBFeed.bus = "redis://..."`` (or ``NBFEED_BUS``): the server then starts no provider
+process and reaches the feed's sources through Redis (:mod:`nbfeed.bus`); everything else -
+REST, websocket, Workspace, notebooks - works unchanged.
+
 Option values written ``"env:NAME"`` are read from the environment when the server starts, so
 secrets stay out of config files. The hub starts with the server (in the start hook, once the
 event loop runs) and stops with it: ``stop_extension`` runs on SIGTERM, SIGINT, ``/api/shutdown``
@@ -20,7 +25,7 @@ import os
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Dict, Float, Int, List, Unicode
+from traitlets import Bool, Dict, Float, Int, List, Unicode, default
 
 from ..errors import NBFeedError
 from ..hub import Hub, HubConfig
@@ -64,6 +69,17 @@ class NBFeed(ExtensionApp):
                             ).tag(config=True)
     idle_timeout = Float(30.0, help="Seconds without data before a provider's no_update hook."
                          ).tag(config=True)
+    bus = Unicode("", help="Redis URL of a shared feed server (redis://user:password@host:port/0"
+                  " or rediss:// for TLS). When set, no provider runs in this server: every "
+                  "source comes from the feed server through Redis. Default: $NBFEED_BUS. "
+                  "'env:NAME' reads it from the environment.").tag(config=True)
+    bus_namespace = Unicode("nbfeed", help="Prefix of the shared feed's Redis keys (as the "
+                            "feed server's --namespace).").tag(config=True)
+
+    @default("bus")
+    def _bus_default(self) -> str:
+        return os.environ.get("NBFEED_BUS", "")
+
     write_runtime_file = Bool(True, help="Write nbfeed-<pid>.json in the runtime dir so kernels "
                               "find this server.").tag(config=True)
 
@@ -96,6 +112,8 @@ class NBFeed(ExtensionApp):
         return value
 
     def hub_config(self) -> HubConfig:
+        if self.bus:
+            return self._bus_hub_config()
         specs = []
         options = self._resolve(dict(self.provider_options))
         if self.csv_dir:
@@ -119,6 +137,18 @@ class NBFeed(ExtensionApp):
                          request_timeout=self.request_timeout, idle_timeout=self.idle_timeout,
                          max_pending_rows=self.max_pending_rows,
                          max_symbols_per_subscription=self.max_symbols_per_subscription)
+
+    def _bus_hub_config(self) -> HubConfig:
+        from ..bus import BusClient
+
+        client = BusClient(self._resolve(self.bus), namespace=self.bus_namespace)
+        self.log.info("nbfeed: sources come from the shared feed at %s; no provider runs here",
+                      client.where)
+        return client.hub_config(
+            home=self.home or None, catalog_path=self.catalog_path or None,
+            cache_path=self.cache_path or None, request_timeout=self.request_timeout,
+            idle_timeout=self.idle_timeout, max_pending_rows=self.max_pending_rows,
+            max_symbols_per_subscription=self.max_symbols_per_subscription)
 
     def wire_limits(self) -> WireLimits:
         return WireLimits(max_message_bytes=self.max_message_bytes,
