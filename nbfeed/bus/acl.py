@@ -38,7 +38,8 @@ from .keys import DEFAULT_NAMESPACE, check_namespace
 FEED_USER = "nbfeed-feed"
 USER_USER = "nbfeed-user"
 
-_CONNECT = "+ping +hello +auth +select +client|setname +client|setinfo"
+# redis-py also sends CLIENT SETINFO (Redis >= 7.2) and ignores a refusal: not granted.
+_CONNECT = "+ping +hello +auth +select +client|setname"
 _FEED_COMMANDS = (
     "+get +set +del +exists +mget +pexpire +zadd +zremrangebyscore +zrangebyscore "
     "+smembers +scan +xadd +xrevrange +xread +xlen +lpush +brpop +publish +subscribe "
@@ -77,12 +78,46 @@ def acl_line(role: str, name: str, password: str | None, namespace: str = DEFAUL
 def acl_file(feed_password: str | None = None, user_password: str | None = None, *,
              namespace: str = DEFAULT_NAMESPACE, feed_user: str = FEED_USER,
              user_user: str = USER_USER, default_off: bool = True) -> str:
-    """An ACL file with both roles (and the ``default`` user switched off)."""
-    lines = [f"# nbfeed shared feed, namespace {namespace!r}: feed servers log in as "
-             f"{feed_user}, users' Jupyter servers as {user_user}.",
-             "# Passwords are SHA-256 hashes: echo -n PASSWORD | sha256sum"]
+    """An ACL file with both roles (and the ``default`` user switched off).
+
+    Redis refuses comments in ACL files, so the explanation lives in this module and in
+    ``deploy/redis/README.md``.
+    """
+    lines = []
     if default_off:
         lines.append("user default off resetkeys resetchannels -@all")
     lines.append(acl_line("feed", feed_user, feed_password, namespace))
     lines.append(acl_line("user", user_user, user_password, namespace))
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nbfeed.bus.acl`` / ``nbfeed bus-acl``: print an ACL file for both roles.
+
+    The passwords are read from ``NBFEED_FEED_PASSWORD`` and ``NBFEED_USER_PASSWORD`` (never
+    from the command line, which other users can see); only their hashes are printed.
+    """
+    import argparse
+    import os
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="nbfeed bus-acl", description="Print a Redis ACL file with the feed-server and "
+        "user-server roles of the shared feed. Passwords come from $NBFEED_FEED_PASSWORD and "
+        "$NBFEED_USER_PASSWORD; the file holds only their SHA-256 hashes.")
+    parser.add_argument("--namespace", default=DEFAULT_NAMESPACE)
+    parser.add_argument("--feed-user", default=FEED_USER)
+    parser.add_argument("--user-user", default=USER_USER)
+    args = parser.parse_args(argv)
+    feed, user = os.environ.get("NBFEED_FEED_PASSWORD"), os.environ.get("NBFEED_USER_PASSWORD")
+    if not feed or not user:
+        print("nbfeed bus-acl: set NBFEED_FEED_PASSWORD and NBFEED_USER_PASSWORD",
+              file=sys.stderr)
+        return 2
+    sys.stdout.write(acl_file(feed, user, namespace=args.namespace, feed_user=args.feed_user,
+                              user_user=args.user_user))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

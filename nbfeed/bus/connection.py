@@ -65,8 +65,11 @@ def client_kwargs(name: str) -> dict[str, Any]:
 
 
 def _with_env_password(url: str, kwargs: dict[str, Any]) -> None:
+    """``NBFEED_BUS_PASSWORD`` when the URL names no password (a user name alone is fine)."""
     password = os.environ.get(ENV_PASSWORD)
-    if password and "@" not in urlsplit(url).netloc:
+    netloc = urlsplit(url).netloc
+    userinfo = netloc.rsplit("@", 1)[0] if "@" in netloc else ""
+    if password and ":" not in userinfo:
         kwargs["password"] = password
 
 

@@ -39,9 +39,14 @@ import socket
 import time
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    RedisError,
+    ResponseError,
+)
 
-from ..errors import BadRequest
+from ..errors import BadRequest, UpstreamError
 from ..hub import Hub, HubConfig
 from ..providers.registry import ProviderSpec
 from . import codec
@@ -114,6 +119,7 @@ class FeedServer:
     async def start(self) -> None:
         """Connect, start the hub (every provider on standby) and the serving loops."""
         self.redis = connect(self.url, f"nbfeed-{self.feed_id}")
+        await self._check_login()
         self._announce = asyncio.Queue()
         await self.hub.start()
         self.publisher = Publisher(self.hub, self.redis, self.keys,
@@ -135,6 +141,18 @@ class FeedServer:
             self._tasks.append(asyncio.ensure_future(self._refresh_loop()))
         log.info("feed server %s on %s: providers %s", self.feed_id, self.where,
                  ", ".join(self.leased) or "(none)")
+
+    async def _check_login(self) -> None:
+        """Fail at once on refused credentials; a Redis that is merely down is waited for."""
+        try:
+            await self.redis.ping()
+        except (AuthenticationError, AuthorizationError, ResponseError) as exc:
+            await self.redis.aclose()
+            raise UpstreamError(f"Redis at {self.where} refused the feed server's login: "
+                                f"{describe_error(exc)}") from None
+        except (RedisError, OSError) as exc:
+            log.warning("feed server: Redis at %s does not answer yet (%s); waiting for it",
+                        self.where, describe_error(exc))
 
     async def stop(self) -> None:
         """Hand the sources over (leases deleted, records say so), stop everything."""

@@ -75,6 +75,8 @@ class NBFeed(ExtensionApp):
                   "'env:NAME' reads it from the environment.").tag(config=True)
     bus_namespace = Unicode("nbfeed", help="Prefix of the shared feed's Redis keys (as the "
                             "feed server's --namespace).").tag(config=True)
+    bus_lease_ttl = Float(15.0, help="Seconds this server's demand outlives it if it dies "
+                          "without saying goodbye (renewed every third of it).").tag(config=True)
 
     @default("bus")
     def _bus_default(self) -> str:
@@ -141,7 +143,8 @@ class NBFeed(ExtensionApp):
     def _bus_hub_config(self) -> HubConfig:
         from ..bus import BusClient
 
-        client = BusClient(self._resolve(self.bus), namespace=self.bus_namespace)
+        client = BusClient(self._resolve(self.bus), namespace=self.bus_namespace,
+                           lease_ttl=self.bus_lease_ttl)
         self.log.info("nbfeed: sources come from the shared feed at %s; no provider runs here",
                       client.where)
         return client.hub_config(
