@@ -466,9 +466,14 @@ class BusClient:
                 data = fields.get(b"r")
                 if data is not None:
                     try:
-                        rows.extend(codec.decode_rows(data))
+                        decoded = codec.decode_rows(data)
                     except UpstreamError as exc:
                         log.warning("bus: skipped an entry of %s: %s", token, exc)
+                        continue
+                    if rows:
+                        rows.extend(decoded)
+                    else:
+                        rows = decoded  # the common case, one entry: no copy
                     continue
                 error = fields.get(b"e")
                 if error is not None and not tail:  # an old error in a tail is history

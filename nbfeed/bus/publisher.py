@@ -39,6 +39,9 @@ from .keys import Keys, parse_token
 
 log = logging.getLogger("nbfeed.bus")
 
+#: Payload bytes per pipeline (one round trip to Redis).
+PIPELINE_BYTES = 1 << 20
+
 
 class Publisher:
     """Writes the hub's batches of every demanded stream to Redis (module docstring)."""
@@ -55,7 +58,7 @@ class Publisher:
         self.on_failure = on_failure
         self.subs: dict[str, Subscription] = {}
         self.failed: set[str] = set()
-        self._pending: list[tuple[str, bytes, bytes]] = []
+        self._pending: list[tuple[str, bytes, bytes, int]] = []  # key, field, payload, rows
         self._pending_rows = 0
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -121,7 +124,9 @@ class Publisher:
         async def deliver(items: list[Any]) -> None:
             for item in items:
                 if isinstance(item, StreamBatch):
-                    self._pending.append((key, b"r", b"[" + item.json_rows() + b"]"))
+                    # One encoding, straight to the entry (json_rows() would slice a copy:
+                    # here each batch is written once anyway).
+                    self._pending.append((key, b"r", dumpb(item.rows), len(item.rows)))
                     self._pending_rows += len(item.rows)
                 elif isinstance(item, dict) and item.get("type") == "error":
                     self._fail(token, item)
@@ -140,7 +145,7 @@ class Publisher:
         sub = self.subs.pop(token, None)
         if sub is not None:
             self._close_later(sub)
-        self._pending.append((self.keys.data(token), b"e", dumpb(payload)))
+        self._pending.append((self.keys.data(token), b"e", dumpb(payload), 0))
         self._wake.set()
 
     def _close_later(self, sub: Subscription) -> None:
@@ -151,6 +156,20 @@ class Publisher:
 
     # ---- writing ----------------------------------------------------------------------------
 
+    def _take(self) -> tuple[list[tuple[str, bytes, bytes, int]], int]:
+        """The oldest pending entries, about ``PIPELINE_BYTES`` of them (one round trip):
+        bigger pipelines only pile up in socket buffers and cost copies."""
+        size = taken = rows = 0
+        for _key, _field, payload, count in self._pending:
+            size += len(payload)
+            rows += count
+            taken += 1
+            if size >= PIPELINE_BYTES:
+                break
+        batch, self._pending = self._pending[:taken], self._pending[taken:]
+        self._pending_rows -= rows
+        return batch, rows
+
     async def _run(self) -> None:
         backoff = Backoff(cap=2.0)
         while not self._closed:
@@ -158,14 +177,15 @@ class Publisher:
             self._wake.clear()
             if not self._pending:
                 continue
-            batch, self._pending = self._pending, []
-            rows, self._pending_rows = self._pending_rows, 0
+            batch, rows = self._take()
+            if self._pending:
+                self._wake.set()  # more than one pipeline's worth: go round again
             pipe = self.redis.pipeline(transaction=False)
-            for key, field, payload in batch:
+            for key, field, payload, _ in batch:
                 pipe.xadd(key, {field: payload}, maxlen=self.stream_length, approximate=True)
             # Every written key gets its TTL in the same round trip (once per key, not per
             # entry): a stream created just before this feed server dies still expires.
-            for key in dict.fromkeys(key for key, _, _ in batch):
+            for key in dict.fromkeys(key for key, _, _, _ in batch):
                 pipe.pexpire(key, self.stream_ttl_ms)
             try:
                 await pipe.execute()
