@@ -135,6 +135,7 @@ class BusSource:
         """A state change the owner announced on the events stream."""
         if self._stopped:
             return
+        self._remember(event)
         self._apply_state(event)
 
     def go_stale(self, detail: str) -> None:
