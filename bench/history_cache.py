@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nbfeed.hub.history import HistoryCache
+from nbfeed.hub.requests import history_request
 
 MIN = 60_000
 START = 1_767_225_600_000  # 2026-01-01T00:00Z
@@ -69,15 +70,19 @@ async def run(bars: int, repeat: int, folder: Path) -> None:
     now = end + 86_400_000
     calls = 0
 
-    async def fetch(s: int, e: int) -> list[dict]:
+    async def fetch(s: int | None, e: int, count: int | None) -> list[dict]:
         nonlocal calls
         calls += 1
+        assert s is not None, "the bench asks for spans only"
         return make_rows(s, e)
+
+    span = history_request("bench", "BTCUSDT", "1m", START, end)
+    newest = history_request("bench", "BTCUSDT", "1m", None, end, bars)
 
     path = folder / "history.sqlite"
     cache = HistoryCache(path)
     t0 = time.perf_counter()
-    rows = await cache.get("bench", "BTCUSDT", "1m", START, end, None, fetch, now_ms=now)
+    rows = await cache.get(span, fetch, now_ms=now)
     cold = time.perf_counter() - t0
     assert len(rows) == bars, len(rows)
     gen, _ = timed(lambda: make_rows(START, end), 1)
@@ -89,7 +94,7 @@ async def run(bars: int, repeat: int, folder: Path) -> None:
     samples = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        rows = await cache.get("bench", "BTCUSDT", "1m", START, end, None, fetch, now_ms=now)
+        rows = await cache.get(span, fetch, now_ms=now)
         samples.append(time.perf_counter() - t0)
     assert len(rows) == bars and calls == 1
     warm_s = statistics.median(samples)
@@ -98,7 +103,7 @@ async def run(bars: int, repeat: int, folder: Path) -> None:
     samples = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        rows = await cache.get("bench", "BTCUSDT", "1m", None, end, bars, fetch, now_ms=now)
+        rows = await cache.get(newest, fetch, now_ms=now)
         samples.append(time.perf_counter() - t0)
     assert len(rows) == bars and calls == 1
     line("warm count-only (newest N)", statistics.median(samples), bars, calls - 1)
@@ -106,7 +111,7 @@ async def run(bars: int, repeat: int, folder: Path) -> None:
 
     reopened = HistoryCache(path)
     t0 = time.perf_counter()
-    rows = await reopened.get("bench", "BTCUSDT", "1m", START, end, None, fetch, now_ms=now)
+    rows = await reopened.get(span, fetch, now_ms=now)
     line("warm after reopen (first request)", time.perf_counter() - t0, len(rows), calls - 1)
     reopened.close()
 

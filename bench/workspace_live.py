@@ -61,10 +61,10 @@ async def live(hub: Hub, symbols: list[str], sockets: int, window: float) -> dic
     sent = {"frames": 0, "rows": 0, "bytes": 0}
     loop = asyncio.get_running_loop()
 
-    def send(text: str):
+    def send(frame: bytes):
         sent["frames"] += 1
-        sent["rows"] += text.count('"symbol"')
-        sent["bytes"] += len(text)
+        sent["rows"] += frame.count(b'"symbol"')
+        sent["bytes"] += len(frame)
         done = loop.create_future()
         done.set_result(None)
         return done
@@ -73,13 +73,13 @@ async def live(hub: Hub, symbols: list[str], sockets: int, window: float) -> dic
     for s in sessions:
         await s.set_symbols(symbols)
     await asyncio.sleep(0.5)
-    delivered0 = sum(s.sub.outbox.delivered_rows for s in sessions)
+    delivered0 = sum(s.sub.delivered_rows for s in sessions)
     for key in sent:
         sent[key] = 0
     cpu0, t0 = time.process_time(), time.perf_counter()
     await asyncio.sleep(window)
     cpu, elapsed = time.process_time() - cpu0, time.perf_counter() - t0
-    delivered = sum(s.sub.outbox.delivered_rows for s in sessions) - delivered0
+    delivered = sum(s.sub.delivered_rows for s in sessions) - delivered0
     for s in sessions:
         await s.close()
     per = sockets * elapsed

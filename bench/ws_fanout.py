@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -51,8 +53,16 @@ def start_nbfeed(tmp: Path, rate: float, symbols: int) -> tuple[subprocess.Popen
             proc.kill()
             raise RuntimeError("the Jupyter server did not start")
         time.sleep(0.2)
-    url = json.loads(info.read_text())["url"]
-    return proc, "ws" + url[4:] + "nbfeed/api/stream"
+    return proc, json.loads(info.read_text())["url"]
+
+
+def stock_symbols(base_url: str, n: int) -> list[str]:
+    """The first ``n`` simulated stocks, from the server's own symbol search (public REST)."""
+    query = urllib.parse.urlencode({"source": "simulated", "category": "Stocks", "limit": n})
+    req = urllib.request.Request(f"{base_url}nbfeed/api/symbols?{query}",
+                                 headers={"Authorization": f"token {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return [entry["name"] for entry in json.load(resp)["results"]]
 
 
 def main() -> None:
@@ -63,14 +73,6 @@ def main() -> None:
     ap.add_argument("--clients", default="1,10,100")
     args = ap.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
-    from nbfeed.providers.simulated import _STOCKS
-
-    syms = [s for s, _, _ in _STOCKS][: args.symbols]
-    sub = json.dumps({"type": "subscribe", "id": "q", "source": "simulated", "symbols": syms,
-                      "interval": "tick"})
-    print(f"upstream: simulated, {len(syms)} symbols x {args.rate:g}/s = "
-          f"{len(syms) * args.rate:,.0f} row updates/s; {args.seconds:g} s per run; "
-          f"{os.cpu_count()} cores")
 
     ref = subprocess.Popen([sys.executable, str(HERE / "_ws_reference_server.py"), "100"],
                            stdout=subprocess.PIPE, text=True)
@@ -79,8 +81,15 @@ def main() -> None:
     ref.kill()
 
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_nbfeed(Path(tmp), args.rate, args.symbols)
+        proc, base_url = start_nbfeed(Path(tmp), args.rate, args.symbols)
         try:
+            syms = stock_symbols(base_url, args.symbols)
+            sub = json.dumps({"type": "subscribe", "id": "q", "source": "simulated",
+                              "symbols": syms, "interval": "tick"})
+            print(f"upstream: simulated, {len(syms)} symbols x {args.rate:g}/s = "
+                  f"{len(syms) * args.rate:,.0f} row updates/s; {args.seconds:g} s per run; "
+                  f"{os.cpu_count()} cores")
+            url = "ws" + base_url[4:] + "nbfeed/api/stream"
             results = {n: run_clients(url, n, args.seconds, sub, TOKEN) for n in counts}
         finally:
             proc.terminate()

@@ -22,6 +22,19 @@ class NBFeedError(Exception):
         """The ``{"type": "error"}`` frame of wire protocol v1 for this error."""
         return {"type": "error", "id": request_id, "code": self.code, "message": self.message}
 
+    @staticmethod
+    def from_wire(code: str | None, message: str) -> NBFeedError:
+        """The error a wire ``error`` frame or an HTTP error body describes: the inverse of
+        :meth:`to_wire`. A code nbfeed has no class for (e.g. a Workspace endpoint's
+        ``no_data``) gives an :class:`NBFeedError` that keeps the code."""
+        cls = _BY_CODE.get(code or "")
+        if cls is not None:
+            return cls(message)
+        err = NBFeedError(message)
+        if code:
+            err.code = code
+        return err
+
     def __reduce__(self):  # keep the class when pickled across the process boundary
         return (type(self), (self.message,))
 
@@ -78,5 +91,6 @@ class UpstreamTimeout(UpstreamError):
     http_status = 504
 
 
-ERROR_CODES = ("unknown_source", "unknown_symbol", "bad_interval", "bad_request", "limit",
-               "upstream")
+_BY_CODE: dict[str, type[NBFeedError]] = {
+    cls.code: cls for cls in (UnknownSource, UnknownSymbol, BadInterval, BadRequest,
+                              LimitExceeded, UpstreamError)}

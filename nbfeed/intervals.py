@@ -85,6 +85,24 @@ def prev_bar(ms: int, interval: str) -> int:
     return floor_bar(floor_bar(ms, interval) - 1, interval)
 
 
+def ceil_bar(ms: int, interval: str) -> int:
+    """Start time of the first bar of ``interval`` that starts at or after ``ms``."""
+    start = floor_bar(ms, interval)
+    return start if start == ms else next_bar(ms, interval)
+
+
+def shift_bars(bar: int, interval: str, n: int) -> int:
+    """Start time of the bar ``n`` bars after the bar starting at ``bar`` (before it when ``n``
+    is negative). ``1M`` steps calendar months; its results stay within years 1..9999 (a shift
+    past either end stops there), so absurd counts cannot overflow a datetime."""
+    if interval != "1M":
+        return bar + n * interval_ms(interval)
+    d = datetime.fromtimestamp(bar / 1000, tz=timezone.utc)
+    months = min(max(d.year * 12 + d.month - 1 + n, 12), 9999 * 12 + 11)
+    year, month = divmod(months, 12)
+    return _month_start_ms(year, month + 1)
+
+
 def bar_starts(start: int, end: int, interval: str) -> list[int]:
     """Start times of every bar that begins in ``[start, end)`` (start aligned up)."""
     t = floor_bar(start, interval)

@@ -28,6 +28,7 @@ from typing import Any
 
 from nbfeed.intervals import TICK, bar_starts, floor_bar, interval_ms
 from nbfeed.providers.base import Provider
+from nbfeed.providers.csv import CSVProvider
 from nbfeed.timeutil import now_ms
 
 DEFAULT_SYMBOLS = ["AAA", "BBB"]
@@ -112,13 +113,17 @@ class RecordingProvider(Provider):
             stop.wait(period)
 
     def _record(self, hook: str, *args: Any) -> None:
-        path = self.options.get("record")
-        if not path:
-            return
-        line = json.dumps({"hook": hook, "args": list(args), "pid": os.getpid(),
-                           "thread": threading.current_thread().name, "t": time.time()})
-        with _record_lock, open(path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        record_call(self.options.get("record"), hook, *args)
+
+
+def record_call(path: str | None, hook: str, *args: Any) -> None:
+    """Append one hook call to the JSON-lines record at ``path`` (nothing when ``path`` is None)."""
+    if not path:
+        return
+    line = json.dumps({"hook": hook, "args": list(args), "pid": os.getpid(),
+                       "thread": threading.current_thread().name, "t": time.time()})
+    with _record_lock, open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
 
 
 def history_bar(symbol: str, interval: str, t: int) -> dict:
@@ -152,6 +157,30 @@ class FaultyProvider(RecordingProvider):
             self._record("get_history", symbol, interval, start, end, count)
             self.stopping.wait()
             return []
+        return super().get_history(symbol, interval, start, end, count)
+
+
+class ScriptedBarsProvider(RecordingProvider):
+    """A recording provider whose streams publish the rows of option ``live`` once, one
+    ``publish`` per row in order (each gets the stream's symbol), then stay silent: what the
+    hub does with live bars (which are final, what reaches the cache) becomes checkable."""
+
+    def subscribe(self, symbol: str, interval: str) -> None:
+        self._record("subscribe", symbol, interval)
+        for row in self.options.get("live", []):
+            self.publish({**row, "symbol": symbol}, interval=interval)
+
+
+class RecordingCSVProvider(CSVProvider):
+    """nbfeed's csv provider, recording every ``get_history`` call in option ``record``."""
+
+    def __init__(self, **options: Any) -> None:
+        self._record_path = options.pop("record", None)
+        super().__init__(**options)
+
+    def get_history(self, symbol: str, interval: str, start: int | None, end: int | None,
+                    count: int | None) -> list[dict]:
+        record_call(self._record_path, "get_history", symbol, interval, start, end, count)
         return super().get_history(symbol, interval, start, end, count)
 
 
@@ -361,7 +390,7 @@ async def receive(sub: Any, until: Callable[[Received], bool], what: str,
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; got "
                                  f"{len(got.rows)} rows, events {got.events[-5:]}")
         try:
-            items = await asyncio.wait_for(sub.outbox.get(), remaining)
+            items = await asyncio.wait_for(sub.get(), remaining)
         except asyncio.TimeoutError:
             continue
         got.deliveries += 1

@@ -28,7 +28,8 @@ def nbfeed_server(jp_serverapp, http_server_client, jp_asyncio_loop):
     pytest-jupyter's own cleanup calls ``stop_extension`` afterwards, which stops the hub.
     """
     jp_asyncio_loop.run_until_complete(jp_serverapp._post_start())
-    return jp_serverapp.web_app.settings["nbfeed_app"]
+    (app,) = jp_serverapp.extension_manager.extension_apps["nbfeed"]
+    return app
 
 
 async def fetch_json(jp_fetch, *parts, params=None, expect=200, **kw):

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from nbfeed.errors import LimitExceeded, UnknownSymbol, UpstreamError
-from nbfeed.providers.binance import BinanceREST, CombinedStreams
+from nbfeed.errors import BadRequest, LimitExceeded, UnknownSymbol, UpstreamError
+from nbfeed.providers.binance import BinanceProvider, BinanceREST, CombinedStreams
 from nbfeed.providers.registry import ProviderSpec
 from tests.fakes import FakeBinance
 from tests.providers_for_tests import Received, receive
@@ -98,6 +98,16 @@ def test_history_refuses_unknown_symbols_and_oversized_spans(fb):
         rest.klines("BTCUSDT", "1m", start=JAN_2024, end=JAN_2024 + 5000 * MINUTE)
     with pytest.raises(LimitExceeded, match="count 2000"):
         rest.klines("BTCUSDT", "1m", count=2000)
+
+
+def test_bad_options_are_refused_by_name_when_the_provider_starts(fb):
+    for bad, words in (({"max_history_bars": 0}, "binance option max_history_bars: expected a "
+                                                 "positive whole number, got 0"),
+                       ({"max_wait": "soon"}, "binance option max_wait: expected a positive "
+                                              "number, got 'soon'"),
+                       ({"rest_url": 42}, "option 'rest_url' must be a URL string, got 42")):
+        with pytest.raises(BadRequest, match=words):
+            BinanceProvider(ws_url=fb.ws_url, **bad).init()
 
 
 def test_no_request_goes_out_before_retry_after_has_passed(fb):
@@ -222,7 +232,7 @@ def info(hub) -> dict:
 async def drain(sub) -> None:
     """Discard what a subscription has queued (the outbox hands over everything at once)."""
     try:
-        await asyncio.wait_for(sub.outbox.get(), 0.2)
+        await asyncio.wait_for(sub.get(), 0.2)
     except asyncio.TimeoutError:
         pass
 

@@ -56,11 +56,38 @@ def test_embedded_subscribe_callback_latest_and_close(feed):
         assert done.wait(20)
         latest = stream.latest
         assert set(latest.index) == {"AAPL", "MSFT"}
+        rows = stream.latest_rows()  # the same rows as dicts, for code that wants no DataFrame
+        assert {r["symbol"] for r in rows} == {"AAPL", "MSFT"}
+        assert all(isinstance(r["time"], int) for r in rows)
         assert str(latest["time"].dt.tz) == "UTC" and latest["price"].dtype == "float64"
     assert stream.closed
     count = len(got)
     time.sleep(0.5)  # nothing may arrive after close()
     assert len(got) == count
+
+
+def test_a_callback_that_changes_its_rows_changes_nobody_elses(feed):
+    """Embedded, every subscriber is fed from the hub's own row dicts; a callback that writes
+    into its rows must not reach the hub's snapshot or another subscriber."""
+    scribbled = threading.Event()
+    other_rows: list[dict] = []
+    with feed.subscribe("simulated", "AAPL") as vandal, \
+            feed.subscribe("simulated", "AAPL") as other:
+        other.on_update(other_rows.extend)
+
+        @vandal.on_update
+        def scribble(rows):
+            for row in rows:
+                row["scribbled"] = True
+            scribbled.set()
+
+        assert scribbled.wait(20)
+        wait_for(lambda: len(other_rows) >= 20)
+        with feed.subscribe("simulated", "AAPL") as late:  # starts from the hub's snapshot
+            wait_for(lambda: late.rows_received > 0)
+            assert "scribbled" not in late.latest.columns
+        assert not any("scribbled" in row for row in other_rows)
+        assert "scribbled" in vandal.latest.columns  # its own copies are its to change
 
 
 def test_embedded_async_iteration(feed):
@@ -119,6 +146,15 @@ def test_errors_name_the_bad_argument(feed, call, exc, named):
         call(feed)
 
 
+def test_history_checks_interval_and_count_before_asking_with_the_hubs_own_limits(feed):
+    from nbfeed.hub.requests import MAX_HISTORY_BARS
+
+    with pytest.raises(nbfeed.BadInterval, match="'tick' has no history"):
+        feed.history("simulated", "AAPL", "tick")
+    with pytest.raises(nbfeed.LimitExceeded, match=f"limit of {MAX_HISTORY_BARS} bars"):
+        feed.history("simulated", "AAPL", "1m", count=MAX_HISTORY_BARS + 1)
+
+
 def test_providers_lists_loaded_then_installed_sources(feed, monkeypatch):
     monkeypatch.delenv("POLYGON_API_KEY", raising=False)
     table = feed.providers()
@@ -150,6 +186,21 @@ def test_register_a_provider_defined_here(feed):
         assert stream.latest.loc["ONE", "pid"] != os.getpid()
 
 
+@pytest.mark.parametrize("error", [nbfeed.UnknownSource("a"), nbfeed.UnknownSymbol("b"),
+                                   nbfeed.BadInterval("c"), nbfeed.BadRequest("d"),
+                                   nbfeed.LimitExceeded("e"), nbfeed.UpstreamError("f")])
+def test_an_error_comes_back_from_the_wire_as_itself(error):
+    frame = error.to_wire("q1")
+    back = nbfeed.NBFeedError.from_wire(frame["code"], frame["message"])
+    assert type(back) is type(error) and str(back) == str(error)
+
+
+def test_an_error_code_without_a_class_is_kept():
+    err = nbfeed.NBFeedError.from_wire("no_data", "no 1d bars of simulated/AAPL")
+    assert type(err) is nbfeed.NBFeedError and err.code == "no_data"
+    assert str(err) == "no 1d bars of simulated/AAPL"
+
+
 async def test_connect_with_url_and_token(nbfeed_server, jp_serverapp, jp_base_url):
     url = f"http://127.0.0.1:{jp_serverapp.port}{jp_base_url}"
     token = jp_serverapp.identity_provider.token
@@ -160,8 +211,10 @@ async def test_connect_with_url_and_token(nbfeed_server, jp_serverapp, jp_base_u
             assert feed.symbols("aapl").iloc[0]["name"] == "AAPL"
             df = feed.history("simulated", "AAPL", "1m", count=10)
             assert len(df) == 10 and str(df.index.tz) == "UTC"
-            with pytest.raises(nbfeed.UnknownSymbol, match="NOPE"):
+            with pytest.raises(nbfeed.UnknownSymbol, match="NOPE") as refused:
                 feed.history("simulated", "NOPE", "1m", count=3)
+            assert refused.value.http_status == 404
+            assert token not in repr(feed.server)
             with feed.subscribe("simulated", ["AAPL", "MSFT"]) as stream:
                 wait_for(lambda: set(stream.latest.index) == {"AAPL", "MSFT"})
             with pytest.raises(nbfeed.UnknownSymbol):

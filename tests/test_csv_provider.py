@@ -1,6 +1,6 @@
 """The CSV provider: real files in tmp_path, read by the store, the provider and a real hub.
 
-Most tests talk to :class:`~nbfeed.providers.csv_store.CSVStore` directly (the parsing and
+Most tests talk to :class:`~nbfeed.providers.csv.store.CSVStore` directly (the parsing and
 indexing are pure, no process needed); the last ones run ``CSVProvider`` in its own process
 behind a :class:`~nbfeed.hub.Hub`, the way users meet it.
 """
@@ -17,8 +17,8 @@ import pytest
 
 from nbfeed.errors import BadInterval, BadRequest, UnknownSymbol
 from nbfeed.providers.csv import SAMPLE_DIR, CSVProvider, read_settings
-from nbfeed.providers.csv_parse import ReadOptions
-from nbfeed.providers.csv_store import CSVStore
+from nbfeed.providers.csv.parse import ReadOptions
+from nbfeed.providers.csv.store import CSVStore
 from nbfeed.providers.registry import ProviderSpec
 
 DAY = 86_400_000
@@ -499,10 +499,10 @@ def test_replay_publishes_the_file_then_follows_it(tmp_path):
         [(_, row)] = take(provider, 1)
         assert row["close"] == 30.5
     finally:
-        [feed] = provider._feeds.values()
+        [follower] = provider._followers.values()
         provider.unsubscribe("M", "1m")
-    feed.join(timeout=20)
-    assert not feed.is_alive() and not provider._feeds
+    follower.join(timeout=20)
+    assert not follower.is_alive() and not provider._followers
 
 
 def test_replay_of_a_coarser_interval_and_from_a_start_time(tmp_path):

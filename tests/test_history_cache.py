@@ -1,8 +1,10 @@
 """HistoryCache against real SQLite files: what it fetches, what it serves, what it refuses.
 
-``FakeProvider.fetch`` plays the provider: it answers one span with deterministic bars (only
-during its trading hours, never past its own clock) and records every call, so each test can
-assert exactly which spans the cache asked for.
+``FakeProvider.fetch`` plays the provider: it answers one span - or the newest ``count`` bars
+before a time - with deterministic bars (only during its trading hours, never past its own
+clock) and records every call, so each test can assert exactly what the cache asked for: a span
+as ``(start, end)``, a "newest bars before" ask as ``(None, end, count)``. Requests are built
+with :func:`~nbfeed.hub.requests.history_request`, as the hub builds them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import pytest
 from nbfeed.errors import BadInterval, BadRequest, LimitExceeded, UpstreamError
 from nbfeed.hub import spans
 from nbfeed.hub.history import HistoryCache
-from nbfeed.intervals import bar_starts, floor_bar, next_bar
+from nbfeed.hub.requests import history_request
+from nbfeed.intervals import bar_starts, floor_bar, next_bar, prev_bar
+from nbfeed.providers.csv import SAMPLE_DIR, CSVProvider
 
 pytestmark = pytest.mark.asyncio
 
@@ -51,7 +55,7 @@ class FakeProvider:
         self.symbol = symbol
         self.now = LATER  # the provider never returns bars that have not started yet
         self.version = 0  # bump to make the provider's bars change (an open bar moving)
-        self.calls: list[tuple[int, int]] = []
+        self.calls: list[tuple] = []
         self.started = asyncio.Event()
         self.gate: asyncio.Event | None = None
         self.error: Exception | None = None
@@ -76,14 +80,24 @@ class FakeProvider:
         weekday = ((t - MONDAY) // DAY) % 7
         return self.hours is None or (weekday < 5 and (t % DAY) // HOUR in self.hours)
 
-    async def fetch(self, start: int, end: int) -> list[dict]:
-        self.calls.append((start, end))
+    def newest(self, end: int, count: int) -> list[dict]:
+        """The newest ``count`` trading bars before ``end`` (looking back at most 60 days)."""
+        out: list[dict] = []
+        t = prev_bar(min(end, next_bar(self.now, self.interval)), self.interval)
+        while len(out) < count and t >= end - 60 * DAY:
+            if self.trading(t):
+                out.append(self.bar(t))
+            t = prev_bar(t, self.interval)
+        return out[::-1]
+
+    async def fetch(self, start: int | None, end: int, count: int | None) -> list[dict]:
+        self.calls.append((start, end) if start is not None else (None, end, count))
         self.started.set()
         if self.gate is not None:
             await self.gate.wait()
         if self.error is not None:
             raise self.error
-        return self.bars(start, end)
+        return self.bars(start, end) if start is not None else self.newest(end, count)
 
 
 def times(rows: list[dict]) -> list[int]:
@@ -97,10 +111,13 @@ def cache(tmp_path):
     c.close()
 
 
+def request(start, end, count=None, now=LATER, symbol="AAPL", interval="1m"):
+    return history_request("sim", symbol, interval, start, end, count, now_ms=now)
+
+
 async def get(cache, provider, start, end, count=None, now=LATER, symbol="AAPL"):
-    return await cache.get(
-        "sim", symbol, provider.interval, start, end, count, provider.fetch, now_ms=now
-    )
+    req = request(start, end, count, now, symbol, provider.interval)
+    return await cache.get(req, provider.fetch, now_ms=now)
 
 
 # ---------------------------------------------------------------- coverage and holes
@@ -183,15 +200,15 @@ async def test_a_closed_market_is_known_empty_and_not_asked_again(cache):
 async def test_rows_outside_the_fetched_span_do_not_count_as_coverage(cache):
     p = FakeProvider()
 
-    async def generous(start, end):  # also sends the hour before the span
+    async def generous(start, end, count):  # also sends the hour before the span
         p.calls.append((start, end))
         return p.bars(start - HOUR, end)
 
-    rows = await cache.get("sim", "AAPL", "1m", at(10), at(11), None, generous, now_ms=LATER)
+    rows = await cache.get(request(at(10), at(11)), generous, now_ms=LATER)
     assert times(rows) == times(p.bars(at(10), at(11)))
     assert cache.coverage("sim", "AAPL", "1m") == [(at(10), at(11))]
 
-    await cache.get("sim", "AAPL", "1m", at(9), at(11), None, generous, now_ms=LATER)
+    await cache.get(request(at(9), at(11)), generous, now_ms=LATER)
     assert p.calls[-1] == (at(9), at(10))
 
 
@@ -234,6 +251,8 @@ async def test_bars_in_the_future_are_neither_fetched_nor_marked_complete(cache)
 
 
 # ---------------------------------------------------------------- live bars
+# The hub decides when a live bar is final (a later bar of the stream arrived) and hands the cache
+# final bars only; these tests play the hub.
 
 
 async def test_live_bars_land_in_the_cache_and_are_served(cache):
@@ -243,46 +262,26 @@ async def test_live_bars_land_in_the_cache_and_are_served(cache):
     assert cache.coverage("sim", "AAPL", "1m") == [(at(9), at(10))]
     p.calls.clear()
 
-    live = [{**p.bar(at(10, m)), "close": 500.0 + m} for m in range(4)]  # 10:03 is still open
+    final = [{**p.bar(at(10, m)), "close": 500.0 + m} for m in range(3)]  # 10:03 is still open
     now = at(10, 3, second=30)
-    assert cache.add_live_bars("sim", "AAPL", "1m", live, now_ms=now) == 4
+    assert cache.add_live_bars("sim", "AAPL", "1m", final, now_ms=now) == 3
 
     assert cache.coverage("sim", "AAPL", "1m") == [(at(9), at(10, 3))]
     rows = await get(cache, p, at(9), at(10, 3), now=now)
     assert p.calls == []
-    assert rows[-3:] == live[:3]
+    assert rows[-3:] == final
 
     p.now = now
     rows = await get(cache, p, at(10), None, now=now)  # includes the open bar
     assert p.calls == [(at(10, 3), at(10, 4))]
-    assert rows[-1] == p.bar(at(10, 3))  # the provider's fresh answer for the open bar
+    assert rows[-1] == p.bar(at(10, 3))  # the provider's answer for the open bar
     assert cache.coverage("sim", "AAPL", "1m") == [(at(9), at(10, 3))]
-
-
-async def test_the_open_live_bar_is_updated_in_place_and_kept_across_close(tmp_path):
-    path = tmp_path / "history.sqlite"
-    p = FakeProvider()
-    cache = HistoryCache(path)
-    now = at(10, 3, second=30)
-    for close in (1.0, 2.0, 3.0):
-        cache.add_live_bars("sim", "AAPL", "1m", {**p.bar(at(10, 3)), "close": close}, now_ms=now)
-    cache.close()
-
-    reopened = HistoryCache(path)
-    try:
-        rows = await reopened.get(
-            "sim", "AAPL", "1m", at(10, 3), at(10, 4), None, p.fetch, now_ms=LATER
-        )
-    finally:
-        reopened.close()
-    assert p.calls == [(at(10, 3), at(10, 4))]  # never marked complete: the provider is asked
-    assert rows == [p.bar(at(10, 3))]
 
 
 async def test_live_bars_after_a_gap_do_not_fake_coverage(cache):
     p = FakeProvider()
     now = at(12, 5, second=30)
-    cache.add_live_bars("sim", "AAPL", "1m", [p.bar(at(12, m)) for m in range(6)], now_ms=now)
+    cache.add_live_bars("sim", "AAPL", "1m", [p.bar(at(12, m)) for m in range(5)], now_ms=now)
     assert cache.coverage("sim", "AAPL", "1m") == []  # subscribing at 12:00 proves nothing
 
     await get(cache, p, at(9), at(10), now=now)
@@ -301,22 +300,22 @@ async def test_a_contiguous_live_run_extends_coverage_that_reaches_it(cache):
     await get(cache, p, at(11), None, now=p.now)  # complete up to 12:00, 12:00 open
     assert cache.coverage("sim", "AAPL", "1m") == [(at(11), at(12))]
 
-    for m in range(6):
-        cache.add_live_bars("sim", "AAPL", "1m", [p.bar(at(12, m))], now_ms=at(12, m, second=40))
-    assert cache.coverage("sim", "AAPL", "1m") == [(at(11), at(12, 5))]
+    for m in range(6):  # each bar handed over once the next one began
+        cache.add_live_bars("sim", "AAPL", "1m", [p.bar(at(12, m))], now_ms=at(12, m + 1, 40))
+    assert cache.coverage("sim", "AAPL", "1m") == [(at(11), at(12, 6))]
 
-    cache.add_live_bars("sim", "AAPL", "1m", [p.bar(at(12, 9))], now_ms=at(12, 9, second=1))
-    assert cache.coverage("sim", "AAPL", "1m") == [(at(11), at(12, 6))]  # gap: stop at 12:06
+    cache.add_live_bars("sim", "AAPL", "1m", [p.bar(at(12, 9))], now_ms=at(12, 10, second=1))
+    assert cache.coverage("sim", "AAPL", "1m") == [(at(11), at(12, 6))]  # a gap: nothing new
 
 
-async def test_a_stream_that_stopped_mid_bar_does_not_hide_the_providers_bar(tmp_path):
+async def test_a_fetched_span_replaces_the_live_bars_in_it(tmp_path):
     path = tmp_path / "history.sqlite"
     p = FakeProvider()
     cache = HistoryCache(path)
-    partial_bar = {**p.bar(at(10, 3)), "close": -1.0}
-    cache.add_live_bars("sim", "AAPL", "1m", partial_bar, now_ms=at(10, 3, second=30))
+    odd = {**p.bar(at(10, 3)), "close": -1.0}  # e.g. a stream that missed the bar's last trades
+    cache.add_live_bars("sim", "AAPL", "1m", odd, now_ms=at(10, 4, second=30))
 
-    rows = await get(cache, p, at(10), at(11))  # an hour later: 10:03 is long closed
+    rows = await get(cache, p, at(10), at(11))  # nothing was complete: the span is fetched
     cache.close()
 
     assert rows == p.bars(at(10), at(11))
@@ -364,21 +363,67 @@ async def test_count_reaches_back_once_more_over_a_closed_market(cache):
 
     rows = await get(cache, p, None, end, 100)
 
-    assert len(p.calls) == 2
-    assert p.calls[0] == (at(12, 50, day=1), end)
-    assert p.calls[1] == (at(12, 50, day=-3), at(12, 50, day=1))  # back at least 4 days
+    # The window of 100 bars before end holds 30 (the market opened at 14:00), so the cache
+    # asks once for the 70 newest bars before that window: Monday's close.
+    assert p.calls == [(at(12, 50, day=1), end), (None, at(12, 50, day=1), 70)]
     assert rows == (p.bars(at(19, 50), at(21)) + p.bars(at(14, day=1), end))
+    assert cache.coverage("sim", "AAPL", "1m") == [(at(19, 50), end)]
 
     assert await get(cache, p, None, end, 100) == rows
     assert len(p.calls) == 2
+
+
+async def test_data_that_ended_long_ago_is_fetched_once_then_served_from_the_cache(cache):
+    p = FakeProvider()
+    p.now = at(11, 59, second=30)  # the provider's data stops here; the request is weeks later
+    end = at(0, day=20)
+
+    rows = await get(cache, p, None, end, 50)
+    assert rows == p.bars(at(11, 10), at(12))
+    assert p.calls == [(at(23, 10, day=19), end), (None, at(23, 10, day=19), 50)]
+
+    assert await get(cache, p, None, end, 50) == rows
+    assert await get(cache, p, None, end, 20) == rows[-20:]
+    assert len(p.calls) == 2
+
+
+async def test_the_csv_sample_whose_data_ended_in_2025_is_asked_once(cache):
+    """The bundled DEMO-USD.csv (1-minute bars ending on 2025-03-05), read by the real csv
+    provider class: the newest bars come from one look back and one "newest bars" ask, are
+    stored, and the same request later makes no upstream call at all."""
+    provider = CSVProvider(folder=str(SAMPLE_DIR))
+    calls = []
+
+    def fetch(start, end, count):
+        calls.append((start, end, count))
+        return provider.get_history("DEMO-USD", "1m", start, end, count)
+
+    whole = provider.get_history("DEMO-USD", "1m", None, None, None)
+    req = history_request("csv", "DEMO-USD", "1m", end="2025-06-01", count=100)
+
+    rows = await cache.get(req, fetch)
+    assert rows == whole[-100:] and rows[-1]["time"] == 1_741_132_740_000  # 2025-03-04 23:59
+    assert len(calls) == 2 and calls[1][0] is None  # the window, then the newest 100 before it
+    assert await cache.get(req, fetch) == rows
+    assert len(calls) == 2
+
+    # Up to now: the newest bars are still those; only the bar of now is asked for each time.
+    now = history_request("csv", "DEMO-USD", "1m", count=100)
+    assert await cache.get(now, fetch) == rows
+    asked = len(calls)
+    assert await cache.get(now, fetch) == rows
+    assert len(calls) == asked + 1 and calls[-1][2] is None  # one span: the open bar
 
 
 async def test_count_settles_for_fewer_bars_when_there_are_none(cache):
     p = FakeProvider(hours=range(0))  # never trades
 
     assert await get(cache, p, None, at(12), 50) == []
+    assert p.calls == [(at(11, 10), at(12)), (None, at(11, 10), 50)]
     assert await get(cache, p, None, at(12), 50) == []
-    assert len(p.calls) == 2  # the window and one widened look, then never again
+    # The window is known empty; an empty "newest bars" answer proves nothing about older bars,
+    # so that one question is asked again.
+    assert p.calls[2:] == [(None, at(11, 10), 50)]
 
 
 async def test_count_caps_a_span_to_its_newest_bars(cache):
@@ -500,10 +545,10 @@ async def test_rows_come_back_as_they_were_stored(cache):
         },
     ]
 
-    async def fetch(start, end):
+    async def fetch(start, end, count):
         return line
 
-    rows = await cache.get("sim", "AAPL", "1m", at(9), at(9, 4), None, fetch, now_ms=LATER)
+    rows = await cache.get(request(at(9), at(9, 4)), fetch, now_ms=LATER)
 
     assert rows == [line[0], {**line[1], "symbol": "AAPL"}, line[2], line[3]]
     assert type(rows[0]["signal"]) is int and rows[2]["symbol"] == "AAPL.O"
@@ -511,7 +556,10 @@ async def test_rows_come_back_as_they_were_stored(cache):
 
 async def test_a_plain_function_works_as_fetch(cache):
     p = FakeProvider()
-    rows = await cache.get("sim", "AAPL", "1m", at(9), at(10), None, p.bars, now_ms=LATER)
+    def fetch(start, end, count):  # not a coroutine
+        return p.bars(start, end)
+
+    rows = await cache.get(request(at(9), at(10)), fetch, now_ms=LATER)
     assert rows == p.bars(at(9), at(10))
 
 
@@ -529,13 +577,13 @@ async def test_a_plain_function_works_as_fetch(cache):
 async def test_a_malformed_answer_is_an_upstream_error_and_nothing_is_kept(cache, answer, message):
     calls = []
 
-    async def fetch(start, end):
+    async def fetch(start, end, count):
         calls.append((start, end))
         return answer
 
     for _ in range(2):
         with pytest.raises(UpstreamError, match="malformed") as info:
-            await cache.get("sim", "AAPL", "1m", at(9), at(10), None, fetch, now_ms=LATER)
+            await cache.get(request(at(9), at(10)), fetch, now_ms=LATER)
         assert message in str(info.value)
     assert len(calls) == 2
     assert cache.coverage("sim", "AAPL", "1m") == []
@@ -566,13 +614,14 @@ async def test_a_malformed_answer_is_an_upstream_error_and_nothing_is_kept(cache
         ({"interval": None}, BadInterval, "None"),
         ({"source": ""}, BadRequest, "source"),
         ({"symbol": 42}, BadRequest, "42"),
+        ({"symbol": "   "}, BadRequest, "symbol"),
+        ({"symbol": "A" * 201}, BadRequest, "200 characters"),
         ({"start": "yesterday-ish"}, BadRequest, "yesterday-ish"),
-        ({"end": 10**16}, BadRequest, "end"),
-        ({"now_ms": "soon"}, BadRequest, "soon"),
+        ({"end": "3001-01-01T00:00:00Z"}, BadRequest, "end"),
+        ({"start": "1850-06-01"}, BadRequest, "1900..2999"),
     ],
 )
-async def test_bad_requests_are_refused_naming_the_value(cache, kwargs, error, named):
-    p = FakeProvider()
+async def test_bad_requests_are_refused_naming_the_value(kwargs, error, named):
     args = {
         "source": "sim",
         "symbol": "AAPL",
@@ -580,16 +629,22 @@ async def test_bad_requests_are_refused_naming_the_value(cache, kwargs, error, n
         "start": at(9),
         "end": at(10),
         "count": None,
-        "fetch": p.fetch,
         "now_ms": LATER,
         **kwargs,
     }
 
     with pytest.raises(error) as info:
-        await cache.get(**args)
+        history_request(**args)
 
     assert named in str(info.value)
-    assert p.calls == []
+
+
+async def test_a_request_holds_ints_only_and_defaults_to_the_newest_500_bars():
+    req = history_request("sim", "AAPL", "1h", "2026-01-05T09:30:00Z", "now", None)
+    assert (req.start, type(req.end), req.count) == (at(9, 30), int, None)
+    assert history_request("sim", "AAPL", "1h").count == 500
+    assert history_request("sim", "AAPL", "1h", start=at(9)).count is None  # the whole span
+    assert history_request("sim", "AAPL", "1d", end=1_767_225_600).end == at(0, day=-4)  # s
 
 
 async def test_bad_live_input_and_a_closed_cache_are_refused(tmp_path):
@@ -599,10 +654,10 @@ async def test_bad_live_input_and_a_closed_cache_are_refused(tmp_path):
     with pytest.raises(BadRequest, match="NoneType"):
         cache.add_live_bars("sim", "AAPL", "1m", None)
     with pytest.raises(TypeError, match="fetch"):
-        await cache.get("sim", "AAPL", "1m", at(9), at(10), None, "not callable")
+        await cache.get(request(at(9), at(10)), "not callable")
     cache.close()
     with pytest.raises(RuntimeError, match="closed"):
-        await cache.get("sim", "AAPL", "1m", at(9), at(10), None, FakeProvider().fetch)
+        await cache.get(request(at(9), at(10)), FakeProvider().fetch)
 
 
 async def test_a_file_that_is_not_a_database_is_named(tmp_path):

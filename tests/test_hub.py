@@ -26,7 +26,9 @@ from tests.providers_for_tests import (
     FaultyProvider,
     InitFailsProvider,
     Received,
+    RecordingCSVProvider,
     RecordingProvider,
+    ScriptedBarsProvider,
     history_bar,
     read_calls,
     receive,
@@ -34,6 +36,7 @@ from tests.providers_for_tests import (
 )
 
 FAULTY_SYMBOLS = ["OK", "FAILX", "HANGX", "DEGRADEX"]
+MINUTE = 60_000
 STREAM_HOOKS = ("start_streaming", "subscribe", "on_close", "unsubscribe")
 
 
@@ -172,19 +175,19 @@ async def test_slow_subscriber_is_conflated_while_a_fast_one_gets_every_row(star
 
     def done(received: Received) -> bool:
         # Sampled once the burst just delivered has been fully handed out (and conflated).
-        loop.call_soon(lambda: waiting.append(slow.outbox.pending_rows))
+        loop.call_soon(lambda: waiting.append(slow.pending_rows))
         return bool(received.rows) and received.rows[-1]["seq"] == total - 1
 
     got = await receive(fast, done, "all rows at the fast subscriber", timeout=30)
     assert [row["seq"] for row in got.rows] == list(range(total))
-    assert fast.outbox.conflated_rows == 0
+    assert fast.conflated_rows == 0
     await asyncio.sleep(0)
-    assert waiting and max(waiting) <= 50 and slow.outbox.pending_rows <= 50
-    assert slow.outbox.conflated_rows > 0
+    assert waiting and max(waiting) <= 50 and slow.pending_rows <= 50
+    assert slow.conflated_rows > 0
     late = await receive(slow, lambda r: r.rows, "the slow subscriber's rows")
     assert late.rows[-1]["seq"] == total - 1  # conflation keeps the newest row
     assert len(late.rows) <= 50
-    assert hub.stats()["conflated_rows"] >= slow.outbox.conflated_rows
+    assert hub.stats()["conflated_rows"] >= slow.conflated_rows
 
 
 @pytest.mark.asyncio
@@ -248,6 +251,23 @@ async def test_interval_the_provider_does_not_list_is_refused_with_the_list(star
 
 
 @pytest.mark.asyncio
+async def test_check_symbols_names_or_drops_what_the_catalog_does_not_list(start_hub):
+    hub = await start_hub(ProviderSpec("rec", RecordingProvider, {"intervals": ["1m", "1d"]}))
+    assert hub.check_symbols("rec", ["BBB", "AAA"], "1m") == ["BBB", "AAA"]
+    with pytest.raises(UnknownSymbol, match="'ZZZ'"):
+        hub.check_symbols("rec", ["AAA", "ZZZ"], "1m")
+    with pytest.raises(BadInterval, match="1m, 1d"):
+        hub.check_symbols("rec", ["AAA"], "tick")
+    # What a Workspace live grid asks for: the listed symbols of that interval, the rest left out.
+    assert hub.check_symbols("rec", ["ZZZ", "AAA"], "1m", drop_unknown=True) == ["AAA"]
+    assert hub.check_symbols("rec", ["AAA"], "tick", drop_unknown=True) == []
+    with pytest.raises(BadRequest, match="200 characters"):
+        hub.check_symbols("rec", ["A" * 300], "1m", drop_unknown=True)
+    with pytest.raises(UnknownSource, match="'nosuch'"):
+        hub.check_symbols("nosuch", ["AAA"], "1m")
+
+
+@pytest.mark.asyncio
 async def test_provider_whose_init_raises_is_failed_and_the_hub_serves_the_others(start_hub):
     hub = await start_hub(ProviderSpec("broken", InitFailsProvider),
                           ProviderSpec("rec", RecordingProvider))
@@ -293,3 +313,50 @@ async def test_stopping_the_hub_ends_subscriptions_and_provider_processes(start_
     await asyncio.wait_for(drain(), 10)  # the iterator ends instead of waiting forever
     assert info(hub, "rec")["status"] == "stopped"
     await wait_until(lambda: not os.path.exists(f"/proc/{pid}"), "the provider process to exit")
+
+
+@pytest.mark.asyncio
+async def test_the_hub_hands_the_cache_only_bars_a_later_bar_has_closed(start_hub, call_record):
+    """Live candles: the hub alone decides when a bar is final (a later bar arrived). Final bars
+    are stored and extend what the cache knows complete, so history serves them without asking
+    the provider; the newest bar is still open and is asked for."""
+    t = 1_704_153_600_000  # 2024-01-02T00:00Z
+    live = [{"time": t + i * MINUTE, "open": 1.0, "high": 2.0, "low": 0.5, "close": 900.0 + i,
+             "volume": 5.0} for i in range(3)]
+    hub = await start_hub(ProviderSpec("rec", ScriptedBarsProvider,
+                                       {"record": str(call_record), "live": live}))
+    await hub.history("rec", "AAA", "1m", start=t - 10 * MINUTE, end=t)  # complete up to t
+    asked = len(read_calls(call_record, "get_history"))
+
+    sub = await hub.subscribe("rec", "AAA", "1m")
+    got = await receive(sub, lambda r: len(r.rows) >= 3, "the three live bars")
+    assert [r["close"] for r in got.rows] == [900.0, 901.0, 902.0]
+    rows = await hub.history("rec", "AAA", "1m", start=t - 10 * MINUTE, end=t + 2 * MINUTE)
+    assert len(read_calls(call_record, "get_history")) == asked  # served from the cache
+    assert [r["close"] for r in rows[-2:]] == [900.0, 901.0]  # the live values, stored
+
+    await hub.history("rec", "AAA", "1m", start=t, end=t + 3 * MINUTE)
+    [call] = read_calls(call_record, "get_history")[asked:]
+    assert call["args"] == ["AAA", "1m", t + 2 * MINUTE, t + 3 * MINUTE, None]  # open: asked
+    await sub.close()
+
+
+@pytest.mark.asyncio
+async def test_a_csv_file_whose_data_ended_long_ago_is_asked_once(start_hub, call_record):
+    """The bundled DEMO-USD sample ends on 2025-03-05. The newest bars before a later end come
+    from two provider calls the first time and from the cache after that; up to now, only the
+    bar of now is asked for again."""
+    hub = await start_hub(ProviderSpec("csv", RecordingCSVProvider,
+                                       {"record": str(call_record)}))
+    first = await hub.history("csv", "DEMO-USD", "1m", end="2025-06-01", count=100)
+    assert len(first) == 100 and first[-1]["time"] == 1_741_132_740_000
+    assert len(read_calls(call_record, "get_history")) == 2
+    assert await hub.history("csv", "DEMO-USD", "1m", end="2025-06-01", count=100) == first
+    assert len(read_calls(call_record, "get_history")) == 2
+
+    assert await hub.history("csv", "DEMO-USD", "1m", count=100) == first
+    asked = len(read_calls(call_record, "get_history"))
+    assert await hub.history("csv", "DEMO-USD", "1m", count=100) == first
+    [again] = read_calls(call_record, "get_history")[asked:]
+    start, end = again["args"][2:4]
+    assert end - start == MINUTE and start <= now_ms() < end  # just the open bar

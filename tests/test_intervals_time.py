@@ -14,14 +14,16 @@ from nbfeed.intervals import (
     INTERVALS,
     TICK,
     bar_starts,
+    ceil_bar,
     check_interval,
     floor_bar,
     interval_ms,
     is_bar,
     next_bar,
     prev_bar,
+    shift_bars,
 )
-from nbfeed.timeutil import ms_to_iso, now_ms, to_ms
+from nbfeed.timeutil import datetimes_to_ms, ms_to_iso, now_ms, to_ms
 
 
 def ms(text: str) -> int:
@@ -74,6 +76,21 @@ def test_bar_starts_are_the_bars_beginning_in_a_half_open_span():
     assert months == [ms("2024-02-01 00:00:00"), ms("2024-03-01 00:00:00")]
 
 
+def test_ceil_bar_and_shift_bars_step_on_the_calendar():
+    day = ms("2024-03-05 00:00:00")
+    assert ceil_bar(day, "1h") == day  # a bar start is its own ceiling
+    assert ceil_bar(day + 1, "1h") == day + 3_600_000
+    assert ceil_bar(ms("2024-02-10 00:00:00"), "1M") == ms("2024-03-01 00:00:00")
+    assert shift_bars(day, "1h", 3) == day + 3 * 3_600_000
+    assert shift_bars(day, "1h", -24) == ms("2024-03-04 00:00:00")
+    jan = ms("2024-01-01 00:00:00")
+    assert shift_bars(jan, "1M", -1) == ms("2023-12-01 00:00:00")  # across a year boundary
+    assert shift_bars(jan, "1M", 14) == ms("2025-03-01 00:00:00")
+    # An absurd month count stops at the calendar's ends instead of overflowing a datetime.
+    assert shift_bars(jan, "1M", -10**9) == ms("0001-01-01 00:00:00")
+    assert shift_bars(jan, "1M", 10**9) == ms("9999-12-01 00:00:00")
+
+
 def test_interval_lengths():
     assert interval_ms("1m") == 60_000 and interval_ms("1w") == 7 * 86_400_000
     assert interval_ms("1M") == 30 * 86_400_000  # nominal; next_bar knows real month ends
@@ -124,3 +141,14 @@ def test_unreadable_times_are_refused_naming_the_field_and_value(value, shown):
 def test_iso_display_round_trips():
     assert ms_to_iso(T) == "2024-01-02T09:30:00Z"
     assert to_ms(ms_to_iso(T + 123)) == T + 123
+
+
+def test_datetime_columns_become_epoch_ms_with_missing_times_flagged():
+    naive = pd.Series(pd.to_datetime(["2024-01-02 09:30", None, "2024-01-02 10:30"]))
+    ms_, valid = datetimes_to_ms(naive)
+    assert ms_.tolist() == [T, 0, T + 3_600_000] and valid.tolist() == [True, False, True]
+    berlin = pd.DatetimeIndex(["2024-01-02 10:30"]).tz_localize("Europe/Berlin")  # 09:30 UTC
+    assert datetimes_to_ms(berlin)[0].tolist() == [T]
+    assert datetimes_to_ms(np.array(["2024-01-02T09:30"], dtype="datetime64[s]"))[0].tolist() \
+        == [T]
+

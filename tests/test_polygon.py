@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from nbfeed.errors import UnknownSymbol, UpstreamError
+from nbfeed.errors import BadRequest, UnknownSymbol, UpstreamError
 from nbfeed.providers._http import RestClient
 from nbfeed.providers.polygon import (
     BarBuilder,
@@ -247,6 +247,12 @@ def test_configuration_feed_urls_and_missing_key(fp, monkeypatch):
     monkeypatch.delenv("POLYGON_API_KEY")
     with pytest.raises(PolygonAuthError, match="POLYGON_API_KEY"):
         PolygonProvider().init()
+    # A bad option is refused by name when the provider starts (it then shows as failed).
+    for bad, words in (({"seed_bars": "false"}, "polygon option seed_bars: expected true or false"),
+                       ({"request_timeout": -1}, "polygon option request_timeout: expected a "
+                                                 "positive number, got -1")):
+        with pytest.raises(BadRequest, match=words):
+            PolygonProvider(api_key="k", rest_url=fp.rest_url, **bad).init()
 
 
 # ---- the provider in its own process, behind a hub -----------------------------------------------
@@ -259,7 +265,7 @@ def info(hub, name: str) -> dict:
 async def drain(sub) -> None:
     """Discard what a subscription has queued (the outbox hands over everything at once)."""
     try:
-        await asyncio.wait_for(sub.outbox.get(), 0.2)
+        await asyncio.wait_for(sub.get(), 0.2)
     except asyncio.TimeoutError:
         pass
 

@@ -187,6 +187,16 @@ def test_publish_accepts_what_authors_have_and_refuses_rows_without_time():
         p.publish({"time": "soon", "symbol": "AAA"})
     with pytest.raises(BadRequest, match="str"):
         p.publish("AAA 1.0")
+    with pytest.raises(BadRequest, match="no time"):  # a missing time in a DataFrame
+        p.publish(pd.DataFrame({"close": [1.0]}, index=pd.DatetimeIndex([pd.NaT])), symbol="D")
+    # A list is checked row by row, not only by its first row: a later row without a usable
+    # time is refused, and rows with ISO times in a list otherwise made of plain rows are read.
+    with pytest.raises(BadRequest, match="no time"):
+        p.publish([{"time": t, "symbol": "AAA", "price": 1.0}, {"symbol": "AAA", "price": 2.0}])
+    p.published.clear()
+    p.publish([{"time": t, "symbol": "AAA", "price": 1.0},
+               {"time": "2024-01-02T09:31:00Z", "symbol": "AAA", "price": 2.0}])
+    assert [r["time"] for r in p.published] == [t, t + 60_000]
 
 
 def test_send_from_reads_the_reference_message_and_refuses_other_actions():
@@ -279,3 +289,54 @@ async def test_class_intervals_are_enforced_when_nothing_is_listed(start_hub):
         await hub.subscribe("ticks", ["ANY"], "1m")
     sub = await hub.subscribe("ticks", ["ANY"], "tick")
     await sub.close()
+
+
+def test_rest_client_retries_transient_failures_then_names_what_went_wrong():
+    """The REST helper every exchange provider uses, against real sockets on 127.0.0.1: a 503
+    and a malformed body are retried, then answered; a server that never answers and a port
+    nobody listens on give up after the retries, naming the host and what happened."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from nbfeed.errors import UpstreamError, UpstreamTimeout
+    from nbfeed.providers._http import RestClient
+
+    script = {"/flaky": [(503, b"busy"), (200, b"{not json"), (200, b'{"ok": true}')]}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # the stdlib calls it by this name
+            if self.path == "/silent":
+                threading.Event().wait(2.0)  # longer than the client's timeout
+                return
+            status, body = script[self.path].pop(0)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        client = RestClient(base, name="fake", timeout=0.3, max_retries=2, backoff=0.01)
+        assert client.get("/flaky").data == {"ok": True}
+        assert client.requests_sent == 3
+
+        with pytest.raises(UpstreamTimeout, match=r"fake /silent: no answer after 3 attempts"):
+            client.get("/silent")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nobody listens there
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    refused = RestClient(closed, name="fake", max_retries=1, backoff=0.01)
+    with pytest.raises(UpstreamError, match=r"cannot reach http://127\.0\.0\.1:\d+ after 2 "
+                                            r"attempts"):
+        refused.get("/x")

@@ -146,3 +146,23 @@ class TestUnderJupyterHubPrefix:
         assert data["providers"][0]["name"] == "simulated"
         resp = await http_server_client.fetch("/nbfeed/api/providers", raise_error=False)
         assert resp.code == 404
+
+
+def test_extension_limits_default_to_the_engines_and_configured_ones_reach_it():
+    from nbfeed.hub import HubConfig
+    from nbfeed.hub.wire import WireLimits
+    from nbfeed.server_ext.app import NBFeed
+
+    app = NBFeed(providers=["simulated"])
+    assert app.wire_limits() == WireLimits()
+    engine, served = HubConfig(), app.hub_config()
+    for name in ("request_timeout", "idle_timeout", "max_pending_rows",
+                 "max_symbols_per_subscription"):
+        assert getattr(served, name) == getattr(engine, name), name
+    app = NBFeed(providers=["simulated"], max_pending_rows=7, flush_hz=4.0,
+                 max_subscriptions_per_client=3, request_timeout=5.0)
+    limits = app.wire_limits()
+    assert (limits.max_pending_rows, limits.min_flush_interval, limits.max_subscriptions) == (
+        7, 0.25, 3)
+    assert (app.hub_config().max_pending_rows, app.hub_config().request_timeout) == (7, 5.0)
+    assert [spec.name for spec in app.hub_config().providers] == ["simulated"]

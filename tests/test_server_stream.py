@@ -223,12 +223,12 @@ class TestStalledReader:
                             "symbols": ["AAPL"]})
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
-        while flood.outbox.conflated_rows == 0:  # the stall is reached...
+        while flood.conflated_rows == 0:  # the stall is reached...
             assert loop.time() < deadline, "the stalled client's outbox never conflated"
             await fast.until(lambda f: f["type"] == "data_update")
         for _ in range(20):  # ...and stays bounded while the healthy client keeps receiving
             await fast.until(lambda f: f["type"] == "data_update")
-            assert flood.outbox.pending_rows <= flood.outbox.max_rows + 3
+            assert flood.pending_rows <= flood.max_pending_rows + 3
             buffered = server_stream._total_write_index - server_stream._total_write_done_index
             assert buffered < 1_000_000
         fast.close()

@@ -18,11 +18,11 @@ from tornado.websocket import websocket_connect
 
 import nbfeed.workspace as nbws
 from nbfeed.errors import BadRequest, LimitExceeded
-from nbfeed.server_ext.runtime_file import ENV_INFO
+from nbfeed.openbb.entries import build_entry, check_rows
+from nbfeed.openbb.schema import apps_problems, widgets_problems
+from nbfeed.runtime_file import ENV_INFO
 from nbfeed.server_ext.workspace.live import LiveGridSession, params_of
-from nbfeed.server_ext.workspace.published import build_entry, check_rows
 from nbfeed.server_ext.workspace.quotes import LIVE_FIELDS, parse_symbols, quote_values
-from nbfeed.server_ext.workspace.schema import apps_problems, widgets_problems
 from nbfeed.server_ext.workspace.widgets import SourceView, build_apps, build_widgets
 from tests.server_fixtures import *  # noqa: F403
 from tests.server_fixtures import fetch_json
@@ -252,7 +252,7 @@ async def _api(jp_fetch, method, *parts, body=None, expect=200):
 async def test_publish_from_a_notebook_reaches_widgets_json(nbfeed_server, jp_fetch,
                                                             monkeypatch):
     # The start hook wrote nbfeed's runtime file and exported its path, as kernels see it.
-    assert nbws.find_server() is not None
+    assert nbws.publish_target() is not None
     nbws.configure()
     calls = {"n": 0}
 
@@ -359,8 +359,8 @@ async def test_live_session_throttles_replaces_and_unsubscribes(nbfeed_server):
     frames: list[list[dict]] = []
     got = asyncio.Event()
 
-    def send(text: str):
-        frames.append(json.loads(text))
+    def send(frame: bytes):
+        frames.append(json.loads(frame))
         got.set()
         done = asyncio.get_running_loop().create_future()
         done.set_result(None)
@@ -408,7 +408,9 @@ async def test_rotating_the_capability_revokes_sockets(nbfeed_server, jp_fetch, 
     url = f"ws://127.0.0.1:{jp_http_port}{jp_base_url}nbfeed/workspace/"
     ws = await websocket_connect(HTTPRequest(url + old, headers={"Origin": ORIGIN}))
     await ws.write_message('{"type": "params", "params": {"symbol": "AAPL"}}')
-    assert await asyncio.wait_for(ws.read_message(), 20) is not None
+    first = await asyncio.wait_for(ws.read_message(), 20)
+    # A text frame (the grid parses it as JSON text), holding the live fields of AAPL.
+    assert isinstance(first, str) and json.loads(first)[0]["symbol"] == "AAPL"
 
     _, reply = await _api(jp_fetch, "POST", "rotate", body="")
     assert reply["closed_sockets"] == 1

@@ -20,7 +20,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from nbfeed.server_ext.workspace.schema import apps_problems, render_fns, widgets_problems
+from nbfeed.openbb.schema import apps_problems, render_fns, widgets_problems
 from tests.server_fixtures import *  # noqa: F403
 
 ORIGIN = "https://pro.openbb.co"

@@ -1,7 +1,7 @@
-"""``python -m nbfeed.bus``: the same as ``nbfeed feed-server`` (see nbfeed.bus.command)."""
+"""``python -m nbfeed.bus``: the same as ``nbfeed feed-server`` (nbfeed/cli/feed_server.py)."""
 
 import sys
 
-from .command import main
+from ..cli.feed_server import main
 
 sys.exit(main())

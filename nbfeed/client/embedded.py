@@ -55,14 +55,16 @@ class EmbeddedFeed(Feed):
             fut.cancel()
             raise UpstreamTimeout("the embedded nbfeed hub did not answer in time") from None
 
-    def _search(self, query, source, category, type, limit):
+    def _search(self, query: str, source: str | None, category: str | None, type: str | None,
+                limit: int) -> list[dict]:
         return self._call(self.hub.search(query, source=source, category=category, type=type,
                                           limit=limit))
 
-    def _history(self, source, symbol, interval, start, end, count):
+    def _history(self, source: str, symbol: str, interval: str, start: Any, end: Any,
+                 count: int | None) -> list[dict]:
         return self._call(self.hub.history(source, symbol, interval, start, end, count))
 
-    def _providers(self):
+    def _providers(self) -> list[dict]:
         return self.hub.providers_info(include_available=True)
 
     def _subscribe(self, source: str, symbols: list[str], interval: str) -> Stream:
@@ -70,7 +72,9 @@ class EmbeddedFeed(Feed):
 
         async def start() -> Any:
             sub = await self.hub.subscribe(source, symbols, interval)
-            stream = Stream(source, symbols, interval, self._release, history=self.history)
+            # The hub's rows are shared with every subscriber: the stream copies what it delivers.
+            stream = Stream(source, symbols, interval, self._release, history=self.history,
+                            shared_rows=True)
             holder["s"] = stream
             snapshot = sub.snapshot()
             if snapshot:

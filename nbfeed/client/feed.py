@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import BadRequest
+from ..hub.requests import bar_count, bar_interval
 from ..intervals import check_interval, interval_ms
 from ..timeutil import now_ms, to_ms
 from .frames import history_frame, table_frame
@@ -82,9 +83,9 @@ class Feed:
         ``count`` caps the number of bars (the newest ones). Long backfills are fetched in
         chunks with a progress bar (``progress=False`` hides it).
         """
-        check_interval(interval)
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
-            raise BadRequest(f"count must be a whole number, got {count!r}")
+        # Early, with the hub's own rules: a bad interval or count fails before any request.
+        bar_interval(interval)
+        bar_count(count)
         chunks = self._chunks(interval, start, end, count)
         if len(chunks) <= 1:
             return history_frame(self._history(source, symbol, interval, start, end, count))
@@ -102,7 +103,7 @@ class Feed:
 
     def _chunks(self, interval: str, start: Any, end: Any, count: int | None
                 ) -> list[tuple[int, int]]:
-        if interval == "tick" or start is None:
+        if start is None:
             return []
         a = to_ms(start, "start")
         b = now_ms() if end is None else to_ms(end, "end")

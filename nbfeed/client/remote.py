@@ -12,29 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from concurrent.futures import Future
 from typing import Any
 
-from .. import errors
+from ..errors import NBFeedError, UpstreamError
+from ..jsonfast import dumps, loads
 from ..providers.registry import ProviderSpec
 from .feed import Feed
+from .http import ServerInfo, request
 from .stream import Stream
 
 log = logging.getLogger("nbfeed.client")
-
-_CODES = {"unknown_source": errors.UnknownSource, "unknown_symbol": errors.UnknownSymbol,
-          "bad_interval": errors.BadInterval, "bad_request": errors.BadRequest,
-          "limit": errors.LimitExceeded, "upstream": errors.UpstreamError}
-
-
-def error_from(code: str | None, message: str) -> errors.NBFeedError:
-    return _CODES.get(code or "", errors.NBFeedError)(message)
 
 
 class RemoteFeed(Feed):
@@ -43,10 +34,8 @@ class RemoteFeed(Feed):
     mode = "remote"
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
-        if not url.endswith("/"):
-            url += "/"
-        self.url = url
-        self.token = token or ""
+        self.server = ServerInfo(url, token or "")
+        self.url = self.server.url
         self.timeout = timeout
         self._ids = itertools.count(1)
         self._streams: dict[str, Stream] = {}
@@ -60,9 +49,6 @@ class RemoteFeed(Feed):
 
     # ---- REST -----------------------------------------------------------------------------
 
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"token {self.token}"} if self.token else {}
-
     def _get(self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None
              ) -> Any:
         query = urllib.parse.urlencode({k: v for k, v in (params or {}).items()
@@ -70,36 +56,22 @@ class RemoteFeed(Feed):
         return self._request("GET", f"{path}?{query}" if query else path, None, timeout)
 
     def _request(self, method: str, path: str, body: Any, timeout: float | None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {**self._headers(), "Content-Type": "application/json"}
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
-                return json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as err:
-            try:
-                detail = json.loads(err.read())
-            except ValueError:
-                detail = {}
-            message = detail.get("detail") or f"HTTP {err.code} from {self.url}{path}"
-            if err.code in (401, 403):
-                raise errors.NBFeedError(f"not authorized by {self.url}: {message}") from None
-            raise error_from(detail.get("code"), message) from None
-        except (urllib.error.URLError, OSError) as err:
-            raise errors.UpstreamError(f"cannot reach nbfeed at {self.url}: {err}") from None
+        return request(self.server, method, path, body, timeout or self.timeout)
 
     def ping(self, timeout: float = 3.0) -> list[dict]:
         return self._get("nbfeed/api/providers", timeout=timeout)["providers"]
 
-    def _providers(self):
+    def _providers(self) -> list[dict]:
         return self._get("nbfeed/api/providers")["providers"]
 
-    def _search(self, query, source, category, type, limit):
+    def _search(self, query: str, source: str | None, category: str | None, type: str | None,
+                limit: int) -> list[dict]:
         return self._get("nbfeed/api/symbols", {"q": query, "source": source,
                                                 "category": category, "type": type,
                                                 "limit": limit})["results"]
 
-    def _history(self, source, symbol, interval, start, end, count):
+    def _history(self, source: str, symbol: str, interval: str, start: Any, end: Any,
+                 count: int | None) -> list[dict]:
         params = {"source": source, "symbol": symbol, "interval": interval,
                   "start": _param_time(start), "end": _param_time(end), "count": count}
         return self._get("nbfeed/api/history", params)["rows"]
@@ -127,7 +99,7 @@ class RemoteFeed(Feed):
                                  name="nbfeed-remote-ws").start()
                 asyncio.run_coroutine_threadsafe(self._run_socket(), self._loop)
         if not self._connected.wait(self.timeout):
-            raise errors.UpstreamError(f"cannot open the nbfeed websocket at {self.url}")
+            raise UpstreamError(f"cannot open the nbfeed websocket at {self.url}")
 
     async def _run_socket(self) -> None:
         from tornado.httpclient import HTTPRequest
@@ -138,7 +110,9 @@ class RemoteFeed(Feed):
         while not self._closed:
             try:
                 self._ws = await websocket_connect(
-                    HTTPRequest(ws_url, headers=self._headers()), max_message_size=64 << 20)
+                    HTTPRequest(ws_url, headers=self.server.headers(),
+                                validate_cert=not self.server.loopback_tls),
+                    max_message_size=64 << 20)
             except Exception as exc:
                 log.warning("nbfeed: websocket to %s failed (%s); retrying in %.1f s",
                             ws_url, exc, delay)
@@ -147,13 +121,13 @@ class RemoteFeed(Feed):
                 continue
             delay = 0.25
             for rid, spec in list(self._specs.items()):  # after a reconnect: resubscribe
-                await self._ws.write_message(json.dumps({"type": "subscribe", "id": rid, **spec}))
+                await self._ws.write_message(dumps({"type": "subscribe", "id": rid, **spec}))
             self._connected.set()
             while True:
                 text = await self._ws.read_message()
                 if text is None:
                     break
-                self._on_frame(json.loads(text))
+                self._on_frame(loads(text))
             self._connected.clear()
             for stream in self._streams.values():
                 stream._push_event({"type": "status", "source": stream.source,
@@ -172,7 +146,8 @@ class RemoteFeed(Feed):
         elif kind == "error":
             fut = self._pending.pop(rid, None)
             if fut is not None and not fut.done():
-                fut.set_exception(error_from(frame.get("code"), frame.get("message", "")))
+                fut.set_exception(NBFeedError.from_wire(frame.get("code"),
+                                                        frame.get("message", "")))
             elif rid in self._streams:
                 self._streams[rid]._push_event(frame)
         elif kind == "status":
@@ -204,7 +179,7 @@ class RemoteFeed(Feed):
     async def _send_frame(self, msg: dict) -> None:
         """Runs on the socket's loop (tornado sockets are not thread-safe)."""
         try:
-            await self._ws.write_message(json.dumps(msg))
+            await self._ws.write_message(dumps(msg))
         except Exception as exc:  # closed: the reconnect loop resubscribes from _specs
             log.debug("nbfeed: could not send %s: %s", msg.get("type"), exc)
 

@@ -8,6 +8,12 @@ conflated (newest wins), which bounds memory whatever the upstream rate.
 
 Thread-safety: every public method may be called from any thread. Callbacks run on the
 dispatcher thread; an exception in one is logged and the stream goes on.
+
+Rows belong to the stream: a callback gets the same dicts as the stream's other callbacks and
+:attr:`Stream.latest`, so treat them as read-only (copy one before changing it). They are never
+the hub's own: an embedded hub shares each row with every subscriber and with the snapshot new
+subscribers start from, so a stream fed by it (``shared_rows=True``) copies each row it delivers
+once, on its dispatcher thread, before anyone sees it.
 """
 
 from __future__ import annotations
@@ -31,13 +37,14 @@ class Stream:
     """
 
     def __init__(self, source: str, symbols: list[str], interval: str,
-                 closer: Callable[[Stream], None], history: Callable[..., Any] | None = None
-                 ) -> None:
+                 closer: Callable[[Stream], None], history: Callable[..., Any] | None = None,
+                 *, shared_rows: bool = False) -> None:
         self.source = source
         self.symbols = list(symbols)
         self.interval = interval
         self._closer = closer
         self._history = history
+        self._shared_rows = shared_rows
         self._lock = threading.Condition()
         self._inbox: list[dict] = []
         self._events: list[dict] = []
@@ -91,6 +98,8 @@ class Stream:
                 self._handle_event(event)
             if not rows:
                 continue
+            if self._shared_rows:  # see the module docstring: after conflation, off the hub
+                rows = [dict(row) for row in rows]
             latest = self._latest
             for row in rows:
                 latest[row.get("symbol")] = row
@@ -123,7 +132,8 @@ class Stream:
     def on_update(self, callback: Callable[[list[dict]], Any]) -> Callable[[list[dict]], Any]:
         """Call ``callback(rows)`` for every batch of new rows (on the dispatcher thread).
 
-        Returns the callback, so it works as a decorator.
+        The rows are shared with this stream's other callbacks and :attr:`latest`: read them,
+        copy one to change it. Returns the callback, so it works as a decorator.
         """
         if not callable(callback):
             raise TypeError(f"on_update needs a callable, got {type(callback).__name__}")
@@ -139,9 +149,6 @@ class Stream:
 
     def off_update(self, callback: Callable) -> None:
         """Stop calling ``callback`` (registered with :meth:`on_update` or :meth:`on_event`)."""
-        self.remove_callback(callback)
-
-    def remove_callback(self, callback: Callable) -> None:
         with self._lock:
             if callback in self._callbacks:
                 self._callbacks.remove(callback)
@@ -153,7 +160,12 @@ class Stream:
         """The newest row per symbol as a DataFrame indexed by symbol (empty before data)."""
         from .frames import latest_frame
 
-        return latest_frame(list(self._latest.values()))
+        return latest_frame(self.latest_rows())
+
+    def latest_rows(self) -> list[dict]:
+        """The newest row per symbol as row dicts (epoch-ms ``time``), in first-seen order:
+        what :attr:`latest` shows, without the DataFrame. Read-only, like callback rows."""
+        return list(self._latest.values())
 
     def history(self, count: int = 500) -> Any:
         """Recent bars of the first symbol (for charts that start with history)."""

@@ -46,6 +46,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .requests import MAX_TIME_MS, MIN_TIME_MS
 from .spans import Span
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,6 @@ log = logging.getLogger(__name__)
 Row = dict[str, Any]
 Record = tuple  # (time, open, high, low, close, volume, extra dict or None)
 
-MIN_TIME_MS = -2_208_988_800_000  # 1900-01-01: older than any market data, safe for calendars
-MAX_TIME_MS = 32_503_680_000_000  # 3000-01-01
 BLOCK_BARS = 1024
 """Bar slots per stored block: callers pass ``block_ms = BLOCK_BARS * interval_ms(interval)``,
 and block ``k`` of a series holds the times in ``[k * block_ms, (k + 1) * block_ms)``."""

@@ -56,8 +56,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from nbfeed.errors import BadRequest
-
+from ..errors import BadRequest
 from .catalog_input import (
     ENTRY_TYPES,
     MAX_LIMIT,
@@ -287,7 +286,8 @@ class Catalog:
         if type is not None and type not in ENTRY_TYPES:
             raise BadRequest(f"type must be one of {', '.join(ENTRY_TYPES)}; got {type!r:.80}")
         category = category.lower() if category is not None else None
-        where, params, values = "", (), []
+        where, values = "", []
+        params: tuple[str, ...] = ()
         if source is not None:
             where, params = " AND e.source = ?", (source,)
             values.append(f"source:{source}")

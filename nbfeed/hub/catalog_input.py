@@ -28,7 +28,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 
-from nbfeed.errors import BadRequest
+from ..errors import BadRequest
 
 ENTRY_TYPES = ("candlestick", "line", "quote")
 MAX_QUERY_CHARS = 200

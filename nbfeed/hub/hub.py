@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     BadInterval,
@@ -27,22 +27,24 @@ from ..errors import (
     UnknownSymbol,
     UpstreamError,
 )
-from ..intervals import TICK, check_interval, is_bar
+from ..intervals import TICK, check_interval
 from ..providers.registry import (
     ProviderSpec,
     available_providers,
     check_source_name,
     describe_unloaded,
 )
-from ..timeutil import to_ms
 from .config import HubConfig
 from .outbox import StreamBatch
+from .requests import check_name, history_request
 from .subscription import Subscription
 from .transport import ProviderTransport, local_process
 
-log = logging.getLogger("nbfeed.hub")
+if TYPE_CHECKING:  # for types only: start() imports and opens them
+    from .catalog import Catalog
+    from .history import HistoryCache
 
-MAX_HISTORY_COUNT = 1_000_000
+log = logging.getLogger("nbfeed.hub")
 
 
 class _Stream:
@@ -65,8 +67,8 @@ class Hub:
         self._processes: dict[str, ProviderTransport] = {}
         self._streams: dict[tuple[str, str, str], _Stream] = {}
         self._subs: set[Subscription] = set()
-        self.catalog: Any = None
-        self.cache: Any = None
+        self.catalog: Catalog | None = None
+        self.cache: HistoryCache | None = None
         self.started = False
         self._populating: dict[str, asyncio.Task] = {}
         self.populate_errors: dict[str, str] = {}
@@ -236,28 +238,44 @@ class Hub:
         """Whether the catalog holds entries for ``source`` (one query; ask once per call)."""
         return self.catalog is not None and bool(self.catalog.sources().get(source))
 
-    def _check_symbol(self, source: str, symbol: Any, interval: str,
-                      listed: bool | None = None) -> str:
-        if not isinstance(symbol, str) or not symbol or len(symbol) > 200:
-            raise BadRequest(f"symbol must be a non-empty string of at most 200 characters, "
-                             f"got {symbol!r:.80}")
-        if not (self._listed(source) if listed is None else listed):
-            # Nothing listed (yet): the provider decides on symbols, its class on intervals.
-            supported = self._processes[source].intervals
+    def check_symbols(self, source: str, symbols: Iterable[Any], interval: str, *,
+                      drop_unknown: bool = False) -> list[str]:
+        """The ``symbols`` of ``source`` that stream or have bars at ``interval``.
+
+        Raises UnknownSource, and BadRequest for a symbol that is not a non-empty string of at
+        most ``requests.MAX_NAME_CHARS`` characters. A symbol the catalog does not list, or
+        lists without ``interval``, raises UnknownSymbol (with close matches) or BadInterval -
+        or, with ``drop_unknown``, is left out. While the catalog lists nothing for ``source``
+        (yet), the provider decides on symbols and its class on intervals (BadInterval either
+        way).
+        """
+        proc = self._process(source)
+        symbols = list(symbols)
+        for symbol in symbols:
+            check_name(symbol, "symbol")
+        # Asked once, not once per symbol: a subscribe may name 1,000.
+        if not self._listed(source):
+            supported = proc.intervals
             if interval not in supported:
                 raise BadInterval(f"interval {interval!r} is not supported by {source!r}; "
                                   f"supported: {', '.join(supported)}")
-            return symbol
-        entry = self.catalog.lookup(source, symbol)
-        if entry is None:
-            near = [e["name"] for e in self.catalog.search(symbol, source=source, limit=5)]
-            hint = f"; did you mean {', '.join(near)}?" if near else ""
-            raise UnknownSymbol(f"unknown symbol {symbol!r} for source {source!r}{hint}")
-        intervals = entry.get("intervals") or []
-        if interval not in intervals:
-            raise BadInterval(f"interval {interval!r} is not available for {source}/{symbol}; "
-                              f"available: {', '.join(intervals)}")
-        return symbol
+            return symbols
+        known = []
+        for symbol in symbols:
+            entry = self.catalog.lookup(source, symbol)
+            intervals = (entry or {}).get("intervals") or []
+            if entry is not None and interval in intervals:
+                known.append(symbol)
+            elif drop_unknown:
+                continue
+            elif entry is None:
+                near = [e["name"] for e in self.catalog.search(symbol, source=source, limit=5)]
+                hint = f"; did you mean {', '.join(near)}?" if near else ""
+                raise UnknownSymbol(f"unknown symbol {symbol!r} for source {source!r}{hint}")
+            else:
+                raise BadInterval(f"interval {interval!r} is not available for "
+                                  f"{source}/{symbol}; available: {', '.join(intervals)}")
+        return known
 
     async def search(self, query: str = "", source: str | None = None,
                      category: str | None = None, type: str | None = None,
@@ -299,38 +317,23 @@ class Hub:
 
     async def history(self, source: str, symbol: str, interval: str, start: Any = None,
                       end: Any = None, count: Any = None) -> list[dict]:
-        """Bars in time order (UTC), served from the cache, fetching only missing spans."""
+        """Bars in time order (UTC), served from the cache, fetching only missing spans.
+
+        The request is checked once (:func:`~nbfeed.hub.requests.history_request`), and every
+        provider answer goes through the cache: checked, stored and marked complete.
+        """
         proc = await self._ready_process(source)
-        interval = check_interval(interval)
-        if not is_bar(interval):
-            raise BadInterval("history needs a bar interval, not 'tick'")
-        self._check_symbol(source, symbol, interval)
-        start_ms = None if start is None else to_ms(start, "start")
-        end_ms = None if end is None else to_ms(end, "end")
-        if start_ms is not None and end_ms is not None and start_ms >= end_ms:
-            raise BadRequest(f"start ({start}) must be before end ({end})")
-        if count is not None:
-            if isinstance(count, bool) or not isinstance(count, int):
-                raise BadRequest(f"count must be a whole number, got {count!r}")
-            if count <= 0:
-                raise BadRequest(f"count must be positive, got {count}")
-            if count > MAX_HISTORY_COUNT:
-                raise LimitExceeded(f"count {count} is above the limit of {MAX_HISTORY_COUNT}")
+        request = history_request(source, symbol, interval, start, end, count)
+        self.check_symbols(source, [request.symbol], request.interval)
+        if self.cache is None:
+            raise UpstreamError("the hub is not running")
         timeout = self.config.request_timeout
 
-        async def fetch(span_start: int, span_end: int) -> list[dict]:
-            return await proc.request("history", (symbol, interval, span_start, span_end, None),
-                                      timeout)
+        async def fetch(span_start: int | None, span_end: int, bars: int | None) -> list[dict]:
+            return await proc.request(
+                "history", (symbol, request.interval, span_start, span_end, bars), timeout)
 
-        rows = await self.cache.get(source, symbol, interval, start_ms, end_ms, count, fetch)
-        if start_ms is None and count is not None and len(rows) < count:
-            # The cache looks back `count` bars from `end`; a source whose data stops long
-            # before that (a CSV file, a delisted symbol) knows better where its last bars are.
-            direct = await proc.request("history", (symbol, interval, None, end_ms, count),
-                                        timeout)
-            if len(direct) > len(rows):
-                rows = direct[-count:]
-        return rows
+        return await self.cache.get(request, fetch)
 
     # ---- live -----------------------------------------------------------------------------
 
@@ -350,11 +353,10 @@ class Hub:
         limit = self.config.max_symbols_per_subscription
         if len(symbols) > limit:
             raise LimitExceeded(f"{len(symbols)} symbols in one subscription; the limit is {limit}")
-        listed = self._listed(source)  # not once per symbol: a subscribe may name 1,000
-        for sym in symbols:
-            self._check_symbol(source, sym, interval, listed)
-        sub = Subscription(self, source, symbols, interval,
-                           max_pending_rows or self.config.max_pending_rows)
+        self.check_symbols(source, symbols, interval)
+        sub = Subscription(source, symbols, interval,
+                           max_pending_rows or self.config.max_pending_rows,
+                           release=self._release, snapshot=self.snapshot)
         self._subs.add(sub)
         for key in sub.keys:
             stream = self._streams.get(key)
@@ -365,11 +367,14 @@ class Hub:
                 proc.send(("sub", self.client_id, key[1], key[2]))
         if proc.status[0] not in ("running", "starting"):
             state, detail = proc.status
-            sub.outbox.put_event({"type": "status", "source": source, "state": state,
-                                  "detail": detail})
+            sub.put_event({"type": "status", "source": source, "state": state,
+                           "detail": detail})
         return sub
 
     def snapshot(self, keys: Iterable[tuple[str, str, str]]) -> list[dict]:
+        """The newest rows of the streams ``keys`` (quotes: the last row; candles: the last
+        bars seen live); nothing for a stream nobody subscribes to. The dicts are the hub's
+        own, shared with every subscriber: read-only."""
         rows: list[dict] = []
         for key in keys:
             stream = self._streams.get(key)
@@ -398,8 +403,8 @@ class Hub:
     def stats(self) -> dict:
         """Counts for monitoring: streams, subscriptions, rows waiting, rows conflated."""
         return {"streams": len(self._streams), "subscriptions": len(self._subs),
-                "pending_rows": sum(s.outbox.pending_rows for s in self._subs),
-                "conflated_rows": sum(s.outbox.conflated_rows for s in self._subs)}
+                "pending_rows": sum(s.pending_rows for s in self._subs),
+                "conflated_rows": sum(s.conflated_rows for s in self._subs)}
 
     # ---- from provider processes ----------------------------------------------------------
 
@@ -414,7 +419,7 @@ class Hub:
                 self._remember(key, stream, rows)
                 batch = StreamBatch(source, symbol, interval, rows)
                 for sub in stream.subs:
-                    sub.outbox.put_batch(batch)
+                    sub.put_batch(batch)
         elif op == "stream_error":
             _, symbol, interval, error = msg
             key = (source, symbol, interval)
@@ -425,9 +430,16 @@ class Hub:
                      "message": f"{source}/{symbol}/{interval}: {error}", "source": source,
                      "symbol": symbol, "interval": interval}
             for sub in stream.subs:
-                sub.outbox.put_event(event)
+                sub.put_event(event)
 
     def _remember(self, key: tuple[str, str, str], stream: _Stream, rows: list[dict]) -> None:
+        """Keep what a new subscriber starts from, and hand final candles to the cache.
+
+        The one place that decides when a live bar is final: once a later bar of the same
+        stream arrived (the newest bar is open; its updates cost one list assignment). Only
+        final bars reach ``HistoryCache.add_live_bars``; a failure to store them is logged and
+        the stream goes on.
+        """
         last = rows[-1]
         if key[2] == TICK:
             stream.last = last
@@ -456,7 +468,7 @@ class Hub:
         event = {"type": "status", "source": source, "state": state, "detail": detail}
         for sub in self._subs:
             if sub.source == source:
-                sub.outbox.put_event(event)
+                sub.put_event(event)
         proc = self._processes.get(source)
         if origin == "process" and state == "running" and proc is not None:
             # A (re)started process knows nothing: subscribe it to every stream of its source,
@@ -466,4 +478,4 @@ class Hub:
                     proc.send(("sub", self.client_id, symbol, interval))
 
 
-__all__ = ["Hub", "HubConfig", "ProviderSpec", "UpstreamError"]
+__all__ = ["Hub"]

@@ -59,14 +59,15 @@ class Outbox:
     """A bounded, conflating queue of StreamBatch objects and event dicts for one subscriber.
 
     Event dicts (``status``, ``error``) are kept apart, at most ``MAX_EVENTS`` of them (oldest
-    dropped), and delivered before data. Not thread-safe: use it on the hub's event loop.
+    dropped), and delivered before data. ``on_ready``, when set, is called after every put (a
+    reader's cue to :meth:`take`). Not thread-safe: use it on the hub's event loop.
     """
 
-    def __init__(self, max_rows: int = 10_000, on_ready: Callable[[], None] | None = None) -> None:
+    def __init__(self, max_rows: int) -> None:
         if max_rows < 1:
             raise ValueError("max_rows must be >= 1")
         self.max_rows = max_rows
-        self.on_ready = on_ready
+        self.on_ready: Callable[[], None] | None = None
         self._batches: deque[StreamBatch] = deque()
         self._events: deque[dict] = deque(maxlen=MAX_EVENTS)
         self._rows = 0
@@ -81,9 +82,12 @@ class Outbox:
 
     @property
     def pending_rows(self) -> int:
+        """Rows waiting (events not counted)."""
         return self._rows
 
     def put_batch(self, batch: StreamBatch) -> None:
+        """Queue a batch (shared, not copied). Never blocks or awaits; conflates when the reader
+        is behind (see the module docstring); ignored once closed."""
         if self.closed:
             return
         self._batches.append(batch)
@@ -99,6 +103,7 @@ class Outbox:
             loop.call_soon(self._conflate_if_behind)
 
     def put_event(self, event: dict) -> None:
+        """Queue an event dict (at most ``MAX_EVENTS``, oldest dropped); ignored once closed."""
         if self.closed:
             return
         self._events.append(event)
@@ -129,6 +134,7 @@ class Outbox:
         return self.take()
 
     def close(self) -> None:
+        """Refuse further puts and wake a waiting reader; what is queued can still be taken."""
         self.closed = True
         self._wake()
 

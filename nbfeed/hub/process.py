@@ -43,7 +43,6 @@ log = logging.getLogger("nbfeed.hub")
 
 #: Messages (each a batch of rows) the reader thread may hold before it waits for the loop.
 MAX_INBOX_MESSAGES = 1_000
-STATES = ("starting", "running", "restarting", "failed", "stopped")
 
 
 class ProviderProcess:
@@ -63,8 +62,12 @@ class ProviderProcess:
         self.backoff_max = backoff_max
         self.stable_after = stable_after
         self.start_timeout = start_timeout
+        #: The process's state: starting, running, restarting, failed or stopped (+ why).
         self.state = "stopped"
         self.detail = ""
+        #: The provider's own report about itself (``set_status``), e.g. failed auth upstream.
+        self.reported = "running"
+        self.reported_detail = ""
         self.restarts = 0  # total, for display
         #: What the provider class says it can serve at all (its ``intervals`` attribute).
         self.intervals: tuple[str, ...] = INTERVALS
@@ -254,13 +257,14 @@ class ProviderProcess:
                 if self._ready is not None and not self._ready.done():
                     self._ready.set_result(True)
             elif op == "init_failed":
-                self._stopping_after_init_failure(msg[1])
+                self._on_init_failed(msg[1])
             elif op == "status":
                 self._on_provider_status(msg[1], msg[2])
             else:
                 self.on_message(self.name, msg)
 
-    def _stopping_after_init_failure(self, error: BaseException) -> None:
+    def _on_init_failed(self, error: BaseException) -> None:
+        """``init()`` raised in the provider: failed for good (a bad key would fail again)."""
         self.detail = f"init failed: {error}"
         self._set_state("failed", self.detail)
         if self._ready is not None and not self._ready.done():
@@ -310,10 +314,6 @@ class ProviderProcess:
     def _on_provider_status(self, state: str, detail: str) -> None:
         self.reported, self.reported_detail = state, detail
         self.on_state(self.name, state, detail, "provider")
-
-    #: The provider's own report about itself (``set_status``), e.g. failed auth upstream.
-    reported: str = "running"
-    reported_detail: str = ""
 
     @property
     def status(self) -> tuple[str, str]:

@@ -1,56 +1,131 @@
-"""A subscriber's handle on one or more live streams of the hub."""
+"""A subscriber's handle on one or more live streams of the hub, and the only door to its outbox.
+
+The hub puts (:meth:`Subscription.put_batch`, :meth:`Subscription.put_event`); a session reads
+(:meth:`~Subscription.take` when told :attr:`~Subscription.on_ready`, :meth:`~Subscription.get`,
+``async for``, or :meth:`~Subscription.on_batch`). Nothing else reaches the :class:`Outbox`
+behind it. The subscription knows its hub only through the two callables it is given, so this
+module imports nothing of the hub.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import itertools
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from .outbox import Outbox
+from .outbox import Outbox, StreamBatch
 
-if TYPE_CHECKING:
-    from .hub import Hub
+log = logging.getLogger("nbfeed.hub")
 
 _ids = itertools.count(1)
+
+StreamKey = tuple[str, str, str]
 
 
 class Subscription:
     """Live rows of ``symbols`` from ``source`` at ``interval``, delivered through an outbox.
 
-    Use it as an async iterator (each step yields a list of items: :class:`StreamBatch`
-    objects and ``status``/``error`` event dicts) or hand a callback to :meth:`on_batch`. A
-    subscriber that reads slowly gets conflated rows, never unbounded memory. :meth:`close`
-    releases every stream; the last subscriber of a stream leaving stops it at the provider.
+    Read it as an async iterator (each step yields a list of items: :class:`StreamBatch` objects
+    and ``status``/``error`` event dicts), with :meth:`get`, with :meth:`take` when
+    :attr:`on_ready` fires, or hand a callback to :meth:`on_batch`. A subscriber that reads
+    slowly gets conflated rows, never unbounded memory (see :mod:`.outbox`). :meth:`close`
+    releases every stream (``release(self)``); the last subscriber of a stream leaving stops it
+    at the provider. ``snapshot(keys)`` answers :meth:`snapshot`.
+
+    Not thread-safe: use it on the hub's event loop.
     """
 
-    def __init__(self, hub: Hub, source: str, symbols: list[str], interval: str,
-                 max_pending_rows: int) -> None:
+    def __init__(self, source: str, symbols: Iterable[str], interval: str,
+                 max_pending_rows: int, *, release: Callable[[Subscription], None],
+                 snapshot: Callable[[list[StreamKey]], list[dict]]) -> None:
         self.id = next(_ids)
-        self.hub = hub
         self.source = source
         self.symbols = list(symbols)
         self.interval = interval
-        self.outbox = Outbox(max_pending_rows)
         self.closed = False
+        self._outbox = Outbox(max_pending_rows)
+        self._release = release
+        self._snapshot = snapshot
         self._pump: asyncio.Task | None = None
 
     @property
-    def keys(self) -> list[tuple[str, str, str]]:
+    def keys(self) -> list[StreamKey]:
+        """``(source, symbol, interval)`` of every stream of this subscription."""
         return [(self.source, s, self.interval) for s in self.symbols]
 
     def snapshot(self) -> list[dict]:
         """The latest known rows of every stream (quotes: the current row; candles: the last
-        bars seen live). Empty for a stream that has not published yet."""
-        return self.hub.snapshot(self.keys)
+        bars seen live). Empty for a stream that has not published yet. Shared: read-only."""
+        return self._snapshot(self.keys)
+
+    # ---- the hub's side -------------------------------------------------------------------
+
+    def put_batch(self, batch: StreamBatch) -> None:
+        """Queue one burst of rows. Never blocks; conflates when the reader is behind; ignored
+        once closed."""
+        self._outbox.put_batch(batch)
+
+    def put_event(self, event: dict) -> None:
+        """Queue a ``status`` or ``error`` event (delivered before data; the oldest are dropped
+        beyond a few hundred). Ignored once closed."""
+        self._outbox.put_event(event)
+
+    # ---- the reader's side ----------------------------------------------------------------
+
+    @property
+    def on_ready(self) -> Callable[[], None] | None:
+        """Called (on the hub's loop, from within the put) whenever something is queued: a
+        cue to :meth:`take`. Keep it cheap; it must not raise."""
+        return self._outbox.on_ready
+
+    @on_ready.setter
+    def on_ready(self, callback: Callable[[], None] | None) -> None:
+        self._outbox.on_ready = callback
+
+    @property
+    def pending(self) -> int:
+        """Rows plus events waiting to be taken (0: nothing to do)."""
+        return len(self._outbox)
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows waiting to be taken."""
+        return self._outbox.pending_rows
+
+    @property
+    def max_pending_rows(self) -> int:
+        """Rows that may wait before the outbox conflates."""
+        return self._outbox.max_rows
+
+    @property
+    def conflated_rows(self) -> int:
+        """Rows merged away so far because this subscriber was behind."""
+        return self._outbox.conflated_rows
+
+    @property
+    def delivered_rows(self) -> int:
+        """Rows taken so far."""
+        return self._outbox.delivered_rows
+
+    def take(self) -> list[Any]:
+        """Everything waiting (events first, then batches in arrival order), at once; empty
+        when nothing waits."""
+        return self._outbox.take()
+
+    async def get(self) -> list[Any]:
+        """Wait until something is waiting, then :meth:`take` it. Raises ``EOFError`` once the
+        subscription is closed and nothing is left."""
+        return await self._outbox.get()
 
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> list[Any]:
         try:
-            return await self.outbox.get()
+            return await self._outbox.get()
         except EOFError:
             raise StopAsyncIteration from None
 
@@ -63,25 +138,24 @@ class Subscription:
             raise RuntimeError("this subscription already has a callback")
 
         async def pump() -> None:
-            import logging
-
             async for items in self:
                 try:
                     result = callback(items)
                     if inspect.isawaitable(result):
                         await result
                 except Exception:
-                    logging.getLogger("nbfeed.hub").exception("subscription callback raised")
+                    log.exception("subscription callback raised")
 
         self._pump = asyncio.ensure_future(pump())
 
     async def close(self) -> None:
-        """Release every stream of this subscription. Safe to call twice."""
+        """Release every stream of this subscription. Safe to call twice; readers waiting in
+        :meth:`get` or ``async for`` end once what is queued has been read."""
         if self.closed:
             return
         self.closed = True
-        self.hub._release(self)
-        self.outbox.close()
+        self._release(self)
+        self._outbox.close()
         if self._pump is not None and self._pump is not asyncio.current_task():
             self._pump.cancel()
 

@@ -1,7 +1,9 @@
 """Wire protocol v1: one client session over any message transport (tornado, a test, ...).
 
-The protocol belongs here, not in a web handler: a transport gives the session text frames
-(:meth:`WireSession.receive`) and a ``send(text) -> awaitable`` function, nothing more.
+The protocol belongs here, not in a web handler: a transport gives the session the client's
+frames (:meth:`WireSession.receive`) and a ``send(frame: bytes)`` function, nothing more.
+``send`` returns an awaitable that completes when the frame is written (flow control), or None
+when the transport is closed (the frame is dropped; the transport then calls :meth:`close`).
 
 Failure behaviour:
 
@@ -17,7 +19,6 @@ Failure behaviour:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import BadRequest, LimitExceeded, NBFeedError
-from ..jsonfast import dumpb
+from ..jsonfast import dumpb, loads
+from .config import HubConfig
 from .hub import Hub
 from .outbox import StreamBatch
 from .subscription import Subscription
@@ -44,19 +46,16 @@ class WireLimits:
     max_subscriptions: int = 1_000
     max_streams: int = 10_000
     max_concurrent_requests: int = 8
-    max_pending_rows: int = 10_000
+    #: Rows a subscription may have waiting before it conflates (the hub's own default).
+    max_pending_rows: int = HubConfig.max_pending_rows
     #: Seconds between flushes at most this often (0 = as fast as the client reads).
     min_flush_interval: float = 0.0
-
-
-def _dumps(obj: Any) -> bytes:
-    return dumpb(obj)
 
 
 class WireSession:
     """One connected client: parses its messages, runs them against the hub, pumps its data."""
 
-    def __init__(self, hub: Hub, send: Callable[[bytes], Awaitable[None] | None],
+    def __init__(self, hub: Hub, send: Callable[[bytes], Awaitable[Any] | None],
                  limits: WireLimits | None = None) -> None:
         self.hub = hub
         self._send = send
@@ -67,10 +66,10 @@ class WireSession:
         self._requests: set[asyncio.Task] = set()
         self._closed = False
         self._pump_task = asyncio.ensure_future(self._pump())
-        self.frames_sent = 0
 
     def hello(self) -> bytes:
-        return _dumps({"type": "hello", "version": VERSION, "server": f"nbfeed {__version__}"})
+        """The first frame a transport sends: protocol version and server version."""
+        return dumpb({"type": "hello", "version": VERSION, "server": f"nbfeed {__version__}"})
 
     # ---- incoming -------------------------------------------------------------------------
 
@@ -84,8 +83,8 @@ class WireSession:
                 raise LimitExceeded(f"message of {len(message)} bytes is over the limit of "
                                     f"{self.limits.max_message_bytes}")
             try:
-                msg = json.loads(message)
-            except (ValueError, UnicodeDecodeError):
+                msg = loads(message)
+            except ValueError:
                 raise BadRequest("message is not valid JSON") from None
             if not isinstance(msg, dict):
                 raise BadRequest(f"message must be a JSON object, got {type(msg).__name__}")
@@ -96,10 +95,10 @@ class WireSession:
                                  f"{', '.join(MESSAGE_TYPES)}")
             await getattr(self, f"_on_{kind}")(msg, req_id)
         except NBFeedError as exc:
-            await self._write(_dumps(exc.to_wire(req_id)))
+            await self._write(dumpb(exc.to_wire(req_id)))
         except Exception as exc:  # a bug must not take the socket down
             log.exception("wire session error")
-            await self._write(_dumps({"type": "error", "id": req_id, "code": "bad_request",
+            await self._write(dumpb({"type": "error", "id": req_id, "code": "bad_request",
                                       "message": f"internal error: {type(exc).__name__}"}))
 
     @staticmethod
@@ -121,7 +120,7 @@ class WireSession:
         return req_id
 
     async def _on_ping(self, msg: dict, req_id: str | None) -> None:
-        await self._write(_dumps({"type": "pong", "id": req_id}))
+        await self._write(dumpb({"type": "pong", "id": req_id}))
 
     async def _on_subscribe(self, msg: dict, req_id: str | None) -> None:
         rid = self._need_id(req_id, "subscribe")
@@ -148,10 +147,10 @@ class WireSession:
             return
         self.subscriptions[rid] = sub
         self._ids_json[rid] = dumpb(rid)
-        sub.outbox.on_ready = self._ready.set
-        await self._write(_dumps({"type": "data_init", "id": rid, "source": sub.source,
+        sub.on_ready = self._ready.set
+        await self._write(dumpb({"type": "data_init", "id": rid, "source": sub.source,
                                   "interval": sub.interval, "rows": sub.snapshot()}))
-        if len(sub.outbox):
+        if sub.pending:
             self._ready.set()
 
     async def _on_unsubscribe(self, msg: dict, req_id: str | None) -> None:
@@ -161,7 +160,7 @@ class WireSession:
             raise BadRequest(f"no subscription with id {rid!r}")
         self._ids_json.pop(rid, None)
         await sub.close()
-        await self._write(_dumps({"type": "unsubscribed", "id": rid}))
+        await self._write(dumpb({"type": "unsubscribed", "id": rid}))
 
     async def _on_history(self, msg: dict, req_id: str | None) -> None:
         rid = self._need_id(req_id, "history")
@@ -177,12 +176,12 @@ class WireSession:
             rows = await self.hub.history(msg.get("source"), msg.get("symbol"),
                                           msg.get("interval"), msg.get("start"), msg.get("end"),
                                           msg.get("count"))
-            await self._write(_dumps({"type": "history", "id": rid, "rows": rows}))
+            await self._write(dumpb({"type": "history", "id": rid, "rows": rows}))
         except NBFeedError as exc:
-            await self._write(_dumps(exc.to_wire(rid)))
+            await self._write(dumpb(exc.to_wire(rid)))
         except Exception as exc:
             log.exception("history request failed")
-            await self._write(_dumps({"type": "error", "id": rid, "code": "upstream",
+            await self._write(dumpb({"type": "error", "id": rid, "code": "upstream",
                                       "message": f"{type(exc).__name__}: {exc}"}))
 
     async def _on_search(self, msg: dict, req_id: str | None) -> None:
@@ -195,15 +194,14 @@ class WireSession:
         results = await self.hub.search(query, source=msg.get("source"),
                                         category=msg.get("category"), type=msg.get("kind"),
                                         limit=limit)
-        await self._write(_dumps({"type": "search", "id": req_id, "results": results}))
+        await self._write(dumpb({"type": "search", "id": req_id, "results": results}))
 
     # ---- outgoing -------------------------------------------------------------------------
 
-    async def _write(self, text: bytes) -> None:
+    async def _write(self, frame: bytes) -> None:
         if self._closed:
             return
-        result = self._send(text)
-        self.frames_sent += 1
+        result = self._send(frame)
         if result is not None:
             await result
 
@@ -225,9 +223,9 @@ class WireSession:
         """Write one frame per subscription with everything waiting, plus status/error events."""
         events_seen: set[bytes] = set()
         for rid, sub in list(self.subscriptions.items()):
-            if not len(sub.outbox):
+            if not sub.pending:
                 continue
-            items = sub.outbox.take()
+            items = sub.take()
             parts = []
             for item in items:
                 if isinstance(item, StreamBatch):
@@ -236,14 +234,14 @@ class WireSession:
                     continue
                 event = dict(item)
                 if event.get("type") == "status":
-                    key = _dumps(event)
+                    key = dumpb(event)
                     if key in events_seen:
                         continue  # one status per source per flush, not one per subscription
                     events_seen.add(key)
                     await self._write(key)
                 else:
                     event["id"] = rid
-                    await self._write(_dumps(event))
+                    await self._write(dumpb(event))
             if parts:
                 await self._write(b'{"type":"data_update","id":' + self._ids_json[rid]
                                   + b',"rows":[' + b",".join(parts) + b"]}")

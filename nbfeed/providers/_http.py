@@ -209,56 +209,56 @@ class RestClient:
                 self.gate.wait(self.stop, self.max_wait, what)
             if self.stop is not None and self.stop.is_set():
                 raise Stopped(f"{what}: provider stopping")
+            attempts = failures + 1
+            # Each transient failure below names itself and the error it becomes once the
+            # retries are used up; one place then pauses or gives up.
             try:
                 status, headers, body, final_url = self._send(url, params)
             except httpx.TimeoutException as exc:
-                failures += 1
-                if failures > self.max_retries:
-                    raise UpstreamTimeout(f"{what}: no answer after {failures} attempts "
-                                          f"({type(exc).__name__})") from None
-                self._pause(failures, what, f"timeout ({type(exc).__name__})")
-                continue
+                why = f"timeout ({type(exc).__name__})"
+                give_up: UpstreamError = UpstreamTimeout(
+                    f"{what}: no answer after {attempts} attempts ({type(exc).__name__})")
             except httpx.TransportError as exc:
-                failures += 1
-                if failures > self.max_retries:
-                    raise UpstreamError(f"{what}: cannot reach {self.base_url} after {failures} "
-                                        f"attempts: {exc}") from None
-                self._pause(failures, what, f"connection error: {exc}")
-                continue
-            if self.after_response is not None:
-                self.after_response(headers)
-            if status in (418, 429):
-                rate_limited += 1
-                wait = retry_after_seconds(headers.get("retry-after"))
-                if wait is None:
-                    wait = self.default_retry_after * (2 ** (rate_limited - 1))
-                label = "IP banned (418)" if status == 418 else "too many requests (429)"
-                self.gate.hold(wait, f"{label}, Retry-After {wait:g} s")
-                self.log.warning("%s: %s; holding all requests for %.1f s", what, label, wait)
-                if rate_limited > self.max_retries + 1:
-                    raise UpstreamError(f"{what}: still rate limited after {rate_limited} "
-                                        f"attempts ({label})")
-                continue
-            if status in _RETRY_STATUSES:
-                failures += 1
-                if failures > self.max_retries:
-                    raise UpstreamError(f"{what}: upstream error {status} after {failures} "
-                                        f"attempts: {_excerpt(body)}")
-                self._pause(failures, what, f"status {status}")
-                continue
-            if status >= 400 or status < 200:
-                raise HttpError(f"{what}: HTTP {status}: {_excerpt(body)}", status,
-                                _decode_or_text(body))
-            try:
-                data = json.loads(body)
-            except ValueError:
-                failures += 1
-                if failures > self.max_retries:
-                    raise UpstreamError(f"{what}: malformed JSON from upstream after {failures} "
-                                        f"attempts: {_excerpt(body)}") from None
-                self._pause(failures, what, "malformed JSON")
-                continue
-            return Reply(data, headers, final_url)
+                why = f"connection error: {exc}"
+                give_up = UpstreamError(f"{what}: cannot reach {self.base_url} after {attempts} "
+                                        f"attempts: {exc}")
+            else:
+                if self.after_response is not None:
+                    self.after_response(headers)
+                if status in (418, 429):
+                    rate_limited += 1
+                    self._rate_limited(status, headers, rate_limited, what)
+                    continue
+                if status in _RETRY_STATUSES:
+                    why = f"status {status}"
+                    give_up = UpstreamError(f"{what}: upstream error {status} after {attempts} "
+                                            f"attempts: {_excerpt(body)}")
+                elif status >= 400 or status < 200:
+                    raise HttpError(f"{what}: HTTP {status}: {_excerpt(body)}", status,
+                                    _decode_or_text(body))
+                else:
+                    try:
+                        return Reply(json.loads(body), headers, final_url)
+                    except ValueError:
+                        why = "malformed JSON"
+                        give_up = UpstreamError(f"{what}: malformed JSON from upstream after "
+                                                f"{attempts} attempts: {_excerpt(body)}")
+            failures = attempts
+            if failures > self.max_retries:
+                raise give_up from None
+            self._pause(failures, what, why)
+
+    def _rate_limited(self, status: int, headers: httpx.Headers, times: int, what: str) -> None:
+        """Hold every request for the answer's ``Retry-After`` (or a growing default); raise
+        once the upstream has refused ``max_retries + 1`` times in a row."""
+        wait = retry_after_seconds(headers.get("retry-after"))
+        if wait is None:
+            wait = self.default_retry_after * (2 ** (times - 1))
+        label = "IP banned (418)" if status == 418 else "too many requests (429)"
+        self.gate.hold(wait, f"{label}, Retry-After {wait:g} s")
+        self.log.warning("%s: %s; holding all requests for %.1f s", what, label, wait)
+        if times > self.max_retries + 1:
+            raise UpstreamError(f"{what}: still rate limited after {times} attempts ({label})")
 
     def _send(self, url: str, params: Mapping[str, Any] | None
               ) -> tuple[int, httpx.Headers, bytes, str]:

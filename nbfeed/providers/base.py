@@ -107,7 +107,6 @@ class Provider:
         cannot serve.
         """
         raise NotImplementedError  # abstract
-    subscribe._nbfeed_default = True  # type: ignore[attr-defined]
 
     def unsubscribe(self, symbol: str, interval: str) -> None:
         """Stop the upstream stream of ``symbol`` at ``interval`` (last subscriber left)."""
@@ -167,13 +166,19 @@ class Provider:
     def publish(self, rows: Any, *, symbol: str | None = None, interval: str | None = None) -> None:
         """Send one row (dict), a list of rows or a DataFrame to everyone subscribed.
 
-        Thread-safe and cheap: rows are queued and sent to the hub in batches. Rows carry
-        ``symbol`` or get it from the argument; ``interval`` defaults to the row's ``interval``,
-        else ``"tick"`` when subscribed to ticks, else the one interval subscribed for that symbol.
-        Raises BadRequest for rows it cannot read (no time, unknown stream).
+        Thread-safe and cheap while the hub keeps up: rows are queued and sent to the hub in
+        batches. Rows carry ``symbol`` or get it from the argument; ``interval`` defaults to the
+        row's ``interval``, else ``"tick"`` when subscribed to ticks, else the one interval
+        subscribed for that symbol. Raises BadRequest for rows it cannot read (no time, unknown
+        stream).
+
+        Under back-pressure it **blocks the calling thread**: while more than 200,000 rows wait
+        to reach the hub (a hub that cannot keep up, or a flood from the provider), ``publish``
+        waits until the queue drains below that or the process is stopping. Publish from your
+        own thread, not from a callback that must return at once (e.g. a websocket library's
+        receive loop whose pings would then time out); rows are never dropped here.
         """
-        if type(rows) is list and rows and type(rows[0]) is dict and \
-                type(rows[0].get("time")) is int and "symbol" in rows[0] and symbol is None:
+        if type(rows) is list and symbol is None and rows and _plain_rows(rows):
             batch = rows  # fast path: already nbfeed rows (simulated provider, ported feeds)
         else:
             batch = normalize_rows(rows, source=self.name, symbol=symbol, interval=interval)
@@ -183,7 +188,7 @@ class Provider:
         if sink is None:
             self.published.extend(batch)
             return
-        sink.publish(batch, interval)
+        sink.queue(batch, interval)
 
     def send_from(self, message: Mapping[str, Any]) -> None:
         """Accept the reference app's ``write_message`` message and publish its rows."""
@@ -215,4 +220,13 @@ class Provider:
     @classmethod
     def implements_subscribe(cls) -> bool:
         """Whether the class provides the simple-level ``subscribe`` hook."""
-        return not getattr(cls.subscribe, "_nbfeed_default", False)
+        return cls.subscribe is not Provider.subscribe
+
+
+def _plain_rows(rows: list) -> bool:
+    """Whether every row already is an nbfeed row (a dict with an int ``time`` and a
+    ``symbol``): then ``publish`` sends the list as it is, without copying."""
+    for row in rows:
+        if type(row) is not dict or type(row.get("time")) is not int or "symbol" not in row:
+            return False
+    return True

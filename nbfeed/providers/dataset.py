@@ -15,7 +15,8 @@ from ..errors import BadRequest
 from ..intervals import INTERVALS, TICK
 
 ENTRY_TYPES = ("candlestick", "line", "quote")
-_CANDLE_OUTPUTS = [
+#: The outputs of a candlestick entry (also the default when an entry names none).
+CANDLE_OUTPUTS = [
     {"name": "open", "y_axis": "price"}, {"name": "high", "y_axis": "price"},
     {"name": "low", "y_axis": "price"}, {"name": "close", "y_axis": "price"},
     {"name": "volume", "y_axis": "volume"},
@@ -66,7 +67,7 @@ def validate_entry(provider: str, index: int, entry: Any) -> dict:
     outputs = entry.get("outputs")
     if outputs is None:
         outputs = _QUOTE_OUTPUTS if kind == "quote" else (
-            _CANDLE_OUTPUTS if kind == "candlestick" else [{"name": "value", "y_axis": "value"}])
+            CANDLE_OUTPUTS if kind == "candlestick" else [{"name": "value", "y_axis": "value"}])
     if not isinstance(outputs, list):
         raise bad("outputs", "must be a list of {name, y_axis}")
     norm_outputs = []

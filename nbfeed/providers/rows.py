@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import BadRequest
-from ..timeutil import to_ms
+from ..timeutil import datetimes_to_ms, to_ms
 
 _TIME_KEYS = ("time", "date", "timestamp", "datetime", "t")
 
@@ -90,10 +90,10 @@ def _from_frame(frame: Any, *, source: str, symbol: str | None, interval: str | 
         if key in df.columns:
             col = df[key]
             if pd.api.types.is_datetime64_any_dtype(col):
-                if getattr(col.dt, "tz", None) is None:
-                    col = col.dt.tz_localize("UTC")
-                ms = col.dt.tz_convert("UTC").astype("datetime64[ms, UTC]").astype("int64")
-                df = df.assign(**{key: ms})
+                ms, valid = datetimes_to_ms(col)
+                # a missing time (NaT) becomes None, which normalize_row refuses by name
+                df = df.assign(**{key: [int(t) if ok else None
+                                        for t, ok in zip(ms.tolist(), valid.tolist())]})
             break
     return [normalize_row(r, source=source, symbol=symbol, interval=interval)
             for r in df.to_dict("records")]

@@ -33,9 +33,13 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, NBFeedError, UpstreamError
+from ..intervals import TICK
+
+if TYPE_CHECKING:
+    from .base import Provider
 
 log = logging.getLogger("nbfeed.runtime")
 
@@ -64,7 +68,7 @@ def _wire_error(exc: BaseException) -> NBFeedError:
 class _Sink:
     """The provider's outgoing side: queues rows from any thread, one sender thread ships them."""
 
-    def __init__(self, conn: Any, provider: Any) -> None:
+    def __init__(self, conn: Any, provider: Provider) -> None:
         self._conn = conn
         self._provider = provider
         self._send_lock = threading.Lock()
@@ -73,14 +77,16 @@ class _Sink:
         self._pending_rows = 0
         self._wake = threading.Event()
         self._room = threading.Condition(self._lock)
-        self.last_publish: dict[tuple[str, str], float] = {}
+        self.last_publish: dict[tuple[Any, str], float] = {}
         self.closed = False
 
     def send(self, msg: tuple) -> None:
         with self._send_lock:
             self._conn.send(msg)
 
-    def publish(self, rows: list[dict], interval: str | None) -> None:
+    def queue(self, rows: list[dict], interval: str | None) -> None:
+        """Queue rows for the sender thread (``Provider.publish`` calls it); blocks while more
+        than ``10 * MAX_BATCH_ROWS`` rows wait, until the sender catches up or the sink closes."""
         with self._lock:
             # Back-pressure instead of unbounded memory when the hub cannot keep up.
             while self._pending_rows > 10 * MAX_BATCH_ROWS and not self.closed:
@@ -89,11 +95,17 @@ class _Sink:
             self._pending_rows += len(rows)
         self._wake.set()
 
+    def close(self) -> None:
+        """Stop the sender thread and release publishers waiting for room."""
+        with self._lock:
+            self.closed = True
+            self._room.notify_all()
+        self._wake.set()
+
     def status(self, state: str, detail: str) -> None:
         self.send(("status", state, detail))
 
     def run_sender(self) -> None:
-        streams = self._provider._clients  # (symbol, interval) -> clients, read-only here
         while not self.closed:
             self._wake.wait()
             self._wake.clear()
@@ -103,12 +115,17 @@ class _Sink:
                 self._room.notify_all()
             if not pending:
                 continue
-            groups: dict[tuple[str, str], list[dict]] = {}
+            groups: dict[tuple[Any, str], list[dict]] = {}  # (symbol, interval) -> rows
             now = time.monotonic()
+            guessed: dict[Any, str] | None = None  # symbol -> interval, for rows that name none
             for rows, interval in pending:
                 for row in rows:
                     sym = row.get("symbol")
-                    iv = interval or row.get("interval") or _guess_interval(streams, sym)
+                    iv: str | None = interval or row.get("interval")
+                    if not iv:
+                        if guessed is None:
+                            guessed = _default_intervals(self._provider.streams())
+                        iv = guessed.get(sym, TICK)
                     key = (sym, iv)
                     group = groups.get(key)
                     if group is None:
@@ -122,11 +139,16 @@ class _Sink:
                 return
 
 
-def _guess_interval(streams: dict, symbol: Any) -> str:
-    intervals = [iv for (s, iv) in list(streams) if s == symbol]
-    if "tick" in intervals or not intervals:
-        return "tick"
-    return intervals[0]
+def _default_intervals(streams: list[tuple[str, str]]) -> dict[Any, str]:
+    """The interval a row without one belongs to, per symbol: ``tick`` when the symbol is
+    subscribed to ticks, else its one (first) subscribed interval; unknown symbols: ``tick``."""
+    out: dict[Any, str] = {}
+    for symbol, interval in streams:
+        if out.get(symbol) != TICK:
+            out.setdefault(symbol, interval)
+            if interval == TICK:
+                out[symbol] = TICK
+    return out
 
 
 class ProviderRuntime:
@@ -257,7 +279,7 @@ class ProviderRuntime:
         while True:
             time.sleep(period)
             now = time.monotonic()
-            active = set(self.provider._clients)
+            active = set(self.provider.streams())
             for key in list(started):
                 if key not in active:
                     del started[key]
@@ -271,8 +293,7 @@ class ProviderRuntime:
 
     def shutdown(self) -> None:
         self.provider.stopping.set()
-        self.sink.closed = True
-        self.sink._wake.set()
+        self.sink.close()
         self.control.put(None)
         self.workers.shutdown(wait=False, cancel_futures=True)
 

@@ -21,6 +21,7 @@ its provider processes notice their parent is gone and exit on their own.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 from typing import Any
 
@@ -31,7 +32,19 @@ from ..errors import NBFeedError
 from ..hub import Hub, HubConfig
 from ..hub.wire import WireLimits
 from ..providers.registry import resolve_spec
-from .runtime_file import ENV_INFO, info_path, remove_info, write_info
+from ..runtime_file import ENV_INFO, info_path, remove_info, write_info
+from .handlers import rest_handlers
+from .stream_handler import StreamHandler
+from .workspace import WorkspaceBackend, workspace_handlers, workspace_root_handlers
+
+
+def resolve_env(value: Any) -> Any:
+    """``"env:NAME"`` values (also inside dicts) read from the environment; others unchanged."""
+    if isinstance(value, str) and value.startswith("env:"):
+        return os.environ.get(value[4:], "")
+    if isinstance(value, dict):
+        return {k: resolve_env(v) for k, v in value.items()}
+    return value
 
 
 class NBFeed(ExtensionApp):
@@ -57,18 +70,20 @@ class NBFeed(ExtensionApp):
                       "bundled samples)").tag(config=True)
     flush_hz = Float(0.0, help="Most data frames per second per websocket subscription; 0 sends "
                      "as fast as each client reads (frames batch naturally).").tag(config=True)
-    max_subscriptions_per_client = Int(1_000).tag(config=True)
-    max_streams_per_client = Int(10_000).tag(config=True)
-    max_symbols_per_subscription = Int(1_000).tag(config=True)
-    max_message_bytes = Int(1_000_000, help="Largest client message answered with an error "
-                            "frame; frames over 16 MB close the socket.").tag(config=True)
-    max_pending_rows = Int(10_000, help="Rows a slow client may have waiting per subscription "
-                           "before its updates are conflated (newest value wins).",
-                           ).tag(config=True)
-    request_timeout = Float(30.0, help="Seconds a provider may take to answer a history request."
+    # Limits: the defaults are the engine's own (HubConfig, WireLimits), declared once there.
+    max_subscriptions_per_client = Int(WireLimits.max_subscriptions).tag(config=True)
+    max_streams_per_client = Int(WireLimits.max_streams).tag(config=True)
+    max_symbols_per_subscription = Int(HubConfig.max_symbols_per_subscription).tag(config=True)
+    max_message_bytes = Int(WireLimits.max_message_bytes, help="Largest client message answered "
+                            "with an error frame; frames over 16 MB close the socket.",
                             ).tag(config=True)
-    idle_timeout = Float(30.0, help="Seconds without data before a provider's no_update hook."
-                         ).tag(config=True)
+    max_pending_rows = Int(HubConfig.max_pending_rows, help="Rows a slow client may have waiting "
+                           "per subscription before its updates are conflated (newest value "
+                           "wins).").tag(config=True)
+    request_timeout = Float(HubConfig.request_timeout, help="Seconds a provider may take to "
+                            "answer a history request.").tag(config=True)
+    idle_timeout = Float(HubConfig.idle_timeout, help="Seconds without data before a provider's "
+                         "no_update hook.").tag(config=True)
     bus = Unicode("", help="Redis URL of a shared feed server (redis://user:password@host:port/0"
                   " or rediss:// for TLS). When set, no provider runs in this server: every "
                   "source comes from the feed server through Redis. Default: $NBFEED_BUS. "
@@ -102,22 +117,22 @@ class NBFeed(ExtensionApp):
 
     hub: Hub | None = None
     _info_file: Any = None
-    workspace_backend: Any = None  # [workspace] set by nbfeed.server_ext.workspace
+    workspace_backend: WorkspaceBackend | None = None
 
     # ---- configuration --------------------------------------------------------------------
 
-    def _resolve(self, value: Any) -> Any:
-        if isinstance(value, str) and value.startswith("env:"):
-            return os.environ.get(value[4:], "")
-        if isinstance(value, dict):
-            return {k: self._resolve(v) for k, v in value.items()}
-        return value
+    def _same_named(self, config_class: type) -> dict[str, Any]:
+        """The traits named like a field of the dataclass ``config_class``, by field name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(config_class)
+                if self.has_trait(f.name) and self.trait_metadata(f.name, "config")}
 
     def hub_config(self) -> HubConfig:
+        """The hub's settings: traits named like a HubConfig field pass as they are; the
+        providers, their options and the paths are resolved here."""
         if self.bus:
             return self._bus_hub_config()
         specs = []
-        options = self._resolve(dict(self.provider_options))
+        options = resolve_env(dict(self.provider_options))
         if self.csv_dir:
             options.setdefault("csv", {}).setdefault("folder", self.csv_dir)
         for entry in self.providers:
@@ -129,65 +144,59 @@ class NBFeed(ExtensionApp):
             except NBFeedError as exc:
                 self.log.error("nbfeed: provider %r skipped: %s", entry, exc)
         loaded = {spec.name for spec in specs}
-        return HubConfig(providers=specs, home=self.home or None,
-                         enable_hint="add '{name}' to c.NBFeed.providers (on the command line: "
-                                     "one --NBFeed.providers={name} flag per provider)",
-                         known_options={k: v for k, v in options.items()
-                                        if k not in loaded and isinstance(v, dict)},
-                         catalog_path=self.catalog_path or None,
-                         cache_path=self.cache_path or None,
-                         request_timeout=self.request_timeout, idle_timeout=self.idle_timeout,
-                         max_pending_rows=self.max_pending_rows,
-                         max_symbols_per_subscription=self.max_symbols_per_subscription)
+        return HubConfig(**{
+            **self._same_named(HubConfig),
+            "providers": specs, "home": self.home or None,
+            "catalog_path": self.catalog_path or None, "cache_path": self.cache_path or None,
+            "enable_hint": "add '{name}' to c.NBFeed.providers (on the command line: one "
+                           "--NBFeed.providers={name} flag per provider)",
+            "known_options": {k: v for k, v in options.items()
+                              if k not in loaded and isinstance(v, dict)},
+        })
 
     def _bus_hub_config(self) -> HubConfig:
         from ..bus import BusClient
 
-        client = BusClient(self._resolve(self.bus), namespace=self.bus_namespace,
+        client = BusClient(resolve_env(self.bus), namespace=self.bus_namespace,
                            lease_ttl=self.bus_lease_ttl)
         self.log.info("nbfeed: sources come from the shared feed at %s; no provider runs here",
                       client.where)
-        return client.hub_config(
-            home=self.home or None, catalog_path=self.catalog_path or None,
-            cache_path=self.cache_path or None, request_timeout=self.request_timeout,
-            idle_timeout=self.idle_timeout, max_pending_rows=self.max_pending_rows,
-            max_symbols_per_subscription=self.max_symbols_per_subscription)
+        return client.hub_config(**{
+            **self._same_named(HubConfig), "home": self.home or None,
+            "catalog_path": self.catalog_path or None, "cache_path": self.cache_path or None})
 
     def wire_limits(self) -> WireLimits:
-        return WireLimits(max_message_bytes=self.max_message_bytes,
-                          max_subscriptions=self.max_subscriptions_per_client,
-                          max_streams=self.max_streams_per_client,
-                          max_pending_rows=self.max_pending_rows,
-                          min_flush_interval=1.0 / self.flush_hz if self.flush_hz > 0 else 0.0)
+        """Per-connection limits of the websocket: traits named like a WireLimits field pass
+        as they are; the ``_per_client`` ones and ``flush_hz`` are translated here."""
+        return WireLimits(**{
+            **self._same_named(WireLimits),
+            "max_subscriptions": self.max_subscriptions_per_client,
+            "max_streams": self.max_streams_per_client,
+            "min_flush_interval": 1.0 / self.flush_hz if self.flush_hz > 0 else 0.0,
+        })
 
     # ---- ExtensionApp hooks ---------------------------------------------------------------
 
     def initialize_settings(self) -> None:
         # No asyncio work here: the loop is not running yet. The hub starts in the start hook.
         self.hub = Hub(self.hub_config())
-        self.settings["nbfeed_hub"] = self.hub
-        self.settings["nbfeed_app"] = self
 
     def initialize_handlers(self) -> None:
-        from .handlers import rest_handlers
-        from .stream_handler import StreamHandler
-
-        self.handlers.extend(rest_handlers())
-        self.handlers.append((r"/nbfeed/api/stream", StreamHandler))
+        # Handlers get what they use (the hub, the limits, the Workspace backend), not the app.
+        assert self.hub is not None
+        self.handlers.extend(rest_handlers(self.hub))
+        self.handlers.append((r"/nbfeed/api/stream", StreamHandler,
+                              {"hub": self.hub, "limits": self.wire_limits()}))
         if self.workspace_enabled:
-            try:
-                from .workspace import workspace_handlers
-            except ImportError:
-                workspace_handlers = None
-            if workspace_handlers is not None:
-                self.handlers.extend(workspace_handlers(self))
-                # [workspace] widgets.json/apps.json at the host root: added to the web app
-                # directly, because ExtensionApp prefixes base_url to self.handlers.
-                from .workspace import workspace_root_handlers
-
-                root = workspace_root_handlers(self)
-                if root:
-                    self.serverapp.web_app.add_handlers(".*$", root)
+            backend = self.workspace_backend = WorkspaceBackend(
+                self.hub, self.serverapp, origins=self.workspace_origins,
+                root=self.workspace_root, api_key=resolve_env(self.workspace_api_key))
+            self.handlers.extend(workspace_handlers(backend))
+            # widgets.json/apps.json at the host root: added to the web app directly, because
+            # ExtensionApp prefixes base_url to self.handlers.
+            root = workspace_root_handlers(backend)
+            if root:
+                self.serverapp.web_app.add_handlers(".*$", root)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         assert self.hub is not None
@@ -205,11 +214,10 @@ class NBFeed(ExtensionApp):
                 "nbfeed: OpenBB Workspace backend URL: %s/nbfeed/workspace - in Workspace, "
                 "'Connect backend', paste that URL and add the server token as an API key "
                 "(header X-API-KEY, or Authorization: token <token>)", url)
-            # [workspace] the host-root copy, when served
             backend = self.workspace_backend
             if backend is not None and backend.root_enabled:
                 self.log.info("nbfeed: Workspace backend also at the host root: %s",
-                              backend.urls(serverapp.connection_url)["root_url"])
+                              backend.urls()["root_url"])
 
     def _write_info(self, serverapp: Any) -> None:
         path = info_path(serverapp.runtime_dir)

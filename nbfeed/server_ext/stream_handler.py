@@ -1,9 +1,10 @@
 """The websocket ``<base_url>nbfeed/api/stream``: wire protocol v1 over tornado.
 
-Only moves bytes between the socket and a :class:`~nbfeed.hub.wire.WireSession`, which owns the
-protocol. Authentication is Jupyter's (token header, ``?token=``, or login cookie; without one
-the upgrade is refused with 403) and so is the Origin check: a token-authenticated request skips
-it, a cookie-only one must come from the server's own origin or an allowed one.
+A :class:`~nbfeed.server_ext.sockets.SessionSocket` around a :class:`~nbfeed.hub.wire.WireSession`,
+which owns the protocol. What this handler adds is access: authentication is Jupyter's (token
+header, ``?token=``, or login cookie; without one the upgrade is refused with 403) and so is the
+Origin check: a token-authenticated request skips it, a cookie-only one must come from the
+server's own origin or an allowed one. The user must also be authorized to read ``nbfeed``.
 
 Frames larger than 16 MB are refused by tornado (the socket closes with 1009); smaller ones over
 ``NBFeed.max_message_bytes`` get an ``error`` frame and the socket stays open.
@@ -15,27 +16,22 @@ from typing import Any
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import ws_authenticated
-from jupyter_server.base.handlers import JupyterHandler
-from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
-from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from ..hub.wire import WireSession
-from .handlers import AUTH_RESOURCE, NBFeedHandlerMixin
-
-HARD_MAX_MESSAGE = 16 * 1024 * 1024
-_closing: set = set()  # keeps session.close() tasks alive until they finish
+from ..hub import Hub
+from ..hub.wire import WireLimits, WireSession
+from .handlers import AUTH_RESOURCE
+from .sockets import SessionSocket
 
 
-class StreamHandler(NBFeedHandlerMixin, WebSocketMixin, WebSocketHandler, JupyterHandler):
+class StreamHandler(SessionSocket):
     """One client connection: subscribe/unsubscribe/history/search over JSON text frames."""
 
     auth_resource = AUTH_RESOURCE
-    session: WireSession | None = None
 
-    @property
-    def max_message_size(self) -> int:  # tornado reads this on upgrade
-        return HARD_MAX_MESSAGE
+    def initialize(self, hub: Hub, limits: WireLimits) -> None:
+        self.hub = hub
+        self.limits = limits
 
     async def pre_get(self) -> None:
         user = self.current_user
@@ -51,27 +47,7 @@ class StreamHandler(NBFeedHandlerMixin, WebSocketMixin, WebSocketHandler, Jupyte
         if res is not None:
             await res
 
-    def open(self, *args: Any, **kwargs: Any) -> None:
-        super().open(*args, **kwargs)
-        self.session = WireSession(self.hub, self._send, self.nbfeed_app.wire_limits())
-        self._send(self.session.hello())
-
-    def _send(self, frame: bytes) -> Any:
-        try:
-            # UTF-8 JSON bytes, sent as a text frame: no re-encoding per client.
-            return self.write_message(frame)
-        except WebSocketClosedError:
-            return None
-
-    async def on_message(self, message: str | bytes) -> None:
-        if self.session is not None:
-            await self.session.receive(message)
-
-    def on_close(self) -> None:
-        session, self.session = self.session, None
-        if session is not None:
-            import asyncio
-
-            task = asyncio.ensure_future(session.close())
-            _closing.add(task)
-            task.add_done_callback(_closing.discard)
+    def make_session(self) -> WireSession:
+        session = WireSession(self.hub, self.send, self.limits)
+        self.send(session.hello())
+        return session

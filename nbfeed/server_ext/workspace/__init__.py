@@ -6,69 +6,59 @@ parameter). When the server runs at ``/`` (or ``c.NBFeed.workspace_root = True``
 ``widgets.json`` and ``apps.json`` are served at the host root too, for Workspace versions that
 ignore a base URL's path; their endpoints point back under ``<base_url>nbfeed/workspace/``.
 
-Modules: :mod:`.schema` (what Workspace accepts), :mod:`.widgets` (widgets.json/apps.json from
-providers and catalog), :mod:`.quotes` (quote rows, snapshots), :mod:`.published` (tables pushed
-from notebooks), :mod:`.tables` (DataFrames as table rows, notebook side), :mod:`.backend`
-(shared state, socket capability), :mod:`.auth` (keys, CORS), :mod:`.handlers` (HTTP endpoints),
-:mod:`.live` (the live grid socket).
+Modules: :mod:`.widgets` (widgets.json/apps.json from providers and catalog), :mod:`.quotes`
+(quote rows, snapshots), :mod:`.published` (tables pushed from notebooks), :mod:`.backend`
+(shared state, socket capability), :mod:`.auth` (keys, CORS), :mod:`.handlers` (HTTP endpoints)
+and :mod:`.views` (what they answer), :mod:`.live` (the live grid socket). What Workspace itself
+accepts, and the table shaping the notebook side shares, live in :mod:`nbfeed.openbb`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from .backend import WorkspaceBackend
 
 _SOURCE = r"([a-z0-9_.\-]{1,64})"
 _ID = r"([A-Za-z0-9][A-Za-z0-9_\-]{0,63})"
 
 
-def _backend(app: Any) -> Any:
-    backend = getattr(app, "workspace_backend", None)
-    if backend is None:
-        from .backend import WorkspaceBackend
-
-        backend = app.workspace_backend = WorkspaceBackend(app)
-    return backend
-
-
-def workspace_handlers(app: Any) -> list[tuple]:
+def workspace_handlers(backend: WorkspaceBackend) -> list[tuple]:
     """Routes under ``<base_url>nbfeed/workspace/`` (ExtensionApp prefixes the base_url)."""
     from . import handlers as h
     from .live import LiveGridSocket
 
-    kw = {"backend": _backend(app)}
+    kw = {"backend": backend}
     base = "/nbfeed/workspace"
     return [
-        (rf"{base}/?", h.LandingHandler, kw),
-        (rf"{base}/widgets\.json", h.WidgetsHandler, kw),
-        (rf"{base}/apps\.json", h.AppsHandler, kw),
-        (rf"{base}/templates\.json", h.TemplatesHandler, kw),
-        (rf"{base}/quotes/{_SOURCE}", h.QuotesHandler, kw),
+        (rf"{base}/?", h.WorkspaceLandingHandler, kw),
+        (rf"{base}/widgets\.json", h.WorkspaceWidgetsHandler, kw),
+        (rf"{base}/apps\.json", h.WorkspaceAppsHandler, kw),
+        (rf"{base}/templates\.json", h.WorkspaceTemplatesHandler, kw),
+        (rf"{base}/quotes/{_SOURCE}", h.WorkspaceQuotesHandler, kw),
         (rf"{base}/ws/([A-Za-z0-9_\-]{{1,100}})/quotes/{_SOURCE}", LiveGridSocket, kw),
-        (rf"{base}/history/{_SOURCE}", h.HistoryHandler, kw),
-        (rf"{base}/chart/{_SOURCE}", h.ChartHandler, kw),
-        (rf"{base}/symbols", h.SymbolsHandler, kw),
-        (rf"{base}/options/{_SOURCE}/(live|bars)", h.OptionsHandler, kw),
-        (rf"{base}/providers", h.ProvidersHandler, kw),
-        (rf"{base}/published/{_ID}", h.PublishedDataHandler, kw),
-        (rf"{base}/api/widgets", h.PublishApiHandler, kw),
-        (rf"{base}/api/widgets/{_ID}", h.PublishedItemApiHandler, kw),
-        (rf"{base}/api/widgets/{_ID}/rows", h.PublishedRowsApiHandler, kw),
-        (rf"{base}/api/rotate", h.RotateHandler, kw),
-        (rf"{base}/api/info", h.InfoHandler, kw),
+        (rf"{base}/history/{_SOURCE}", h.WorkspaceHistoryHandler, kw),
+        (rf"{base}/chart/{_SOURCE}", h.WorkspaceChartHandler, kw),
+        (rf"{base}/symbols", h.WorkspaceSymbolsHandler, kw),
+        (rf"{base}/options/{_SOURCE}/(live|bars)", h.WorkspaceOptionsHandler, kw),
+        (rf"{base}/providers", h.WorkspaceProvidersHandler, kw),
+        (rf"{base}/published/{_ID}", h.WorkspacePublishedHandler, kw),
+        (rf"{base}/api/widgets", h.WorkspacePublishApiHandler, kw),
+        (rf"{base}/api/widgets/{_ID}", h.WorkspacePublishedItemApiHandler, kw),
+        (rf"{base}/api/widgets/{_ID}/rows", h.WorkspacePublishedRowsApiHandler, kw),
+        (rf"{base}/api/rotate", h.WorkspaceRotateHandler, kw),
+        (rf"{base}/api/info", h.WorkspaceInfoHandler, kw),
     ]
 
 
-def workspace_root_handlers(app: Any) -> list[tuple]:
+def workspace_root_handlers(backend: WorkspaceBackend) -> list[tuple]:
     """Absolute routes at the host root (add them to the web app directly, not through
     ExtensionApp, which would prefix the base_url). Empty when root serving is off."""
     from . import handlers as h
 
-    backend = _backend(app)
     if not backend.root_enabled:
         return []
     kw = {"backend": backend, "prefix": backend.root_prefix}
     return [
-        (r"/widgets\.json", h.WidgetsHandler, kw),
-        (r"/apps\.json", h.AppsHandler, kw),
-        (r"/templates\.json", h.TemplatesHandler, kw),
+        (r"/widgets\.json", h.WorkspaceWidgetsHandler, kw),
+        (r"/apps\.json", h.WorkspaceAppsHandler, kw),
+        (r"/templates\.json", h.WorkspaceTemplatesHandler, kw),
     ]

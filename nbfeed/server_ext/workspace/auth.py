@@ -8,7 +8,8 @@ configured on the connection. Accepted, on every request:
 - the Jupyter token or ``c.NBFeed.workspace_api_key`` as ``X-API-KEY: ...``;
 - ``workspace_api_key`` as ``Authorization: token|Bearer ...``, ``?token=`` or ``?api_key=``.
 
-No credentials -> 401, wrong ones -> 403, both with ``{"detail": ...}``.
+No credentials -> 401, wrong ones -> 403, both with ``{"detail": ...}``; :meth:`WorkspaceHandler.
+prepare` checks them before any handler method runs, so an endpoint only answers.
 
 CORS is scoped to these routes: ``Access-Control-Allow-Origin`` is echoed only for origins in
 ``c.NBFeed.workspace_origins`` (or the server's own origin, or Jupyter's own ``allow_origin``
@@ -22,15 +23,14 @@ carry them too and Workspace can show their ``detail``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
 
-from ...errors import NBFeedError
-from ...jsonfast import dumpb
+from ...jsonfast import dumpb, loads
+from ..base import JSONErrorsMixin
 from .backend import WorkspaceBackend
 
 ALLOW_HEADERS = "Authorization, X-API-KEY, Content-Type"
@@ -46,8 +46,12 @@ class WorkspaceError(web.HTTPError):
         self.detail = detail
 
 
-class WorkspaceHandler(APIHandler):
-    """Base of every Workspace HTTP endpoint: CORS, origin check, key auth, JSON errors."""
+class WorkspaceHandler(JSONErrorsMixin, APIHandler):
+    """Base of every Workspace HTTP endpoint: CORS, origin check, key auth, JSON errors.
+
+    Methods are marked ``@allow_unauthenticated`` because Jupyter's own check would refuse a
+    Workspace key; :meth:`prepare` authenticates instead (:meth:`require_auth`).
+    """
 
     backend: WorkspaceBackend
     prefix: str = ""
@@ -87,9 +91,12 @@ class WorkspaceHandler(APIHandler):
         self._apply_cors()
         # JupyterHandler.prepare (identity, host check) but not APIHandler's 404 on origin.
         await JupyterHandler.prepare(self)
-        if self.request.method != "OPTIONS" and not self._origin_allowed():
+        if self.request.method == "OPTIONS":
+            return
+        if not self._origin_allowed():
             raise WorkspaceError(403, f"origin {self.request.headers.get('Origin')!r:.100} is "
                                  "not allowed; add it to c.NBFeed.workspace_origins")
+        self.require_auth()
 
     @allow_unauthenticated
     def options(self, *args: Any, **kwargs: Any) -> None:
@@ -143,30 +150,18 @@ class WorkspaceHandler(APIHandler):
     # ---- replies --------------------------------------------------------------------------
 
     def reply(self, data: Any, status: int = 200) -> None:
+        """``data`` as JSON (orjson; NaN becomes null instead of a 500)."""
         self.set_status(status)
-        self.finish(dumpb(data))  # orjson; NaN becomes null instead of a 500
-
-    def fail(self, exc: NBFeedError) -> None:
-        self.set_status(exc.http_status)
-        self.finish(json.dumps({"detail": exc.message, "code": exc.code}))
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, WorkspaceError):
-            detail = exc.detail
-        elif isinstance(exc, web.HTTPError) and exc.log_message:
-            detail = exc.log_message % exc.args if exc.args else exc.log_message
-        else:
-            detail = self._reason
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"detail": detail}))
+        self.finish(dumpb(data))
 
     def json_body(self, max_bytes: int) -> Any:
+        """The request body as JSON; 413 above ``max_bytes``, 400 when it is not JSON."""
         body = self.request.body or b""
         if len(body) > max_bytes:
             raise WorkspaceError(413, f"request body of {len(body)} bytes is over the "
                                  f"{max_bytes}-byte limit")
         try:
-            return json.loads(body or b"null")
+            return loads(body or b"null")
         except ValueError as exc:
             raise WorkspaceError(400, f"request body is not valid JSON: {exc}") from None

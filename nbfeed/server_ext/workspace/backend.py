@@ -1,7 +1,9 @@
 """The Workspace backend's state: socket capability, origins, keys, published tables, snapshots.
 
-One :class:`WorkspaceBackend` per server, handed to every Workspace handler. It owns no event-loop
-work of its own until a request arrives, so it can be built while the extension loads.
+One :class:`WorkspaceBackend` per server, handed to every Workspace handler. It is given the hub,
+the Jupyter server (base URL, token, public URL) and its settings as plain values, never the
+extension app. It owns no event-loop work of its own until a request arrives, so it can be built
+while the extension loads.
 
 The socket capability: Workspace sends no credentials on its websocket, so the live grid's
 ``wsEndpoint`` carries an unguessable token (:func:`secrets.token_urlsafe`, 192 bits) in its
@@ -15,12 +17,14 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlparse
 
+from ...hub import Hub
+from ...openbb.schema import widget_problems
 from .published import PublishedStore
 from .quotes import QuoteBoard
-from .schema import widget_problems
 from .widgets import SourceView, build_apps, build_widgets, describe_sources
 
 log = logging.getLogger("nbfeed.workspace")
@@ -30,6 +34,7 @@ MAX_SOCKETS = 256
 
 
 def new_capability() -> str:
+    """A fresh socket capability (192 random bits, URL-safe)."""
     return secrets.token_urlsafe(24)
 
 
@@ -38,31 +43,36 @@ def normalize_origin(origin: str) -> str:
 
 
 class WorkspaceBackend:
-    """Shared state of the Workspace handlers of one server (see module docstring)."""
+    """Shared state of the Workspace handlers of one server (see module docstring).
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    ``serverapp`` is Jupyter's ServerApp (its ``base_url``, ``connection_url`` and identity
+    provider's token are read when needed); ``origins`` are ``c.NBFeed.workspace_origins``,
+    ``root`` is ``c.NBFeed.workspace_root`` (None: serve at the host root when the base URL is
+    ``/``) and ``api_key`` the resolved ``c.NBFeed.workspace_api_key`` ("" for none).
+    """
+
+    def __init__(self, hub: Hub, serverapp: Any, *, origins: Iterable[str] = (),
+                 root: bool | None = None, api_key: str = "") -> None:
+        self.hub = hub
+        self.serverapp = serverapp
         self.capability = new_capability()
         self.published = PublishedStore()
-        self.quotes = QuoteBoard(lambda: self.hub)
+        self.quotes = QuoteBoard(hub)
         self.sockets: set[Any] = set()
-        self.origins = {normalize_origin(o) for o in app.workspace_origins if o.strip()}
+        self.origins = {normalize_origin(o) for o in origins if o.strip()}
+        self.root = root
+        self.api_key = api_key
 
     # ---- configuration --------------------------------------------------------------------
 
     @property
-    def hub(self) -> Any:
-        return self.app.hub
-
-    @property
     def base_url(self) -> str:
-        return self.app.serverapp.base_url
+        return self.serverapp.base_url
 
     @property
     def root_enabled(self) -> bool:
         """Serve widgets.json/apps.json at the host root too (default: when base_url is '/')."""
-        configured = self.app.workspace_root
-        return self.base_url == "/" if configured is None else bool(configured)
+        return self.base_url == "/" if self.root is None else bool(self.root)
 
     @property
     def root_prefix(self) -> str:
@@ -72,13 +82,12 @@ class WorkspaceBackend:
     def api_keys(self) -> list[str]:
         """Keys accepted besides Jupyter's own authentication (never empty strings)."""
         keys = []
-        provider = getattr(self.app.serverapp, "identity_provider", None)
+        provider = getattr(self.serverapp, "identity_provider", None)
         token = getattr(provider, "token", "") or ""
         if token:
             keys.append(token)
-        extra = self.app._resolve(self.app.workspace_api_key)
-        if extra:
-            keys.append(extra)
+        if self.api_key:
+            keys.append(self.api_key)
         return keys
 
     def key_matches(self, candidate: str | None) -> bool:
@@ -145,9 +154,9 @@ class WorkspaceBackend:
         views = self.sources()
         return build_apps(views, self.widgets(prefix, views))
 
-    def urls(self, public_base: str) -> dict[str, str | None]:
-        """The backend URLs to paste into Workspace, given the server's public base URL."""
-        base = public_base.rstrip("/")
+    def urls(self) -> dict[str, str | None]:
+        """The backend URLs to paste into Workspace (from the server's public URL)."""
+        base = self.serverapp.connection_url.rstrip("/")
         host = base[: len(base) - len(self.base_url.rstrip("/"))] if self.base_url != "/" \
             else base
         return {"backend_url": f"{base}/{MOUNT.rstrip('/')}",

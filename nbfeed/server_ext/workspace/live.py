@@ -19,27 +19,24 @@ while this socket is slow; a frame is written only after the previous one reache
 slow browser costs one pending frame and one row per symbol, never a growing buffer. The
 subscription lives as long as the params do: when a provider restarts, the hub re-subscribes it
 and rows simply resume (status events are logged, not sent). The server never closes a healthy
-socket: WebSocketMixin pings every 30 s and only closes a peer that stopped answering them.
+socket (see :mod:`nbfeed.server_ext.sockets`, the tornado shell it shares with wire protocol v1).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jupyter_server.auth.decorator import allow_unauthenticated
-from jupyter_server.base.handlers import JupyterHandler
-from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
-from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from ...errors import NBFeedError
-from ...hub.outbox import StreamBatch
+from ...hub import Hub, StreamBatch, Subscription
 from ...intervals import TICK
-from ...jsonfast import dumps
+from ...jsonfast import dumpb, loads
+from ..sockets import SessionSocket
 from .backend import MAX_SOCKETS, WorkspaceBackend
 from .quotes import MAX_SYMBOLS, live_row, parse_symbols
 
@@ -48,7 +45,6 @@ log = logging.getLogger("nbfeed.workspace")
 MAX_MESSAGE = 1024 * 1024   # tornado closes above this (1009); Workspace sends ~100 bytes
 MAX_IGNORED = 64 * 1024     # bigger messages are ignored unparsed
 SYMBOL_KEYS = ("symbol", "symbols", "ticker")
-_closing: set[asyncio.Future] = set()
 
 
 def params_of(message: str | bytes) -> dict | None:
@@ -56,7 +52,7 @@ def params_of(message: str | bytes) -> dict | None:
     if isinstance(message, bytes) or len(message) > MAX_IGNORED:
         return None
     try:
-        data = json.loads(message)
+        data = loads(message)
     except ValueError:
         return None
     if not isinstance(data, dict) or data.get("type", "params") != "params":
@@ -70,11 +66,13 @@ def params_of(message: str | bytes) -> dict | None:
 class LiveGridSession:
     """One socket's subscription: params messages in, throttled row frames out.
 
-    ``send(text)`` writes a frame and returns an awaitable that completes when it is flushed
-    (or None when the socket is gone). No tornado imports: testable with any transport.
+    ``send(frame)`` writes a frame of UTF-8 JSON bytes and returns an awaitable that completes
+    when it is flushed (and may raise when the socket closes meanwhile), or None when the socket
+    is gone; either way the session stops writing. No tornado imports: testable with any
+    transport.
     """
 
-    def __init__(self, hub: Any, source: str, send: Callable[[str], Awaitable | None], *,
+    def __init__(self, hub: Hub, source: str, send: Callable[[bytes], Awaitable[Any] | None], *,
                  min_interval: float = 0.1, max_symbols: int = MAX_SYMBOLS) -> None:
         self.hub = hub
         self.source = source
@@ -82,7 +80,7 @@ class LiveGridSession:
         self.min_interval = min_interval
         self.max_symbols = max_symbols
         self.symbols: list[str] = []
-        self.sub: Any = None
+        self.sub: Subscription | None = None
         self._pump: asyncio.Task | None = None
         self.frames = 0
         self.ignored = 0
@@ -102,31 +100,18 @@ class LiveGridSession:
             return
         await self.set_symbols(symbols)
 
-    def _known(self, symbols: list[str]) -> list[str]:
-        catalog = self.hub.catalog
-        if catalog is None or not catalog.sources().get(self.source):
-            return symbols  # nothing listed: the provider decides
-        out = []
-        for sym in symbols:
-            entry = catalog.lookup(self.source, sym)
-            if entry is not None and (TICK in (entry.get("intervals") or [])
-                                      or entry.get("type") == "quote"):
-                out.append(sym)
-        return out
-
     async def set_symbols(self, symbols: list[str]) -> None:
-        """Replace the subscription (an empty list: none)."""
+        """Replace the subscription (an empty list: none). Symbols the catalog does not list
+        with live quotes are dropped; a refused subscription keeps the previous one."""
         await self.hub.wait_ready([self.source])
-        wanted = self._known(symbols)
-        if wanted == self.symbols and (self.sub is not None or not wanted):
-            return
-        new = None
-        if wanted:
-            try:
-                new = await self.hub.subscribe(self.source, wanted, TICK)
-            except NBFeedError as exc:
-                log.info("nbfeed: Workspace live grid %s: %s", self.source, exc)
+        try:
+            wanted = self.hub.check_symbols(self.source, symbols, TICK, drop_unknown=True)
+            if wanted == self.symbols and (self.sub is not None or not wanted):
                 return
+            new = await self.hub.subscribe(self.source, wanted, TICK) if wanted else None
+        except NBFeedError as exc:
+            log.info("nbfeed: Workspace live grid %s: %s", self.source, exc)
+            return
         await self._stop()
         self.symbols, self.sub = wanted, new
         if new is not None:
@@ -140,7 +125,7 @@ class LiveGridSession:
         if sub is not None:
             await sub.close()
 
-    async def _run(self, sub: Any) -> None:
+    async def _run(self, sub: Subscription) -> None:
         loop = asyncio.get_running_loop()
         latest = {row["symbol"]: row for row in sub.snapshot()}
         last_flush = loop.time() - self.min_interval
@@ -149,13 +134,13 @@ class LiveGridSession:
                 wait = last_flush + self.min_interval - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)  # throttle; rows keep conflating meanwhile
-                    self._merge(sub.outbox.take(), latest)
+                    self._merge(sub.take(), latest)
                 if not await self._write(latest):
                     return
                 latest = {}
                 last_flush = loop.time()
             try:
-                self._merge(await sub.outbox.get(), latest)
+                self._merge(await sub.get(), latest)
             except EOFError:
                 return
 
@@ -169,35 +154,34 @@ class LiveGridSession:
                          item.get("type"), item.get("state") or item.get("message", ""))
 
     async def _write(self, latest: dict[str, dict]) -> bool:
-        frame = dumps([live_row(r) for r in latest.values()])
-        done = self.send(frame)
+        """Send one frame; False once the socket is gone (the pump then ends)."""
+        done = self.send(dumpb([live_row(r) for r in latest.values()]))
         if done is None:
             return False
         try:
             await done
-        except WebSocketClosedError:
+        except Exception as exc:  # the transport closed mid-write
+            log.debug("nbfeed: Workspace live grid %s: write failed: %s", self.source, exc)
             return False
         self.frames += 1
         return True
 
     async def close(self) -> None:
+        """Release the subscription; safe to call twice."""
         await self._stop()
 
 
-class LiveGridSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
-    """The tornado shell around :class:`LiveGridSession` (capability + origin checked)."""
+class LiveGridSocket(SessionSocket):
+    """The socket of one Workspace live grid: capability, origin and socket-count checks around
+    a :class:`LiveGridSession`."""
 
+    max_message_bytes = MAX_MESSAGE
     backend: WorkspaceBackend
-    session: LiveGridSession | None = None
     capability = ""
 
     def initialize(self, backend: WorkspaceBackend, min_interval: float = 0.1) -> None:
         self.backend = backend
         self.min_interval = min_interval
-
-    @property
-    def max_message_size(self) -> int:  # read by tornado on upgrade
-        return MAX_MESSAGE
 
     def check_origin(self, origin: str | None = None) -> bool:
         return self.backend.origin_allowed(origin if origin is not None else self.get_origin(),
@@ -220,26 +204,11 @@ class LiveGridSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
         self.capability = capability
         await super().get(capability, source)
 
-    def open(self, capability: str, source: str) -> None:  # type: ignore[override]
-        super().open(capability, source)
+    def make_session(self, capability: str, source: str) -> LiveGridSession:
         self.backend.sockets.add(self)
-        self.session = LiveGridSession(self.backend.hub, source, self._send,
-                                       min_interval=self.min_interval)
-
-    def _send(self, text: str) -> Awaitable | None:
-        try:
-            return self.write_message(text)
-        except WebSocketClosedError:
-            return None
-
-    async def on_message(self, message: str | bytes) -> None:
-        if self.session is not None:
-            await self.session.receive(message)
+        return LiveGridSession(self.backend.hub, source, self.send,
+                               min_interval=self.min_interval)
 
     def on_close(self) -> None:
         self.backend.sockets.discard(self)
-        session, self.session = self.session, None
-        if session is not None:
-            task = asyncio.ensure_future(session.close())
-            _closing.add(task)
-            task.add_done_callback(_closing.discard)
+        super().on_close()

@@ -7,33 +7,26 @@ back into a kernel: data is exactly as fresh as the last push, and stays served 
 goes away, until the notebook deletes it or the server restarts.
 
 Everything a notebook sends is validated before it can reach widgets.json, since one invalid
-entry makes Workspace reject the whole backend: ids, names, column definitions (against
-:mod:`.schema`) and rows (flat JSON scalars, bounded sizes). Errors are :class:`BadRequest` naming
-the bad value.
+entry makes Workspace reject the whole backend (:mod:`nbfeed.openbb.entries`: ids, names, column
+definitions, rows as flat JSON scalars, bounded sizes). Errors are :class:`BadRequest` naming the
+bad value.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from ...errors import BadRequest, LimitExceeded, NBFeedError
-from .schema import MIN_INTERVAL_MS, check_widget, column_problems
+from ...errors import LimitExceeded, NBFeedError
+from ...openbb.entries import WIDGET_PREFIX, build_entry, check_rows
 
 MAX_WIDGETS = 50
-MAX_ROWS = 10_000
-MAX_COLUMNS = 200
-MAX_TEXT = 200
-WIDGET_PREFIX = "nbfeed_nb_"
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_DEFINITION_KEYS = frozenset({"id", "name", "description", "category", "subCategory", "columns",
-                              "refetchInterval", "gridData", "rows"})
 
 
 class UnknownWidget(NBFeedError, KeyError):
+    """No table of that id is published (HTTP 404)."""
+
     code = "unknown_widget"
     http_status = 404
 
@@ -43,6 +36,8 @@ class UnknownWidget(NBFeedError, KeyError):
 
 @dataclass
 class Published:
+    """One published table: its widgets.json entry and the rows last pushed."""
+
     id: str
     entry: dict          # the widgets.json entry; endpoint relative to the backend base
     rows: list[dict]
@@ -51,88 +46,6 @@ class Published:
     @property
     def widget_id(self) -> str:
         return WIDGET_PREFIX + self.id
-
-
-def _text(body: dict, key: str, default: str | None = None) -> str:
-    value = body.get(key, default)
-    if not isinstance(value, str) or (default is None and not value.strip()):
-        raise BadRequest(f"{key} must be a non-empty string, got {value!r:.60}")
-    if len(value) > (MAX_TEXT if key != "description" else 5 * MAX_TEXT):
-        raise BadRequest(f"{key} is too long ({len(value)} characters)")
-    return value
-
-
-def check_id(value: Any) -> str:
-    if not isinstance(value, str) or not _ID.match(value):
-        raise BadRequest(f"widget id must be 1-64 characters of letters, digits, '_' or '-' "
-                         f"starting with a letter or digit, got {value!r:.60}")
-    return value
-
-
-def check_rows(rows: Any) -> list[dict]:
-    """Rows as a list of flat objects of JSON scalars (non-finite floats become null)."""
-    if not isinstance(rows, list):
-        raise BadRequest(f"rows must be a list of objects, got {type(rows).__name__}")
-    if len(rows) > MAX_ROWS:
-        raise LimitExceeded(f"{len(rows)} rows; a published table holds at most {MAX_ROWS}")
-    out = []
-    for n, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise BadRequest(f"rows[{n}] must be an object, got {type(row).__name__}")
-        clean = {}
-        for key, value in row.items():
-            if not isinstance(key, str):
-                raise BadRequest(f"rows[{n}]: field names must be strings, got {key!r:.40}")
-            if isinstance(value, float) and not math.isfinite(value):
-                value = None
-            elif value is not None and not isinstance(value, (str, int, float, bool)):
-                raise BadRequest(f"rows[{n}].{key}: values must be text, numbers, booleans or "
-                                 f"null, got {type(value).__name__}")
-            clean[key] = value
-        out.append(clean)
-    return out
-
-
-def build_entry(body: dict) -> tuple[str, dict]:
-    """The validated widgets.json entry for a notebook's definition (rows not included)."""
-    if not isinstance(body, dict):
-        raise BadRequest(f"the widget definition must be a JSON object, got {type(body).__name__}")
-    extra = sorted(str(k) for k in body if k not in _DEFINITION_KEYS)
-    if extra:
-        raise BadRequest(f"unknown field(s) {', '.join(extra)}; accepted: "
-                         f"{', '.join(sorted(_DEFINITION_KEYS))}")
-    wid = check_id(body.get("id"))
-    columns = body.get("columns")
-    if not isinstance(columns, list) or not columns:
-        raise BadRequest("columns must be a non-empty list of column definitions")
-    if len(columns) > MAX_COLUMNS:
-        raise LimitExceeded(f"{len(columns)} columns; the limit is {MAX_COLUMNS}")
-    for i, col in enumerate(columns):
-        problems = column_problems(col, f"columns[{i}]")
-        if problems:
-            raise BadRequest("; ".join(problems[:5]))
-    entry: dict[str, Any] = {
-        "name": _text(body, "name"),
-        "description": _text(body, "description", ""),
-        "type": "table",
-        "category": _text(body, "category", "Notebook") or "Notebook",
-        "endpoint": f"published/{wid}",
-        "data": {"table": {"showAll": True, "columnsDefs": [dict(c) for c in columns]}},
-    }
-    sub = body.get("subCategory")
-    if sub:
-        entry["subCategory"] = _text(body, "subCategory")
-    refetch = body.get("refetchInterval")
-    if refetch is not None:
-        if isinstance(refetch, bool) or not isinstance(refetch, int) or refetch < MIN_INTERVAL_MS:
-            raise BadRequest(f"refetchInterval must be >= {MIN_INTERVAL_MS} ms, got "
-                             f"{refetch!r:.40}")
-        entry["refetchInterval"] = refetch
-        entry["staleTime"] = refetch
-    grid = body.get("gridData")
-    entry["gridData"] = grid if grid is not None else {"w": 20, "h": 10}
-    check_widget(WIDGET_PREFIX + wid, entry)
-    return wid, entry
 
 
 class PublishedStore:

@@ -18,13 +18,14 @@ conflate down to one row per symbol instead of growing.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from ...errors import BadRequest, LimitExceeded
+from ...hub import Hub, Subscription
 from ...intervals import TICK
+from ...jsonfast import nan_to_none
 
 #: Updated over the socket (besides the row id ``symbol``).
 LIVE_FIELDS = ("price", "change", "change_percent", "bid", "ask")
@@ -56,7 +57,7 @@ def quote_columns() -> list[dict]:
 def _num(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    return nan_to_none(float(value))
 
 
 def quote_values(row: dict) -> dict[str, float | None]:
@@ -124,7 +125,7 @@ def parse_symbols(value: Any, *, limit: int = MAX_SYMBOLS) -> list[str]:
 class _Lease:
     __slots__ = ("expires", "ready", "sub")
 
-    def __init__(self, sub: Any, seconds: float) -> None:
+    def __init__(self, sub: Subscription, seconds: float) -> None:
         self.sub = sub
         self.ready = asyncio.Event()
         self.expires = time.monotonic() + seconds
@@ -133,7 +134,7 @@ class _Lease:
 class QuoteBoard:
     """Snapshots of quote streams, with short-lived subscriptions kept warm (see module doc)."""
 
-    def __init__(self, hub: Callable[[], Any], *, wait: float = 3.0,
+    def __init__(self, hub: Hub, *, wait: float = 3.0,
                  lease_seconds: float = 60.0, max_leases: int = 32) -> None:
         self._hub = hub
         self.wait = wait
@@ -141,13 +142,14 @@ class QuoteBoard:
         self.max_leases = max_leases
         self._leases: dict[tuple[str, tuple[str, ...]], _Lease] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Future] = set()
 
     async def snapshot(self, source: str, symbols: list[str]) -> dict[str, dict]:
         """The latest hub row per symbol (symbols without data yet are missing).
 
         Raises the hub's errors (unknown source/symbol, no tick stream) naming the value.
         """
-        hub = self._hub()
+        hub = self._hub
         key = (source, tuple(symbols))
         lease = self._leases.get(key)
         if lease is None or lease.sub.closed:
@@ -173,19 +175,19 @@ class QuoteBoard:
                 if left <= 0:
                     break
                 try:
-                    await asyncio.wait_for(lease.sub.outbox.get(), left)
+                    await asyncio.wait_for(lease.sub.get(), left)
                 except (asyncio.TimeoutError, EOFError):
                     break
         finally:
             lease.ready.set()
 
-    def _add(self, key: tuple[str, tuple[str, ...]], sub: Any) -> _Lease:
+    def _add(self, key: tuple[str, tuple[str, ...]], sub: Subscription) -> _Lease:
         old = self._leases.pop(key, None)
         if old is not None:
-            _close_soon(old.sub)
+            self._close_soon(old.sub)
         while len(self._leases) >= self.max_leases:
             oldest = min(self._leases, key=lambda k: self._leases[k].expires)
-            _close_soon(self._leases.pop(oldest).sub)
+            self._close_soon(self._leases.pop(oldest).sub)
         lease = self._leases[key] = _Lease(sub, self.lease_seconds)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.lease_seconds / 4,
@@ -198,7 +200,7 @@ class QuoteBoard:
         for key, lease in list(self._leases.items()):
             if lease.expires <= now or lease.sub.closed:
                 del self._leases[key]
-                _close_soon(lease.sub)
+                self._close_soon(lease.sub)
         if self._leases:
             self._timer = asyncio.get_running_loop().call_later(self.lease_seconds / 4,
                                                                 self._expire)
@@ -212,15 +214,13 @@ class QuoteBoard:
         for lease in leases:
             await lease.sub.close()
 
+    def _close_soon(self, sub: Subscription) -> None:
+        """Close a lease's subscription from synchronous code; the task stays referenced
+        until it is done."""
+        task = asyncio.ensure_future(sub.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     def __len__(self) -> int:
         return len(self._leases)
 
-
-_closing: set[asyncio.Future] = set()
-
-
-def _close_soon(sub: Any) -> None:
-    """Close a subscription from synchronous code, keeping the task referenced until done."""
-    task = asyncio.ensure_future(sub.close())
-    _closing.add(task)
-    task.add_done_callback(_closing.discard)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...intervals import BAR_INTERVALS, TICK
+from ...openbb.entries import WIDGET_PREFIX
 from .quotes import quote_columns
 
 INLINE_OPTIONS_MAX = 200
@@ -144,43 +145,38 @@ def history_columns() -> list[dict]:
     return cols
 
 
+def _source_widget(view: SourceView, title: str, description: str, wtype: str,
+                   endpoint: str, size: tuple[int, int], **more: Any) -> dict:
+    """The keys every widget of a source has (in the nbfeed category, under the source's
+    name), then ``more``."""
+    return {"name": f"{title} - {view.name}", "description": description, "type": wtype,
+            "category": CATEGORY, "subCategory": view.name, "endpoint": endpoint,
+            "gridData": {"w": size[0], "h": size[1]}, **more}
+
+
 def source_widgets(view: SourceView, capability: str, prefix: str) -> dict[str, dict]:
     """The widgets of one source (live grid, history table, chart), keyed by id."""
     ids = widget_ids(view.name)
     out: dict[str, dict] = {}
     if view.live:
-        out[ids["quotes"]] = {
-            "name": f"Live quotes - {view.name}",
-            "description": f"Streaming quotes from nbfeed's {view.name} provider",
-            "type": "live_grid", "category": CATEGORY, "subCategory": view.name,
-            "endpoint": f"{prefix}quotes/{view.name}",
-            "wsEndpoint": f"{prefix}ws/{capability}/quotes/{view.name}",
-            "gridData": {"w": 20, "h": 12},
-            "data": {"wsRowIdColumn": "symbol",
-                     "table": {"showAll": True, "columnsDefs": quote_columns()}},
-            "params": [_symbol_param(view, view.live, "live", prefix, multi=True)],
-        }
+        out[ids["quotes"]] = _source_widget(
+            view, "Live quotes", f"Streaming quotes from nbfeed's {view.name} provider",
+            "live_grid", f"{prefix}quotes/{view.name}", (20, 12),
+            wsEndpoint=f"{prefix}ws/{capability}/quotes/{view.name}",
+            data={"wsRowIdColumn": "symbol",
+                  "table": {"showAll": True, "columnsDefs": quote_columns()}},
+            params=[_symbol_param(view, view.live, "live", prefix, multi=True)])
     if view.bars and view.intervals:
-        out[ids["history"]] = {
-            "name": f"Price history - {view.name}",
-            "description": f"Bars from nbfeed's {view.name} provider (history cache)",
-            "type": "table", "category": CATEGORY, "subCategory": view.name,
-            "endpoint": f"{prefix}history/{view.name}",
-            "gridData": {"w": 40, "h": 10},
-            # Line entries have their own output fields: let Workspace infer those columns.
-            "data": {"table": {"showAll": True, "enableCharts": True,
-                               **({"columnsDefs": history_columns()}
-                                  if view.chart == "candlestick" else {})}},
-            "params": _bar_params(view, prefix),
-        }
-        out[ids["chart"]] = {
-            "name": f"Chart - {view.name}",
-            "description": f"{_CHART_WORDS[view.chart]} chart of {view.name} bars",
-            "type": "chart", "category": CATEGORY, "subCategory": view.name,
-            "endpoint": f"{prefix}chart/{view.name}",
-            "gridData": {"w": 20, "h": 12},
-            "params": _bar_params(view, prefix),
-        }
+        # Line entries have their own output fields: let Workspace infer those columns.
+        columns = {"columnsDefs": history_columns()} if view.chart == "candlestick" else {}
+        out[ids["history"]] = _source_widget(
+            view, "Price history", f"Bars from nbfeed's {view.name} provider (history cache)",
+            "table", f"{prefix}history/{view.name}", (40, 10),
+            data={"table": {"showAll": True, "enableCharts": True, **columns}},
+            params=_bar_params(view, prefix))
+        out[ids["chart"]] = _source_widget(
+            view, "Chart", f"{_CHART_WORDS[view.chart]} chart of {view.name} bars", "chart",
+            f"{prefix}chart/{view.name}", (20, 12), params=_bar_params(view, prefix))
     return out
 
 
@@ -280,7 +276,7 @@ def build_apps(views: list[SourceView], widgets: dict[str, dict]) -> list[dict]:
             tabs[tab_id] = {"id": tab_id, "name": view.name, "layout": layout}
     catalog = [_item(SEARCH_ID, 0, 0, 24, 12), _item(PROVIDERS_ID, 24, 0, 16, 12)]
     tabs["catalog"] = {"id": "catalog", "name": "Catalog", "layout": catalog}
-    published = [wid for wid in widgets if wid.startswith("nbfeed_nb_")]
+    published = [wid for wid in widgets if wid.startswith(WIDGET_PREFIX)]
     if published:
         tabs["notebook"] = {"id": "notebook", "name": "From notebooks", "layout": [
             _item(wid, 20 * (n % 2), 10 * (n // 2), 20, 10) for n, wid in enumerate(published)]}

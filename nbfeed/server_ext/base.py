@@ -1,0 +1,58 @@
+"""What every nbfeed HTTP handler shares: an error becomes a JSON reply in one place.
+
+A handler raises; it never formats an error itself. The reply body is ``{"detail": ...}``:
+
+- :class:`~nbfeed.errors.NBFeedError` (bad input, unknown source or symbol, a provider failing)
+  -> its ``http_status`` (4xx, 502, 504) with ``{"detail": message, "code": code}``; logged as
+  one line at info level, never with a traceback;
+- tornado's ``HTTPError`` (authentication, permissions, sizes) -> its status, the detail being
+  its ``detail`` attribute or its message;
+- anything else -> 500 with the status reason, logged with its traceback (a bug).
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import Any
+
+from tornado import web
+
+from ..errors import NBFeedError
+from ..jsonfast import dumpb
+
+#: The resource name of nbfeed's endpoints for Jupyter's authorizer.
+AUTH_RESOURCE = "nbfeed"
+
+log = logging.getLogger("nbfeed.server")
+
+
+def error_body(exc: BaseException | None, reason: str) -> dict[str, Any]:
+    """The JSON body that answers ``exc`` (see module docstring)."""
+    if isinstance(exc, NBFeedError):
+        return {"detail": exc.message, "code": exc.code}
+    detail = getattr(exc, "detail", None)
+    if detail is None and isinstance(exc, web.HTTPError) and exc.log_message:
+        detail = exc.log_message % exc.args if exc.args else exc.log_message
+    return {"detail": detail or reason}
+
+
+class JSONErrorsMixin:
+    """``write_error`` and ``log_exception`` of a tornado handler, as the module says."""
+
+    _reason: str
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, NBFeedError):
+            self.set_status(exc.http_status)  # type: ignore[attr-defined]
+        self.set_header("Content-Type", "application/json")  # type: ignore[attr-defined]
+        self.finish(dumpb(error_body(exc, self._reason)))  # type: ignore[attr-defined]
+
+    def log_exception(self, typ: type[BaseException] | None, value: BaseException | None,
+                      tb: TracebackType | None) -> None:
+        if isinstance(value, NBFeedError):
+            log.info("%s %s: %s", value.http_status,
+                     self._request_summary(), value)  # type: ignore[attr-defined]
+            return
+        super().log_exception(typ, value, tb)  # type: ignore[misc]
