@@ -122,6 +122,7 @@ class BusClient:
         self._sync_lock: asyncio.Lock | None = None
         self._adding: set[str] = set()
         self._syncing: dict[str, asyncio.Task] = {}
+        self._catalog_published: dict[str, asyncio.Event] = {}
         self._versions_path: Path | None = None
         self._versions: dict[str, str] = {}
         self._closed = False
@@ -344,17 +345,31 @@ class BusClient:
     # ---- sources and catalogs ---------------------------------------------------------------
 
     async def source_started(self, source: BusSource) -> None:
-        """A BusSource's ``start()``: show its current state, replicate a changed catalog."""
+        """A BusSource's ``start()``: show its current state, replicate a changed catalog.
+
+        A source that is served but has no catalog yet (its feed server is still listing it)
+        is waited for, at most the hub's start timeout - as a local provider's first listing is:
+        requests made meanwhile wait rather than answer "no such symbol".
+        """
         if self.redis is None:
             return
+        published = self._catalog_published.setdefault(source.name, asyncio.Event())
         try:
             raw, has_catalog = await asyncio.wait_for(self._read_record(source.name), 10)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             self._lost(exc)
             return
         source.apply_info(codec.decode_info(raw))
+        if not has_catalog and source.state in ("starting", "running", "restarting"):
+            timeout = self.hub.config.start_timeout if self.hub is not None else 60.0
+            try:
+                await asyncio.wait_for(published.wait(), timeout)
+                has_catalog = True
+            except asyncio.TimeoutError:
+                log.warning("bus: no catalog of %s after %.0f s; searching it finds nothing "
+                            "until its feed server publishes one", source.name, timeout)
         if has_catalog and self._catalog_outdated(source):
-            await self._sync_catalog(source)
+            await self._sync_task(source)
 
     async def _read_record(self, name: str) -> tuple[bytes | None, bool]:
         pipe = self.redis.pipeline(transaction=False)
@@ -374,11 +389,17 @@ class BusClient:
     def _maybe_sync_catalog(self, source: BusSource) -> None:
         if (source.state == "running" and source.remote_catalog_version is not None
                 and source.remote_catalog_version != source.catalog_version
-                and source.name not in self._syncing and self.hub is not None
-                and source.name in self.hub.sources()):
-            task = asyncio.ensure_future(self._sync_catalog(source))
-            self._syncing[source.name] = task
+                and self.hub is not None and source.name in self.hub.sources()):
+            self._sync_task(source)
+
+    def _sync_task(self, source: BusSource) -> asyncio.Task:
+        """The replication of ``source``'s catalog in progress, started if none is: one at a
+        time per source, however many events and beats ask."""
+        task = self._syncing.get(source.name)
+        if task is None:
+            task = self._syncing[source.name] = asyncio.ensure_future(self._sync_catalog(source))
             task.add_done_callback(lambda _t, n=source.name: self._syncing.pop(n, None))
+        return task
 
     async def _sync_catalog(self, source: BusSource) -> None:
         assert self.hub is not None
@@ -505,6 +526,7 @@ class BusClient:
                 source.apply_event(event)
             elif event.get("type") == "catalog" and isinstance(event.get("version"), str):
                 source.remote_catalog_version = event["version"]
+                self._catalog_published.setdefault(source.name, asyncio.Event()).set()
                 self._maybe_sync_catalog(source)
 
     def streams(self) -> list[str]:
