@@ -161,8 +161,10 @@ class NBFeed(ExtensionApp):
                            lease_ttl=self.bus_lease_ttl)
         self.log.info("nbfeed: sources come from the shared feed at %s; no provider runs here",
                       client.where)
+        settings = self._same_named(HubConfig)
+        settings.pop("providers", None)  # the feed server's: the hub on the bus runs none
         return client.hub_config(**{
-            **self._same_named(HubConfig), "home": self.home or None,
+            **settings, "home": self.home or None,
             "catalog_path": self.catalog_path or None, "cache_path": self.cache_path or None})
 
     def wire_limits(self) -> WireLimits:
