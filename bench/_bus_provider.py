@@ -33,12 +33,12 @@ class BatchProvider(Provider):
     name = "batches"
 
     def init(self) -> None:
-        self.streams = int(self.options.get("streams", 10))
+        self.n_streams = int(self.options.get("streams", 10))
         self.batch = int(self.options.get("batch", 50))
         self.rate = float(self.options.get("rate", 10_000))
         self.stamp = bool(self.options.get("stamp", False))
         self.batches = {f"SIM{i:05d}": rows
-                        for i, rows in enumerate(sample_batches(self.streams, self.batch))}
+                        for i, rows in enumerate(sample_batches(self.n_streams, self.batch))}
         self.live: set[str] = set()
         self.lock = threading.Lock()
         threading.Thread(target=self._run, daemon=True).start()

@@ -4,15 +4,16 @@ The :class:`Publisher` holds one hub subscription per demanded stream (the union
 servers, kept by :mod:`nbfeed.bus.demand`), so the hub's reference counting makes exactly one
 upstream subscription per stream however many servers and notebooks want it. Every batch the hub
 delivers becomes one ``XADD {ns}:data:{token} MAXLEN ~ {stream_length} * r <json rows>``; all
-batches waiting when the writer is free go out in one pipeline (one round trip), and each batch's
-JSON is the hub's own (:meth:`StreamBatch.json_rows`, computed once).
+batches waiting when the writer is free go out in pipelines of about a megabyte (one round trip
+each), and each batch is encoded once, straight into its entry.
 
 Bounds: each stream keeps about ``stream_length`` entries (``MAXLEN ~`` lets Redis trim whole
-nodes, which is cheap); each stream key gets a time to live (``stream_ttl``) with every write and
-on every renewal while demanded, so the streams of a stopped feed or of a symbol nobody wants
-any more disappear on their own. Rows waiting for Redis are bounded too: beyond
-``max_pending_rows`` the hub's subscriptions are made to wait, so their outboxes conflate (newest
-row per symbol) instead of memory growing - a slow or absent Redis costs freshness, not memory.
+nodes, which is cheap); each stream key gets a time to live (``stream_ttl``) with its writes (at
+most once a second) and on every renewal while demanded, so the streams of a stopped feed or of
+a symbol nobody wants any more disappear on their own. Rows waiting for Redis are bounded too:
+beyond ``max_pending_rows`` the hub's subscriptions are made to wait, so their outboxes conflate
+(newest row per symbol) instead of memory growing - a slow or absent Redis costs freshness, not
+memory.
 
 Errors: a stream that cannot be served (unknown symbol, the provider ended it) gets one error
 entry (field ``e``, ``{"code", "message"}``) so the servers reading it tell their subscribers, and
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +68,7 @@ class Publisher:
         self._task: asyncio.Task | None = None
         self._starting: dict[str, asyncio.Task] = {}
         self._closing: set[asyncio.Task] = set()
+        self._ttl_set: dict[str, float] = {}  # key -> when its TTL was last set (monotonic)
         self.entries_written = 0
         self._closed = False
         self.rows_written = 0
@@ -104,6 +107,7 @@ class Publisher:
         sub = self.subs.pop(token, None)
         if sub is not None:
             self._close_later(sub)
+        self._ttl_set.pop(self.keys.data(token), None)
 
     async def _subscribe(self, token: str) -> None:
         key = self.keys.data(token)
@@ -183,16 +187,21 @@ class Publisher:
             pipe = self.redis.pipeline(transaction=False)
             for key, field, payload, _ in batch:
                 pipe.xadd(key, {field: payload}, maxlen=self.stream_length, approximate=True)
-            # Every written key gets its TTL in the same round trip (once per key, not per
-            # entry): a stream created just before this feed server dies still expires.
+            # A written key gets its TTL in the same round trip unless it got it within the last
+            # second: a stream created just before this feed server dies still expires, and a
+            # busy stream costs one PEXPIRE a second, not one per entry.
+            now = time.monotonic()
             for key in dict.fromkeys(key for key, _, _, _ in batch):
-                pipe.pexpire(key, self.stream_ttl_ms)
+                if now - self._ttl_set.get(key, -1.0) >= 1.0:
+                    pipe.pexpire(key, self.stream_ttl_ms)
+                    self._ttl_set[key] = now
             try:
                 await pipe.execute()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
                 log.debug("bus: writing %d entries failed: %s", len(batch), describe_error(exc))
+                self._ttl_set.clear()  # Redis may come back empty: set every TTL again
                 if self.on_failure is not None:
                     self.on_failure(exc)
                 self._room.set()
