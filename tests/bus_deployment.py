@@ -232,7 +232,8 @@ class Deployment:
         self.servers: list[JupyterServer] = []
         self.provider_pids: set[int] = set()
 
-    def start_feed(self) -> Process:
+    def start_feed(self, *, standby: bool = False) -> Process:
+        """A feed server; waits until it owns the source (or, ``standby``, until it runs)."""
         n = len(self.feeds)
         options = {"record": str(self.record), "symbols": [*SYMBOLS, "HANG1"], "period": 0.02}
         env = {**os.environ, "NBFEED_BUS": self.feed_url}
@@ -243,9 +244,17 @@ class Deployment:
             "--lease-ttl", str(LEASE), "--home", str(self.tmp / f"feed{n}")], env)
         self.feeds.append(feed)
         feed.wait_output("serving listing")
-        wait_until(lambda: self.admin().get("nbfeed:owner:listing") == f"feed{n}".encode(), 60,
-                   f"feed{n} to own the source")
+        if not standby:
+            wait_until(lambda: self.owner() == f"feed{n}", 60, f"feed{n} to own the source")
         return feed
+
+    def owner(self) -> str | None:
+        client = self.admin()
+        try:
+            holder = client.get("nbfeed:owner:listing")
+        finally:
+            client.close()
+        return holder.decode() if holder else None
 
     def start_server(self) -> JupyterServer:
         server = JupyterServer(self.tmp / f"server{len(self.servers)}", self.user_url,

@@ -97,6 +97,10 @@ async def test_two_jupyter_servers_share_one_feed_server(deployment, tmp_path):
     assert [r["time"] for r in ha["rows"]] == [r["time"] for r in hb["rows"]]
     assert dep.calls("get_history").count("S08") == 1
 
+    # OpenBB Workspace on a server of the shared feed: its backend answers from the feed.
+    status, widgets = a.get("nbfeed/workspace/widgets.json")
+    assert status == 200 and any("listing" in json.dumps(w) for w in widgets.values())
+
     # Notebooks on both servers: connect() finds their server, which uses the shared feed.
     for server in (a, b):
         out = await asyncio.to_thread(run_notebook, server, tmp_path)
@@ -183,3 +187,27 @@ async def test_kill_9_of_a_users_server_leaves_nothing_behind(deployment):
     admin.close()
     ws.close()
     wd.close()
+
+
+async def test_a_standby_feed_server_takes_over_when_the_owner_is_killed(deployment):
+    dep = deployment
+    owner = dep.start_feed()
+    standby = dep.start_feed(standby=True)
+    server = dep.start_server()
+    wire = await server.socket()
+    await wire.send(subscribe("q", ["S09"]))
+    await wire.until(has_rows("q", "S09"), 60, "rows")
+    assert dep.owner() == "feed0"
+    assert not [p for p in children(standby.proc.pid) if alive(p)], "standby runs no provider"
+    dep.note_providers()
+    owner.kill()
+    await asyncio.to_thread(wait_until, lambda: dep.owner() == "feed1", 30,
+                            "the standby to take the source over")
+    n = len(wire.rows("q", "S09"))
+    await wire.until(lambda f: has_rows("q", "S09")(f) and len(wire.rows("q", "S09")) > n + 20,
+                     60, "rows from the new owner")
+    assert wire.states()[-1] == "running"
+    assert [p for p in children(standby.proc.pid) if alive(p)], "the new owner runs it now"
+    # Exactly one upstream stream at a time: one start before, one after the takeover.
+    assert dep.calls("subscribe").count("S09") == 2
+    wire.close()
