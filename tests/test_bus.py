@@ -280,3 +280,29 @@ async def test_a_second_feed_server_takes_over_a_source(bus_world):
     await until(lambda: col.count() > n + 10, 30, "rows from the new owner")
     states = col.states()
     assert "restarting" in states and states[-1] == "running", states
+
+
+async def test_a_standby_with_an_older_catalog_never_ends_a_stream_its_owner_serves(bus_world):
+    from nbfeed.hub.catalog import Catalog
+
+    bus_world.listing.write_text("NEWCO\n")
+    owner = await bus_world.feed()
+    await until(lambda: owner.owned() == [SOURCE], 20, "the owner")
+    # The standby's catalog copy predates NEWCO (as after an earlier ownership).
+    stale = Catalog(str(bus_world.tmp / "feed1" / "catalog.sqlite"))
+    stale.replace_source(SOURCE, [{"name": s, "type": "quote", "intervals": ["tick"]}
+                                  for s in SYMBOLS])
+    stale.close()
+    standby = await bus_world.feed()
+    hub = await bus_world.hub()
+    col = Collector(await hub.subscribe(SOURCE, ["NEWCO"], "tick"))
+    await until(lambda: col.count() >= 10, 30, "rows of NEWCO")
+    await until(lambda: "listing:tick:NEWCO" in standby.stats()["streams"], 10, "its demand")
+    assert not [e for e in col.events if e.get("type") == "error"], col.events
+    # Once the standby owns the source, it serves the stream its hub refused before.
+    await owner.stop()
+    bus_world.feeds.remove(owner)
+    await until(lambda: standby.owned() == [SOURCE], 20, "the takeover")
+    n = col.count()
+    await until(lambda: col.count() > n + 10, 30, "rows from the new owner")
+    assert not [e for e in col.events if e.get("type") == "error"], col.events

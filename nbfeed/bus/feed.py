@@ -124,7 +124,9 @@ class FeedServer:
         await self.hub.start()
         self.publisher = Publisher(self.hub, self.redis, self.keys,
                                    stream_length=self.stream_length, stream_ttl=self.stream_ttl,
-                                   on_failure=self._failed)
+                                   on_failure=self._failed,
+                                   owns=lambda name: name in self.leased
+                                   and self.leased[name].owned)
         self.demand = DemandTracker(self.redis, self.keys, sources=self.leased,
                                     on_add=self.publisher.want, on_remove=self.publisher.drop,
                                     max_streams_per_server=self.max_streams_per_server)
@@ -369,6 +371,15 @@ class FeedServer:
         return dict(zip(names, results))
 
     async def _publish_catalog(self, name: str) -> str:
+        try:
+            return await self._list_and_publish(name)
+        finally:
+            # Streams this server's hub refused on standby are checked again now, against the
+            # listing it just took as owner.
+            if self.leased[name].owned and self.publisher is not None:
+                self.publisher.retry(name)
+
+    async def _list_and_publish(self, name: str) -> str:
         source = self.leased[name]
         try:
             entries = await source.request("dataset", (), self.config.request_timeout)

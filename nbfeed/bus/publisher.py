@@ -17,9 +17,10 @@ memory.
 
 Errors: a stream that cannot be served (unknown symbol, the provider ended it) gets one error
 entry (field ``e``, ``{"code", "message"}``) so the servers reading it tell their subscribers, and
-is not retried until its demand ends and comes back. Redis errors while writing drop the batch in
-hand (it is live data; the next one supersedes it), are reported to ``on_failure`` and retried
-with backoff.
+is not retried until its demand ends and comes back - by the source's owner only: a standby feed
+server whose hub refuses a stream keeps quiet and tries again once it owns the source. Redis
+errors while writing drop the batch in hand (it is live data; the next one supersedes it), are
+reported to ``on_failure`` and retried with backoff.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class Publisher:
 
     def __init__(self, hub: Hub, redis: Any, keys: Keys, *, stream_length: int = 200,
                  stream_ttl: float = 300.0, max_pending_rows: int = 200_000,
-                 on_failure: Callable[[BaseException], None] | None = None) -> None:
+                 on_failure: Callable[[BaseException], None] | None = None,
+                 owns: Callable[[str], bool] | None = None) -> None:
         self.hub = hub
         self.redis = redis
         self.keys = keys
@@ -60,6 +62,9 @@ class Publisher:
         self.on_failure = on_failure
         self.subs: dict[str, Subscription] = {}
         self.failed: set[str] = set()
+        #: Whether this feed server owns a source now: only an owner may end a stream.
+        self.owns = owns or (lambda source: True)
+        self._deferred: set[str] = set()  # refused on standby: tried again when owned
         self._pending: list[tuple[str, bytes, bytes, int]] = []  # key, field, payload, rows
         self._pending_rows = 0
         self._wake = asyncio.Event()
@@ -101,6 +106,7 @@ class Publisher:
     def drop(self, token: str) -> None:
         """Stop serving a stream (its last demand is gone); it may be retried later."""
         self.failed.discard(token)
+        self._deferred.discard(token)
         task = self._starting.pop(token, None)
         if task is not None:
             task.cancel()
@@ -141,7 +147,19 @@ class Publisher:
 
         sub.on_batch(deliver)
 
+    def retry(self, source: str) -> None:
+        """This server now owns ``source``: subscribe what its standby hub refused."""
+        for token in [t for t in self._deferred if t.startswith(source + ":")]:
+            self._deferred.discard(token)
+            self.want(token)
+
     def _fail(self, token: str, error: Any) -> None:
+        if not self.owns(token.split(":", 1)[0]):
+            # A standby's hub refusing a stream (its catalog copy may be older than the
+            # owner's) says nothing about the stream: only its owner may end it.
+            log.debug("bus: standby refused %s for now: %s", token, error)
+            self._deferred.add(token)
+            return
         payload = error if isinstance(error, dict) else codec.error_to_dict(error)
         payload = {"code": payload.get("code", "upstream"), "message": payload.get("message")}
         log.warning("bus: stream %s ended: %s", token, payload["message"])
