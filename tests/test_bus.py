@@ -164,6 +164,14 @@ async def test_catalog_is_replicated_and_a_refresh_reaches_every_server(bus_worl
     # And a subscription to it works end to end.
     col = Collector(await hubs[1].subscribe(SOURCE, ["NEWCO"], "tick"))
     await until(lambda: col.count() >= 3, 30, "rows of the new symbol")
+    # An operator's refresh (the feed role's control channel) reaches every server too.
+    bus_world.listing.write_text("NEWCO\nOTHERCO\n")
+    admin = redis_sync.Redis.from_url(bus_world.redis.url)
+    admin.publish("nbfeed:ch:control", '{"op": "populate", "sources": ["listing"]}')
+    admin.close()
+    for hub in hubs:
+        await until(lambda hub=hub: hub.catalog.lookup(SOURCE, "OTHERCO"), 20,
+                    "the operator's refresh to reach every server")
 
 
 async def test_a_restarted_user_server_does_not_reindex_an_unchanged_catalog(bus_world):
