@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from nbfeed.widgets.chart import LiveChart, decode_frame, encode_frame  # noqa: E402
+from nbfeed.widgets.chart import LiveChart  # noqa: E402
+from nbfeed.widgets.chart_window import decode_frame, encode_frame  # noqa: E402
 
 T0 = 1_767_312_000_000
 MIN = 60_000

@@ -11,7 +11,8 @@ measures, in the same run:
 Rows:
 
 - ``LiveGrid paced``: the upstream rate the issue asks for (default 20,000/s) from a background
-  thread, as a stream would deliver it, with a page showing 30 rows;
+  thread, as a stream would deliver it, with a page showing 30 rows that acknowledges every
+  frame at once (a page that draws slower gets fewer frames: ``bench/grid_browser.py``);
 - ``LiveGrid flat out``: the same, unpaced - how fast the kernel can absorb;
 - ``naive set_cell_value``: ipydatagrid's ``DataGrid.set_cell_value`` once per update, as fast
   as it goes (reference). Its messages/s is what the page would have to take; Jupyter
@@ -44,10 +45,14 @@ class CountingComm(BaseComm):
 
     messages = 0
     nbytes = 0
+    last_frame = 0  # sequence number of the last LiveGrid frame, for the page's acknowledgement
 
     def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
         CountingComm.messages += 1
         CountingComm.nbytes += sum(len(memoryview(b).cast("B")) for b in buffers or [])
+        content = (data or {}).get("content") or {}
+        if isinstance(content, dict) and content.get("type") == "frame":
+            CountingComm.last_frame = content["seq"]
 
 
 def make_rows(n: int, start: int = 0) -> list[dict]:
@@ -63,9 +68,13 @@ def run_livegrid(total: int, rate: float | None, flush_hz: float, batch: int = 1
     grid = LiveGrid(columns=["symbol", "price"], flush_hz=flush_hz)
     grid.update(make_rows(ROWS))  # the 500 rows exist before the clock starts
     grid.wait(timeout=10)
-    # A page showing rows 0-29, as ipydatagrid asks when it renders.
-    grid.comm.handle_msg({"content": {"data": {"method": "custom", "content": {
-        "type": "data-request", "r1": 0, "r2": 29, "c1": 0, "c2": 1}}}, "buffers": []})
+    def page_says(content: dict) -> None:
+        grid.comm.handle_msg({"content": {"data": {"method": "custom", "content": content}},
+                              "buffers": []})
+
+    # A page showing rows 0-29 (as grid.js says when it renders), which draws every frame at
+    # once: it acknowledges the last frame after each batch.
+    page_says({"type": "hello", "first": 0, "last": 29})
     rows = make_rows(total, start=ROWS)
     batches = [rows[i : i + batch] for i in range(0, total, batch)]
 
@@ -77,6 +86,8 @@ def run_livegrid(total: int, rate: float | None, flush_hz: float, batch: int = 1
                 if delay > 0:
                     time.sleep(delay)
             grid.update(b)
+            if CountingComm.last_frame:
+                page_says({"type": "ack", "seq": CountingComm.last_frame})
 
     messages0 = CountingComm.messages
     cpu0, wall0 = time.process_time(), time.monotonic()

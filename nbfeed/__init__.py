@@ -9,6 +9,8 @@ The public API, kept small on purpose::
     stream = feed.subscribe("simulated", ["AAPL", "MSFT"])   # live rows
     nbfeed.LiveGrid(stream)                  # a grid whose cells flash as they change
     nbfeed.LiveChart(stream)                 # a live candlestick/line chart
+    rec = feed.record("simulated", ["AAPL"], duration=60)     # Parquet, at the hub
+    feed.subscribe("replay", ["AAPL"], recording=rec.name, speed=10)   # played back
     class MyFeed(nbfeed.Provider): ...       # a data source of your own
     nbfeed.register_provider("mine", MyFeed)
 
@@ -33,6 +35,8 @@ from .providers.base import Provider
 
 if TYPE_CHECKING:
     from .client import Feed, Stream
+    from .client.recording import Recording
+    from .client.replay import ReplayStream
     from .widgets.chart import LiveChart
     from .widgets.grid import LiveGrid
 
@@ -45,6 +49,8 @@ __all__ = [
     "LiveGrid",
     "NBFeedError",
     "Provider",
+    "Recording",
+    "ReplayStream",
     "Stream",
     "UnknownSource",
     "UnknownSymbol",
@@ -59,6 +65,8 @@ _LAZY = {
     "LiveChart": ("nbfeed.widgets.chart", "LiveChart"),
     "Feed": ("nbfeed.client", "Feed"),
     "Stream": ("nbfeed.client", "Stream"),
+    "Recording": ("nbfeed.client.recording", "Recording"),
+    "ReplayStream": ("nbfeed.client.replay", "ReplayStream"),
 }
 
 

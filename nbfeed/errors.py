@@ -65,6 +65,16 @@ class UnknownSymbol(NBFeedError, KeyError):
         return self.message
 
 
+class UnknownRecording(NBFeedError, KeyError):
+    """No recording of that name (``feed.recordings()`` lists them)."""
+
+    code = "unknown_recording"
+    http_status = 404
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class BadInterval(NBFeedError, ValueError):
     """An interval that nbfeed or the provider does not support."""
 
@@ -92,5 +102,5 @@ class UpstreamTimeout(UpstreamError):
 
 
 _BY_CODE: dict[str, type[NBFeedError]] = {
-    cls.code: cls for cls in (UnknownSource, UnknownSymbol, BadInterval, BadRequest,
-                              LimitExceeded, UpstreamError)}
+    cls.code: cls for cls in (UnknownSource, UnknownSymbol, UnknownRecording, BadInterval,
+                              BadRequest, LimitExceeded, UpstreamError)}

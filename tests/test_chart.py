@@ -23,7 +23,8 @@ import pytest
 from comm.base_comm import BaseComm
 
 from nbfeed.errors import BadRequest
-from nbfeed.widgets.chart import LiveChart, decode_frame, encode_frame
+from nbfeed.widgets.chart import LiveChart
+from nbfeed.widgets.chart_window import decode_frame, encode_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART_JS = ROOT / "nbfeed" / "widgets" / "static" / "chart.js"
@@ -291,6 +292,82 @@ def test_a_failing_history_warns_and_the_chart_still_goes_live():
     chart.close()
 
 
+class TickStream(FakeStream):
+    """A quote stream of one symbol whose source has 1 s bars (as nbfeed's Stream does)."""
+
+    source = "sim"
+
+    def __init__(self, bars=None):
+        super().__init__(interval="tick", symbols=("BTC-USD",))
+        self.bars, self.asked = bars, []
+
+    def history(self, count, interval=None):
+        self.asked.append(interval)
+        if interval is None or interval == "tick":
+            return pd.DataFrame()  # what Stream.history gives for a tick stream
+        return self.bars
+
+    def latest_rows(self):
+        return [{"time": T0 + 61_000, "symbol": "BTC-USD", "price": 65_010.0}]
+
+
+def test_a_tick_line_starts_from_recent_one_second_bars_without_a_warning(recwarn):
+    idx = pd.date_range(pd.Timestamp(T0, unit="ms", tz="UTC"), periods=60, freq="1s")
+    bars = pd.DataFrame({"open": 1.0, "high": 1.0, "low": 1.0, "volume": 1.0,
+                         "close": 65_000.0 + np.arange(60)}, index=idx)
+    stream = TickStream(bars)
+    chart = LiveChart(stream, kind="line", field="price")
+    assert not recwarn.list, [str(w.message) for w in recwarn.list]
+    assert stream.asked == ["1s"]
+    frame = chart.to_frame()
+    assert len(frame) == 61, "60 closes of history, then the stream's latest price"
+    assert frame["price"].iloc[[0, -2, -1]].tolist() == [65_000.0, 65_059.0, 65_010.0]
+    stream.publish([{"time": T0 + 62_000, "symbol": "BTC-USD", "price": 65_020.0}])
+    chart.flush()
+    assert chart.to_frame()["price"].iloc[-1] == 65_020.0
+    chart.close()
+    # A source without bars: no history, no warning, still live.
+    bare = TickStream(None)
+    chart = LiveChart(bare, kind="line", field="price")
+    assert not recwarn.list and bare.asked == ["1s", "1m"]
+    assert len(chart.to_frame()) == 1
+    chart.close()
+
+
+def test_show_switches_symbol_and_interval_in_the_same_widget(monkeypatch):
+    import nbfeed.client
+
+    made = []
+
+    class Client:
+        def subscribe(self, source, symbols, interval):
+            hist = [candle(T0 + i * MIN, 10.0 * (len(made) + 1) + i, symbol=symbols[0])
+                    for i in range(5)]
+            stream = FakeStream(interval=interval, history=hist, symbols=symbols)
+            stream.source, stream.closed = source, False
+            stream.close = lambda: setattr(stream, "closed", True)
+            made.append(stream)
+            return stream
+
+    monkeypatch.setattr(nbfeed.client, "connect", lambda: Client())
+    chart = LiveChart("sim", symbol="AAPL", interval="1m")
+    assert chart.kind == "candle" and chart.to_frame()["close"].iloc[0] == 10.0
+    generation = chart._generation
+    chart.show("MSFT", interval="5m")
+    assert made[0].closed and made[0].callbacks == [], "the chart's own stream is closed"
+    assert (made[1].symbols, made[1].interval) == (["MSFT"], "5m")
+    assert chart.symbol == "MSFT" and chart._interval == "5m"
+    assert chart._interval_ms == 5 * MIN and chart._generation == generation + 1
+    assert chart.to_frame()["close"].tolist() == [20.0, 21.0, 22.0, 23.0, 24.0]
+    made[1].publish([candle(T0 + 5 * MIN, 99.0, symbol="MSFT")])
+    chart.flush()
+    assert chart.to_frame()["close"].iloc[-1] == 99.0
+    chart.close()
+    assert made[1].closed
+    with pytest.raises(BadRequest, match="follows an nbfeed stream"):
+        LiveChart(history_frame(5)).show("MSFT")
+
+
 def test_an_ohlc_frame_as_a_line_plots_close():
     chart = LiveChart(history_frame(10), kind="line")
     assert chart.kind == "line" and chart.columns == ("Close",)
@@ -347,7 +424,8 @@ def test_bad_options_are_refused_by_name(kwargs, needle):
      "several symbols"),
     ([{"open": 1.0}], "row 0 has no 'time'"),
     ([candle(T0, 1.0), "not a row"], "row 1 must be a dict"),
-    ("AAPL", "got str"),
+    ("AAPL", "needs symbol="),
+    (42, "got int"),
 ])
 def test_bad_data_is_refused_naming_the_value(data, needle):
     with pytest.raises(BadRequest) as err:

@@ -1,9 +1,11 @@
-"""LiveGrid: bounded messages under a flood, green/red flashes that fade, frozen columns, sort.
+"""LiveGrid: bounded frames under a flood, acknowledged pacing, directions, frozen columns, sort.
 
 Without a browser, the widget's comm is replaced by a recording one (``comm.create_comm`` is
 the hook comm 0.2 provides for this) and browser messages are fed in through the same
-``comm.handle_msg`` path a kernel uses. The slow test runs the real thing: a Jupyter server, a
-kernel started over its REST API, and a websocket client counting what reaches the page.
+``comm.handle_msg`` path a kernel uses. :class:`Page` rebuilds what the browser holds from the
+frames, the way ``static/grid.js`` does. The slow test runs the real thing: a Jupyter server,
+a kernel started over its REST API, and a websocket client counting what reaches the page.
+(What the page draws is checked in JupyterLab + Chromium by ``tests/browser/``.)
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import shutil
 import subprocess
 import threading
 import time
-import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,7 +29,6 @@ from comm.base_comm import BaseComm
 from nbfeed.errors import BadRequest, NBFeedError
 from nbfeed.widgets.grid import LiveGrid
 from nbfeed.widgets.grid_columns import Column
-from nbfeed.widgets.grid_style import STYLE_COLUMN, STYLE_COLUMN_WIDTH
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -48,7 +48,7 @@ class Sent:
     @property
     def event(self) -> str | None:
         if self.data.get("method") == "custom":
-            return self.data["content"].get("event_type")
+            return self.data["content"].get("type")
         return None
 
 
@@ -108,53 +108,68 @@ def browser_says(grid: LiveGrid, content: dict) -> None:
                           "buffers": []})
 
 
-def browser_sets(grid: LiveGrid, **state) -> None:
-    """A state change from the page (the user sorting or filtering)."""
-    grid.comm.handle_msg({"content": {"data": {"method": "update", "state": state,
-                                               "buffer_paths": []}}, "buffers": []})
+class Page:
+    """The browser's copy of a grid, rebuilt from the frames in ``sent`` as grid.js does."""
+
+    def __init__(self, grid: LiveGrid, sent: list[Sent]) -> None:
+        self.grid = grid
+        self.sent = sent
+        self.headers = {c["field"]: c["header"] for c in grid._columns}
+
+    def frames(self) -> list[dict]:
+        """Every frame sent so far, decoded: content plus ``values`` and ``flashes`` by field."""
+        out = []
+        for m in list(self.sent):
+            if m.event != "frame":
+                continue
+            content = dict(m.data["content"])
+            nums = content["num"]
+            content["values"] = {f: np.frombuffer(m.buffers[k], "<f8").tolist()
+                                 for k, f in enumerate(nums)}
+            content["flashes"] = {f: np.frombuffer(m.buffers[len(nums) + k], np.int8).tolist()
+                                  for k, f in enumerate(content["flash"])}
+            out.append(content)
+        return out
+
+    def rows(self) -> list[dict]:
+        """The rows the page holds, in display order, by header (hidden fields by field)."""
+        cache: dict[int, dict] = {}
+        total = 0
+        for f in self.frames():
+            for i, pos in enumerate(f["pos"]):
+                row = {f2: vals[i] for f2, vals in f["text"].items()}
+                row.update({f2: vals[i] for f2, vals in f["values"].items()})
+                cache[pos] = {self.headers.get(k, k): v for k, v in row.items()}
+            total = f["total"]
+        return [cache[p] for p in sorted(cache) if p < total]
+
+    @property
+    def seq(self) -> int:
+        frames = [m for m in list(self.sent) if m.event == "frame"]
+        return frames[-1].data["content"]["seq"] if frames else 0
+
+    def ack(self) -> None:
+        """The page drew the last frame it got."""
+        if self.seq:
+            browser_says(self.grid, {"type": "ack", "seq": self.seq})
+
+    def open(self, first: int = 0, last: int = 29) -> Page:
+        """A view renders and says which rows it shows."""
+        browser_says(self.grid, {"type": "hello", "first": first, "last": last})
+        return self
+
+    def shows(self, check, timeout: float = 5.0) -> bool:
+        """Wait (acking each frame, as the page does) until ``check(rows)`` holds."""
+        def ok(_grid) -> bool:
+            self.ack()
+            rows = self.rows()
+            return len(rows) > 0 and check(rows)
+
+        return self.grid.wait(ok, timeout=timeout)
 
 
-def decode_reply(msg: Sent) -> pd.DataFrame:
-    """What the page would store from a data-reply: the rows it covers, by column."""
-    return pd.DataFrame(_wire_columns(msg.data["content"]["value"]["data"], msg.buffers))
-
-
-def _wire_columns(data: dict, buffers: list) -> dict[str, list]:
-    """Decode ipydatagrid's serialized columns: binary buffers, or raw JSON lists."""
-    cols = {}
-    for name, col in data.items():
-        if isinstance(col, list):
-            cols[name] = col
-        elif col.get("type") == "raw":
-            cols[name] = col["value"]
-        else:
-            cols[name] = np.frombuffer(buffers[col["value"]], dtype=col["dtype"]).tolist()
-    return cols
-
-
-def replies(sent: list[Sent]) -> list[Sent]:
-    return [m for m in sent if m.event == "data-reply"]
-
-
-def page_rows(messages: list[Sent], row_count: int) -> pd.DataFrame:
-    """The page's copy of the grid, as ipydatagrid's StreamingView keeps it: every data-reply
-    overwrites rows r1..r2 of a cache; rows never sent are absent."""
-    cache: dict[int, dict] = {}
-    for m in replies(messages):
-        r1 = m.data["content"]["r1"]
-        for i, row in enumerate(decode_reply(m).to_dict("records")):
-            cache[r1 + i] = row
-    return pd.DataFrame([cache[i] for i in sorted(cache) if i < row_count])
-
-
-def page_shows(grid: LiveGrid, sent: list[Sent], check, timeout: float = 5.0) -> bool:
-    """Wait until the page's copy of the grid passes ``check`` (re-checked after each flush:
-    about once a second a flush sends a tick instead of rows, which follow on the next one)."""
-    def ok(_grid) -> bool:
-        page = page_rows(list(sent), grid._row_count)
-        return len(page) > 0 and check(page)
-
-    return grid.wait(ok, timeout=timeout)
+def column(rows: list[dict], name: str) -> list:
+    return [r[name] for r in rows]
 
 
 # --------------------------------------------------------------------------- flood
@@ -164,7 +179,7 @@ def test_flood_is_coalesced_to_the_flush_rate_and_ends_on_latest_values(make_gri
     symbols = [f"S{i:03d}" for i in range(500)]
     stream = FakeStream()
     grid = make_grid(stream, columns=["symbol", "price", "volume"], flush_hz=10)
-    browser_says(grid, {"type": "data-request", "r1": 0, "r2": 29, "c1": 0, "c2": 1})
+    page = Page(grid, sent).open(0, 29)
     last: dict[str, float] = {}
     stop_at = time.monotonic() + 2.0
     fed = 0
@@ -182,6 +197,7 @@ def test_flood_is_coalesced_to_the_flush_rate_and_ends_on_latest_values(make_gri
                 step += 1
             stream.emit(batch)
             fed += len(batch)
+            page.ack()
 
     start = time.monotonic()
     sent.clear()
@@ -192,12 +208,39 @@ def test_flood_is_coalesced_to_the_flush_rate_and_ends_on_latest_values(make_gri
     frame = grid.frame()
     assert len(frame) == 500
     assert frame["price"].to_dict() == last
-    # The page's copy of its viewport ends on the final prices.
-    assert page_shows(grid, sent, lambda page: page["Price"].tolist()
-                      == [last[s] for s in page["Symbol"]])
+    # The page's copy of its window ends on the final prices.
+    assert page.shows(
+        lambda rows: column(rows, "Price") == [last[s] for s in column(rows, "Symbol")])
     elapsed = time.monotonic() - start
     assert fed > 20_000, "the feeder should have pushed a flood"
     assert len(sent) <= grid.flush_hz * elapsed + 3, (len(sent), elapsed)
+    frames = page.frames()
+    assert all(len(f["pos"]) <= 90 for f in frames), "only the page's window (and margin) is sent"
+
+
+def test_without_acknowledgements_the_kernel_waits_then_sends_a_full_frame(make_grid, sent):
+    """Back-pressure: a page that has not drawn the last frame gets no new one for a second;
+    then one full frame (it may have missed something) instead of a backlog."""
+    grid = make_grid(columns=["symbol", "price"], flush_hz=50)
+    page = Page(grid, sent).open(0, 10)
+    grid.update([{"symbol": "A", "price": 1.0}, {"symbol": "B", "price": 2.0}])
+    assert page.shows(lambda rows: len(rows) == 2)
+    page.ack()
+    grid.update({"symbol": "A", "price": 1.5})
+    assert grid.wait()
+    assert grid.wait(lambda g: len(page.frames()) >= 2, timeout=5)
+    before = len(page.frames())
+    started = time.monotonic()
+    for i in range(40):  # the page does not acknowledge any of this
+        grid.update({"symbol": "B", "price": 2.0 + i})
+        time.sleep(0.01)
+    assert grid.wait(lambda g: len(page.frames()) > before, timeout=5)
+    waited = time.monotonic() - started
+    frames = page.frames()[before:]
+    assert len(frames) == 1, "no frame goes while the page has not drawn the previous one"
+    assert frames[0]["reset"] and sorted(frames[0]["pos"]) == [0, 1], "a full frame"
+    assert waited >= 0.8
+    assert column(page.rows(), "Price") == [1.5, 41.0]
 
 
 # --------------------------------------------------------------------------- flashes
@@ -205,27 +248,27 @@ def test_flood_is_coalesced_to_the_flush_rate_and_ends_on_latest_values(make_gri
 
 def test_rise_flashes_green_fall_flashes_red_and_both_fade(make_grid, sent):
     grid = make_grid(columns=["symbol", "price"], flash_ms=300, flush_hz=30)
+    page = Page(grid, sent).open()
     grid.update([{"symbol": "UP", "price": 10.0}, {"symbol": "DOWN", "price": 10.0}])
-    assert grid.wait()
+    assert page.shows(lambda rows: len(rows) == 2)
     assert grid.flash_state()["price"].tolist() == [0, 0], "a new row has nothing to compare"
-    browser_says(grid, {"type": "data-request", "r1": 0, "r2": 10, "c1": 0, "c2": 0})
+    assert all(not f["flash"] for f in page.frames()), "new rows do not flash"
 
-    before = len(replies(sent))
     changed_at = time.monotonic()
     grid.update([{"symbol": "UP", "price": 10.5}, {"symbol": "DOWN", "price": 9.5}])
     assert grid.wait()
     assert grid.flash_state()["price"].to_dict() == {"UP": 1, "DOWN": -1}
+    assert page.shows(lambda rows: column(rows, "Price") == [10.5, 9.5])
+    flashed = [f for f in page.frames() if f["flash"]]
+    assert len(flashed) == 1
+    directions = dict(zip([page.rows()[p]["Symbol"] for p in flashed[0]["pos"]],
+                          flashed[0]["flashes"]["price"]))
+    assert directions == {"UP": 1, "DOWN": -1}, "the page is told which way each cell moved"
     assert grid.wait(lambda g: not g.flash_state().to_numpy().any(), timeout=5)
     assert time.monotonic() - changed_at >= 0.3, "not cleared before flash_ms"
-    assert page_shows(grid, sent, lambda page: page[STYLE_COLUMN].str.strip().tolist()
-                      == ["", ""]), "the kernel sent the fade"
-    # What the page painted, in order: strong green/red, (weak,) then nothing.
-    after = [i for i, m in enumerate(sent) if m.event == "data-reply"][before:]
-    states = [tuple(page_rows(sent[: i + 1], 2)[STYLE_COLUMN]) for i in after]
-    states = [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]]
-    assert states[0] == ("U", "D")
-    assert states[-1] == (" ", " ")
-    assert states in ([("U", "D"), ("u", "d"), (" ", " ")], [("U", "D"), (" ", " ")])
+    frames = len(page.frames())
+    time.sleep(0.3)
+    assert len(page.frames()) == frames, "the fade is the browser's: no frame for it"
 
 
 def test_flash_colour_can_follow_another_fields_sign(make_grid):
@@ -256,18 +299,19 @@ def test_a_frozen_column_keeps_its_first_value(make_grid, sent):
     ]
     stream = FakeStream(latest=pd.DataFrame([{"symbol": "A", "price": 1.0, "prev_close": 0.9}]))
     grid = make_grid(stream, columns=cols, flush_hz=50)
-    browser_says(grid, {"type": "data-request", "r1": 0, "r2": 5, "c1": 0, "c2": 2})
+    page = Page(grid, sent).open()
     for i in range(50):
         stream.emit([{"symbol": "A", "price": 1.0 + i, "prev_close": 5.0 + i, "volume": 100 + i}])
         if i % 10 == 0:
             assert grid.wait()
+            page.ack()
     assert grid.wait()
     row = grid.frame().loc["A"]
     assert row["price"] == 50.0
     assert row["prev_close"] == 0.9, "frozen at the snapshot value"
     assert row["volume"] == 100, "frozen at the first value it received"
-    assert {decode_reply(m)["Prev"][0] for m in replies(sent)} == {0.9}
-    assert page_shows(grid, sent, lambda page: page["Price"].tolist() == [50.0])
+    assert page.shows(lambda rows: column(rows, "Price") == [50.0])
+    assert {v for f in page.frames() for v in f["values"]["prev_close"]} == {0.9}
 
 
 # --------------------------------------------------------------------------- sort / filter
@@ -275,24 +319,67 @@ def test_a_frozen_column_keeps_its_first_value(make_grid, sent):
 
 def test_sort_and_filter_survive_updates_and_the_order_follows_the_values(make_grid, sent):
     grid = make_grid(columns=["symbol", "price"], flush_hz=50)
+    page = Page(grid, sent).open()
     grid.update([{"symbol": s, "price": p} for s, p in [("A", 1.0), ("B", 2.0), ("C", 3.0)]])
     assert grid.wait()
-    browser_says(grid, {"type": "data-request", "r1": 0, "r2": 10, "c1": 0, "c2": 1})
-    sort = {"type": "sort", "column": "Price", "desc": True}
-    keep = {"type": "filter", "column": "Price", "operator": "<", "value": 100.0}
-    browser_sets(grid, _transforms=[sort, keep])  # the user clicked "sort descending"
+    browser_says(grid, {"type": "sort", "field": "price", "desc": True})  # a header click
     assert grid.get_visible_data()["Symbol"].tolist() == ["C", "B", "A"]
+    assert page.shows(lambda rows: column(rows, "Symbol") == ["C", "B", "A"])
+    assert page.frames()[-1]["sort"] == ["price", True], "the page shows the sort mark"
+    keep = {"type": "filter", "column": "Price", "operator": "<", "value": 100.0}
+    grid.transform([*grid.transforms, keep])
 
     grid.update([{"symbol": "A", "price": 9.0}, {"symbol": "C", "price": 0.5},
                  {"symbol": "B", "price": 500.0}])
     assert grid.wait()
-    assert grid._transforms == [sort, keep], "updates never touch the user's transforms"
+    assert [t["type"] for t in grid.transforms] == ["sort", "filter"], "updates keep them"
     assert grid.get_visible_data()["Symbol"].tolist() == ["A", "C"]
-    assert grid._row_count == 2
-    assert page_shows(grid, sent, lambda page: page["Symbol"].tolist() == ["A", "C"])
+    assert grid.row_count == 2
+    assert page.shows(lambda rows: column(rows, "Symbol") == ["A", "C"])
 
     grid.transform([{"type": "sort", "column": "price"}])  # field names work too
     assert grid.get_visible_data()["Symbol"].tolist() == ["C", "A", "B"]
+    browser_says(grid, {"type": "sort", "field": None, "desc": None})  # third click: unsorted
+    assert grid.get_visible_data()["Symbol"].tolist() == ["A", "B", "C"]
+    with pytest.raises(BadRequest, match="operator"):
+        grid.transform([{"type": "filter", "column": "price", "operator": "~", "value": 1}])
+
+
+def test_a_large_table_sends_only_the_window_around_what_the_page_shows(make_grid, sent):
+    grid = make_grid(columns=["symbol", "price"], flush_hz=50)
+    page = Page(grid, sent).open(0, 19)
+    grid.update([{"symbol": f"S{i:04d}", "price": float(i)} for i in range(2000)])
+    assert page.shows(lambda rows: len(rows) == 40)  # 20 shown + 20 below
+    browser_says(grid, {"type": "view", "first": 1000, "last": 1019})  # scrolled
+    assert page.shows(lambda rows: any(r["Symbol"] == "S1010" for r in rows))
+    last = page.frames()[-1]
+    assert min(last["pos"]) >= 980 and max(last["pos"]) < 1040
+
+
+def test_a_click_returns_the_row_to_python(make_grid, sent):
+    grid = make_grid(columns=["symbol", "price"])
+    page = Page(grid, sent).open()
+    grid.update([{"symbol": "AAPL", "price": 1.0}, {"symbol": "MSFT", "price": 2.0}])
+    assert page.shows(lambda rows: len(rows) == 2)
+    clicked = []
+    grid.on_click(clicked.append)
+    uid = page.frames()[-1]["uid"][1]
+    browser_says(grid, {"type": "click", "uid": uid})
+    assert [r["symbol"] for r in clicked] == ["MSFT"]
+    assert grid.selected["symbol"] == "MSFT" and grid._selected_uid == uid
+
+
+def test_stream_status_events_reach_the_status_line_and_dim_stale_rows(make_grid):
+    class EventStream(FakeStream):
+        def on_event(self, callback):
+            self.events = callback
+
+    stream = EventStream()
+    grid = make_grid(stream, columns=["symbol", "price"])
+    stream.events({"type": "status", "source": "sim", "state": "stale", "symbols": ["AAPL"]})
+    assert grid._status == {"state": "stale", "symbols": ["AAPL"], "detail": ""}
+    stream.events({"type": "status", "source": "sim", "state": "running", "detail": ""})
+    assert grid._status["state"] == "live"
 
 
 # --------------------------------------------------------------------------- candles
@@ -326,7 +413,8 @@ def test_candles_update_the_open_bar_append_new_bars_and_keep_a_bounded_window(m
     times = frame.index.get_level_values("time")
     assert [int(t.timestamp() * 1000) for t in times] == [i * minute for i in range(35, 40)]
     assert frame["close"].tolist() == [35, 36, 37, 38, 39]
-    assert grid._row_count == 5
+    assert grid.row_count == 5
+    assert grid._options["follow"] is True, "candle grids follow appended bars"
 
 
 def test_newest_first_puts_the_latest_bar_on_top(make_grid):
@@ -340,7 +428,7 @@ def test_newest_first_puts_the_latest_bar_on_top(make_grid):
 # --------------------------------------------------------------------------- columns
 
 
-def test_workspace_column_defs_map_to_renderers_and_the_helper_column_is_hidden(make_grid):
+def test_workspace_column_defs_map_to_what_the_page_draws(make_grid):
     cols = [
         {"field": "symbol", "headerName": "Ticker", "renderFn": "greenRed",
          "renderFnParams": {"colorValueKey": "change"}},
@@ -354,68 +442,62 @@ def test_workspace_column_defs_map_to_renderers_and_the_helper_column_is_hidden(
     assert (spec["price"].flash, spec["price"].green_red, spec["price"].fmt) == (True, True, ",.3f")
     assert spec["change_percent"].suffix == "%"
     assert spec["symbol"].sign_field == "change"
-
-    names = [f["name"] for f in grid._data["schema"]["fields"]]
-    assert names == ["key", "Ticker", "Last", "Chg%", STYLE_COLUMN, "ipydguuid"]
-    assert "Change" not in names, "a hidden column stays in the kernel"
-    assert [unicodedata.category(ch) for ch in STYLE_COLUMN] == ["Cf"], "an invisible header"
-    assert grid.column_widths[STYLE_COLUMN] == STYLE_COLUMN_WIDTH
-    assert grid.column_widths["Last"] == 90
-    assert grid.renderers[STYLE_COLUMN].text_color == "transparent"
-    assert grid.header_visibility == "column"
-    last = grid.renderers["Last"]
-    assert "substring" in last.background_color.value
-    assert "cell.value > 0" in last.text_color.value
-    assert last.format == ",.3f"
-    assert "\\u0024" in last.text_value.value  # the $ prefix, escaped
+    shown = {c["field"]: c for c in grid._columns}
+    assert list(shown) == ["symbol", "price", "change_percent"], "hidden columns are not drawn"
+    assert shown["price"] | {"ref": None} == {
+        "field": "price", "header": "Last", "kind": "number", "fmt": ",.3f", "prefix": "$",
+        "suffix": "", "scale": 1.0, "align": "right", "flash": True, "greenRed": True,
+        "signField": None, "width": 90, "ref": None}
+    assert shown["symbol"]["signField"] == "change" and shown["symbol"]["align"] == "left"
+    assert "change" in grid._num_fields, "the sign field still reaches the page"
 
 
-def test_a_grid_without_highlights_has_no_helper_column(make_grid):
-    grid = make_grid(columns=["symbol", Column("price", flash=False)])
-    names = [f["name"] for f in grid._data["schema"]["fields"]]
-    assert STYLE_COLUMN not in names
+def test_prices_default_to_tick_size_decimals_and_times_name_their_zone(make_grid):
+    grid = make_grid(FakeStream(), columns=["symbol", "price", "volume", "time", "age"],
+                     timezone="America/New_York")
+    shown = {c["field"]: c for c in grid._columns}
+    assert shown["price"]["fmt"] == "auto" and shown["price"]["ref"] == "price"
+    assert shown["volume"]["fmt"] == ",.0f"
+    assert shown["time"]["fmt"] == "%H:%M:%S" and grid._options["timezone"] == "America/New_York"
+    assert shown["age"]["kind"] == "age"
+    bars = make_grid(FakeStream(interval="1s"))
+    assert {c["field"]: c["fmt"] for c in bars._columns}["time"] == "%Y-%m-%d %H:%M:%S"
+    with pytest.raises(BadRequest, match="unknown timezone 'Mars/Olympus'"):
+        make_grid(columns=["symbol"], timezone="Mars/Olympus")
 
 
-def test_vega_expressions_compile_and_paint_in_ipydatagrids_own_code(make_grid, tmp_path):
-    """Compile every expression with the vega-expression code ipydatagrid ships to the browser,
-    with its cell.metadata.data rewrite, and evaluate it on sample cells (no browser needed)."""
+def test_grid_js_formats_like_a_trader_expects(tmp_path):
+    """The browser's formatters, run in node: tick-size decimals, d3 formats, times, ages."""
     node = shutil.which("node")
-    import ipydatagrid
-
-    static = Path(ipydatagrid.__file__).parent / "labextension" / "static"
-    if node is None or not list(static.glob("646.*.js")):
-        pytest.skip("needs node and ipydatagrid's lab extension bundle")
-    harness = tmp_path / "harness.js"
-    harness.write_text(_VEGA_HARNESS)
-    grid = make_grid(columns=[
-        "symbol", "price",
-        {"field": "chg", "headerName": "Chg", "renderFn": "greenRed", "prefix": "'];x",
-         "renderFnParams": {"colorValueKey": "chg"}},
-        Column("vol", sign_field="chg", flash=False),
-    ])
-    price, chg, vol = grid.renderers["Price"], grid.renderers["Chg"], grid.renderers["vol"]
-    style = {STYLE_COLUMN: "d-"}
-    cases = [
-        (price.background_color.value, 1.0, "bg", {STYLE_COLUMN: "U "}),
-        (price.background_color.value, 1.0, "bg", {STYLE_COLUMN: "d "}),
-        (price.background_color.value, 1.0, "bg", {STYLE_COLUMN: "  "}),
-        (price.background_color.value, 1.0, "bg", {STYLE_COLUMN: "..."}),  # not loaded yet
-        (chg.text_color.value, -2.0, "fg", {}),
-        (chg.text_value.value, 2.0, "2.00", {}),
-        (vol.text_color.value, 5.0, "fg", style),
-    ]
-    payload = [{"expr": e, "value": v, "default_value": d, "row": r} for e, v, d, r in cases]
-    out = subprocess.run([node, str(harness), str(static)], input=json.dumps(payload),
-                         capture_output=True, text=True, timeout=60)
-    results = json.loads(out.stdout)
-    assert all(r["ok"] for r in results), results
-    got = [r["result"] for r in results]
-    assert got[0].startswith("rgba(27, 135, 63, 0.55")
-    assert got[1].startswith("rgba(217, 45, 32, 0.25")
-    assert got[2:4] == ["bg", "bg"]
-    assert got[4] == "#d92d20"
-    assert got[5] == "'];x2.00", "user text stays inside its string literal"
-    assert got[6] == "#d92d20"
+    if node is None:
+        pytest.skip("needs node")
+    src = REPO / "nbfeed" / "widgets" / "static" / "grid.js"
+    (tmp_path / "grid.mjs").write_text(src.read_text())
+    script = tmp_path / "check.mjs"
+    script.write_text("""
+import { tickDecimals, d3Formatter, timeFormatter, formatAge, cellFormatter } from "./grid.mjs";
+const out = {
+  ticks: [187.1234, 1.0845, 0.94123, 65000.12, 187.1, 100].map(tickDecimals),
+  d3: [[",.2f", 1234.5], [",.0f", 1234567], [".1%", 0.1234], ["+,.2f", 3], ["$,.2f", -4.5],
+       [",d", 12.7], ["", 0.5]].map(([s, v]) => d3Formatter(s)(v)),
+  utc: timeFormatter("%Y-%m-%d %H:%M:%S", "UTC")(Date.UTC(2026, 0, 2, 9, 30, 5)),
+  ny: timeFormatter("%H:%M", "America/New_York")(Date.UTC(2026, 0, 2, 14, 30)),
+  ages: [400, 12000, 185000, 7300000].map(formatAge),
+  pct: cellFormatter({kind: "number", fmt: ",.2f", suffix: "%", scale: 1}, {})(-0.9),
+  zero: cellFormatter({kind: "number", fmt: "auto", scale: 1, ref: "price"}, {})(
+    -0.001, {decimals: () => 2}),
+};
+console.log(JSON.stringify(out));
+""")
+    out = json.loads(subprocess.run([node, str(script)], capture_output=True, text=True,
+                                    timeout=60, check=True).stdout)
+    assert out["ticks"] == [2, 4, 5, 2, 2, 2]
+    assert out["d3"] == ["1,234.50", "1,234,567", "12.3%", "+3.00", "-$4.50", "13", "0.5"]
+    assert out["utc"] == "2026-01-02 09:30:05"
+    assert out["ny"] == "09:30"
+    assert out["ages"] == ["0.4s", "12s", "3m05s", "2h01m"]
+    assert out["pct"] == "-0.90%"
+    assert out["zero"] == "0.00", "a change that rounds to zero has no minus sign"
 
 
 # --------------------------------------------------------------------------- bad input
@@ -432,6 +514,10 @@ def test_vega_expressions_compile_and_paint_in_ipydatagrids_own_code(make_grid, 
         ({"flush_hz": True}, "flush_hz"),
         ({"flush_hz": float("nan")}, "flush_hz"),
         ({"max_rows": 0}, "max_rows"),
+        ({"max_height": 10}, "max_height must be an integer 80-4000"),
+        ({"stale_after": -1}, "stale_after"),
+        ({"follow": "yes"}, "follow must be True or False"),
+        ({"selection_mode": "row"}, "unknown LiveGrid option(s) selection_mode"),
         ({"columns": [{"field": "price", "headerName": "P", "renderFn": "sparkle"}]},
          "unknown renderFn 'sparkle'"),
         ({"columns": [{"field": "price", "headerName": "P", "decimalPlaces": 9}]},
@@ -484,16 +570,21 @@ def test_hostile_browser_messages_are_ignored_and_junk_values_show_blank(make_gr
     grid.update({"symbol": "A", "price": "n/a"})
     assert grid.wait()
     assert np.isnan(grid.frame().loc["A", "price"])
-    sent.clear()
-    for bad in ({"type": "data-request", "r1": -1, "r2": 5},
-                {"type": "data-request", "r1": 0, "r2": 10**9},
-                {"type": "data-request", "r1": "0", "r2": 5},
-                {"type": "unique-values-request", "column": "nope"},
-                {"event_type": "cell-changed", "row": 0, "column_index": 0, "value": 1}):
+    for bad in ({"type": "view", "first": -1, "last": 5},
+                {"type": "view", "first": 5, "last": 1},
+                {"type": "hello", "first": "0", "last": 5},
+                {"type": "ack", "seq": 10**9},
+                {"type": "ack", "seq": "x"},
+                {"type": "sort", "field": "nope", "desc": True},
+                {"type": "sort", "field": "price", "desc": "down"},
+                {"type": "click", "uid": -3},
+                {"type": "click", "uid": 999},
+                {"type": "explode"}, ["not", "a", "dict"]):
         browser_says(grid, bad)
-    assert sent == []
-    browser_says(grid, {"type": "unique-values-request", "column": "Symbol"})
-    assert [m.event for m in sent] == ["unique-values-reply"]
+    assert grid.transforms == []
+    assert grid.selected is None
+    page = Page(grid, sent).open()
+    assert page.shows(lambda rows: rows[0]["Symbol"] == "A" and np.isnan(rows[0]["Price"]))
 
 
 def test_closing_a_grid_detaches_it_but_leaves_a_users_stream_open(make_grid):
@@ -504,7 +595,7 @@ def test_closing_a_grid_detaches_it_but_leaves_a_users_stream_open(make_grid):
 
 
 def test_a_source_name_subscribes_lazily_and_close_ends_the_subscription(make_grid, monkeypatch):
-    import nbfeed
+    import nbfeed.client
 
     calls = []
     stream = FakeStream()
@@ -514,7 +605,7 @@ def test_a_source_name_subscribes_lazily_and_close_ends_the_subscription(make_gr
             calls.append((source, symbols, interval))
             return stream
 
-    monkeypatch.setattr(nbfeed, "connect", lambda: Client(), raising=False)
+    monkeypatch.setattr(nbfeed.client, "connect", lambda: Client())
     with pytest.raises(BadRequest, match="prise"):
         make_grid("simulated", ["AAPL"], columns=["symbol", "prise"])
     assert stream.closed, "a grid that failed to build closes the subscription it opened"
@@ -594,6 +685,13 @@ print(json.dumps({"ok": ok, "rows": len(frame), "wrong": wrong[:5],
 """
 
 
+class _Columns:
+    """The headers a Page needs, for a grid that lives in another process."""
+
+    _columns = [{"field": "symbol", "header": "Symbol"}, {"field": "price", "header": "Price"},
+                {"field": "volume", "header": "Volume"}]
+
+
 class KernelChannel:
     """A minimal Jupyter websocket client: send requests, record everything that arrives."""
 
@@ -670,11 +768,10 @@ async def test_real_server_flood_stays_under_the_iopub_limit(jp_fetch, jp_ws_fet
             return [m for t, m in ch.received if m["msg_type"] == "comm_msg"
                     and since <= t <= until]
 
-        # The page asks for its viewport, as ipydatagrid does when it renders (the grid is
-        # still empty, so there is nothing to answer yet; the kernel remembers the range).
+        # The page says which rows it shows, as grid.js does when it renders (the grid is
+        # still empty, so there is nothing to send yet; the kernel remembers the window).
         request = ch.send("comm_msg", {"comm_id": comm_id, "data": {"method": "custom",
-                          "content": {"type": "data-request", "r1": 0, "r2": 29, "c1": 0,
-                                      "c2": 1}}})
+                          "content": {"type": "hello", "first": 0, "last": 29}}})
         await ch.read_until(lambda m: m["msg_type"] == "status"
                             and m["parent_header"].get("msg_id") == request
                             and m["content"]["execution_state"] == "idle", 30)
@@ -700,67 +797,17 @@ async def test_real_server_flood_stays_under_the_iopub_limit(jp_fetch, jp_ws_fet
                  if m["msg_type"] == "stream"]
         assert not any("rate exceeded" in t for t in texts), "Jupyter's limiter dropped output"
 
-        # The page's viewport after the flood shows the final prices.
+        # The page's window after the flood shows the final prices (this client never
+        # acknowledges: while the cell ran frames went anyway, then one full frame a second).
         pushed = [Sent(0, "comm_msg", m["content"]["data"], m["buffers"]) for m in comm_msgs()
                   if m["content"]["comm_id"] == comm_id]
-        assert len(replies(pushed)) > 50, "rows were pushed while the cell ran"
-        page = page_rows(pushed, 500)
-        assert len(page) == 30
-        assert page["Price"].tolist() == [result["expected"][s] for s in page["Symbol"]]
+        page = Page(_Columns(), pushed)
+        assert len(page.frames()) > 50, "frames were sent while the cell ran"
+        rows = page.rows()
+        assert len(rows) == 60, "the 30 rows shown and 30 below"
+        assert column(rows, "Price") == [result["expected"][s] for s in column(rows, "Symbol")]
     finally:
         ws.close()
         await jp_fetch("api", "kernels", kernel_id, method="DELETE")
-
-
-_VEGA_HARNESS = r"""
-// Compile VegaExpr strings as ipydatagrid 1.4's VegaExprModel does, then evaluate them.
-const fs = require('fs'); const path = require('path');
-const dir = process.argv[2];
-globalThis.self = globalThis;
-self.webpackChunkipydatagrid = [];
-for (const f of fs.readdirSync(dir)) {
-  if (/^646\..*\.js$/.test(f)) require(path.join(dir, f));
-}
-const modules = {};
-for (const [, mods] of self.webpackChunkipydatagrid) Object.assign(modules, mods);
-const cache = {};
-function req(id) {
-  if (cache[id]) return cache[id].exports;
-  const module = cache[id] = { exports: {} };
-  modules[id](module, module.exports, req);
-  return module.exports;
-}
-req.r = (e) => Object.defineProperty(e, '__esModule', { value: true });
-req.d = (e, defs) => {
-  for (const k in defs) Object.defineProperty(e, k, { enumerable: true, get: defs[k] });
-};
-req.o = (o, k) => Object.prototype.hasOwnProperty.call(o, k);
-const vega = req(1646);
-const context = { format: (v, spec) => `${v}` };
-const codegen = vega.codegen({
-  whitelist: ['cell', 'default_value', 'functions'], globalvar: 'cell',
-  functions: (c) => {
-    const t = vega.functions(c);
-    for (const e in context) t[e] = 'functions.' + e;
-    return t;
-  },
-});
-function rewrite(e, t) {  // ipydatagrid's VegaExprModel._processRegex
-  const i = t.match(/\[(.*?)\]/g), r = i[0].match(/\[(.*?)\]/)[1];
-  const call = `cell.metadata.data(cell.row, ${r})`;
-  return 1 === i.length ? call : `${call}${i.splice(1).join('')}`;
-}
-const out = [];
-for (const c of JSON.parse(fs.readFileSync(0, 'utf8'))) {
-  try {
-    const code = codegen(vega.parse(c.expr)).code
-      .replace(/cell.metadata.data(?<data>(\[(.*?)\])+)/g, rewrite);
-    const fn = Function('cell', 'default_value', 'functions', '"use strict";return(' + code + ')');
-    const cell = { value: c.value, row: 0, metadata: { data: (row, name) => c.row[name] } };
-    out.push({ ok: true, result: fn(cell, c.default_value, context) });
-  } catch (e) { out.push({ ok: false, error: String(e) }); }
-}
-console.log(JSON.stringify(out));
-"""
 
 

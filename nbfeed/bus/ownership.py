@@ -84,6 +84,10 @@ class LeasedSource:
         return self.inner.description
 
     @property
+    def session_options(self) -> tuple[str, ...]:
+        return self.inner.session_options
+
+    @property
     def restarts(self) -> int:
         return self.inner.restarts
 

@@ -50,6 +50,8 @@ class BusSource:
         self.restarts = 0
         self.intervals: tuple[str, ...] = INTERVALS
         self.description = ""
+        #: Per-subscriber sessions (replays) are not served over the bus.
+        self.session_options: tuple[str, ...] = ()
         #: The catalog version this hub holds (see :meth:`request` "dataset").
         self.catalog_version: str | None = None
         #: The newest catalog version the owner announced.
@@ -88,13 +90,15 @@ class BusSource:
         """Nothing to kill: no process runs here."""
 
     def send(self, msg: tuple) -> bool:
+        if msg[0] not in ("sub", "unsub"):
+            return False  # session commands: no sessions over the bus
         op, _client, symbol, interval = msg
         token = stream_token(self.name, symbol, interval)
         if op == "sub":
             if token not in self.wanted and not self._stopped:
                 self.wanted.add(token)
                 self.client.want(self, token, symbol, interval)
-        elif op == "unsub":
+        else:
             self._drop(token)
         return True  # demand is recorded even while stale: it applies once a feed is back
 

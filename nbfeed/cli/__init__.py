@@ -7,6 +7,8 @@
     nbfeed symbols apple --limit 5                    # search the catalog
     nbfeed history simulated AAPL 1m --count 100 --format csv
     nbfeed stream simulated AAPL MSFT --limit 20      # tail live rows (Ctrl-C ends)
+    nbfeed record simulated AAPL --duration 60        # record to Parquet (see .record)
+    nbfeed recordings [show|export|delete|repair]     # manage recordings
     nbfeed new-provider my_feed --dir .               # scaffold a provider and its test
     nbfeed serve ...                                  # a Jupyter server with nbfeed
     nbfeed feed-server --redis redis://...            # providers once for a whole JupyterHub
@@ -23,7 +25,8 @@ errors, Ctrl-C or SIGTERM - so no provider process outlives it.
 Modules: :mod:`.parser` (the argument parser), :mod:`.commands` (what each command does),
 :mod:`.feed_server` (``feed-server``),
 :mod:`.runner` (the providers a command loads, and a hub that always stops), :mod:`.output`
-(tables, CSV and JSON), :mod:`.scaffold` (``new-provider`` and its ``templates/``).
+(tables, CSV and JSON), :mod:`.scaffold` (``new-provider`` and its ``templates/``),
+:mod:`.record` (``record`` and ``recordings``).
 
 Exit codes: 0 success (``stream`` also after Ctrl-C or ``--limit``), 1 a request failed (unknown
 source/symbol/interval, bad date, a provider error), 2 bad usage, 130 interrupted. Errors are one

@@ -241,7 +241,20 @@ def cmd_serve(extra: list[str]) -> int:
     return int(serve_main(extra) or 0)
 
 
+def cmd_record(args: argparse.Namespace, out: TextIO) -> int:
+    from .record import record  # the flight recorder's commands live in .record
+
+    return record(args, out)
+
+
+def cmd_recordings(args: argparse.Namespace, out: TextIO) -> int:
+    from .record import recordings
+
+    return recordings(args, out)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "providers": cmd_providers, "populate": cmd_populate, "symbols": cmd_symbols,
     "history": cmd_history, "stream": cmd_stream, "new-provider": cmd_new_provider,
+    "record": cmd_record, "recordings": cmd_recordings,
 }

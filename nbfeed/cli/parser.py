@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="table, or json: one object per line")
 
+    from .record import add_parsers as add_record_parsers
+
+    add_record_parsers(command)  # record, recordings
+
     p = commands.add_parser("new-provider", allow_abbrev=False,
                             help="Scaffold a provider module and a test that passes.",
                             description="Write NAME_provider.py (a Provider subclass) and "

@@ -93,20 +93,89 @@ class EmbeddedFeed(Feed):
             if snapshot:
                 stream._push(snapshot)
 
-            def deliver(items: list[Any]) -> None:
-                for item in items:
-                    if isinstance(item, StreamBatch):
-                        stream._push(item.rows)
-                    else:
-                        stream._push_event(item)
-
-            sub.on_batch(deliver)
+            sub.on_batch(_deliver_to(stream))
             return sub
 
         sub = self._call(start())
         stream = holder["s"]
         self._streams[stream] = sub
         return stream
+
+    def _subscribe_session(self, source: str, symbols: list[str], interval: str,
+                           options: dict) -> Stream:
+        from .replay import ReplayStream
+
+        async def start() -> Any:
+            sub = await self.hub.subscribe(source, symbols, interval, options=options)
+            # No copy (shared_rows=False): a session's rows reach this one subscriber only and
+            # the hub keeps none of them (no snapshot), so they are the stream's own already.
+            stream = ReplayStream(source, symbols, interval, self._release,
+                                  self._controller(sub), sub.session_state,
+                                  history=self.history)
+            sub.on_batch(_deliver_to(stream))
+            return sub, stream
+
+        sub, stream = self._call(start())
+        self._streams[stream] = sub
+        return stream
+
+    def _controller(self, sub: Any) -> Any:
+        def control(command: str, args: dict, wait: bool) -> Any:
+            if not wait:  # acknowledgements: from the dispatcher thread, never block it
+                if not self._closed and not sub.closed:
+                    self._loop.call_soon_threadsafe(
+                        self._one_way, sub, command, args)
+                return None
+            return self._call(self.hub.control(sub, command, args))
+
+        return control
+
+    def _one_way(self, sub: Any, command: str, args: dict) -> None:
+        if sub.closed:
+            return
+        task = asyncio.ensure_future(self.hub.control(sub, command, args, wait=False))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def _history_with(self, source, symbol, interval, start, end, count, options):
+        return self._call(self.hub.history(source, symbol, interval, start, end, count,
+                                           options=options))
+
+    # ---- recordings -----------------------------------------------------------------------
+
+    def _recording_start(self, name: str, streams: list[dict], limits: dict) -> dict:
+        return self._call(self.hub.recordings.start(
+            name, [(s["source"], s["symbols"], s["interval"]) for s in streams], **limits))
+
+    def _recording_stop(self, name: str) -> dict:
+        return self._call(self.hub.recordings.stop(name), timeout=max(self.timeout, 120))
+
+    def _recording_wait(self, name: str, timeout: float | None) -> dict:
+        fut = asyncio.run_coroutine_threadsafe(self.hub.recordings.wait(name, timeout),
+                                               self._loop)
+        try:
+            return fut.result(None if timeout is None else timeout + 30)
+        except (TimeoutError, asyncio.TimeoutError):
+            fut.cancel()
+            raise UpstreamTimeout(f"recording {name!r} did not end within {timeout} s"
+                                  ) from None
+
+    # describe/list read Parquet footers: in this thread, not on the hub's loop.
+    def _recording_info(self, name: str) -> dict:
+        return self.hub.recordings.describe(name)
+
+    def _recording_list(self) -> list[dict]:
+        return self.hub.recordings.list()
+
+    def _recording_delete(self, name: str) -> None:
+        self._call(self.hub.recordings.delete(name), timeout=max(self.timeout, 120))
+        self._call(self.hub.recordings_changed())
+
+    def _recording_export(self, name, path, format, overwrite):
+        return self._call(self.hub.recordings.export(name, path, format, overwrite=overwrite),
+                          timeout=max(self.timeout, 600))
+
+    def _recording_frame(self, name: str) -> Any:
+        return self.hub.recordings.store.frame(name)
 
     def _release(self, stream: Stream) -> None:
         sub = self._streams.pop(stream, None)
@@ -143,3 +212,20 @@ class EmbeddedFeed(Feed):
         if transport is not None:
             where = f" on the shared feed at {getattr(transport, 'where', '?')}"
         return f"<nbfeed embedded feed{where}: {', '.join(self.hub.sources())}>"
+
+
+def _deliver_to(stream: Stream) -> Any:
+    """A subscription callback handing a delivery to ``stream``: all rows of one delivery in
+    one push (a replay restores the recorded order across symbols within it), events apart."""
+
+    def deliver(items: list[Any]) -> None:
+        rows: list[dict] = []
+        for item in items:
+            if isinstance(item, StreamBatch):
+                rows.extend(item.rows)
+            else:
+                stream._push_event(item)
+        if rows:
+            stream._push(rows)
+
+    return deliver

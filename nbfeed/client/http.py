@@ -20,6 +20,7 @@ import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -69,6 +70,30 @@ def request(server: ServerInfo, method: str, path: str, body: Any = None,
     except (urllib.error.URLError, OSError) as err:
         raise UpstreamError(f"cannot reach nbfeed at {server.url}: "
                             f"{getattr(err, 'reason', None) or err}") from None
+
+
+def download(server: ServerInfo, path: str, target: Path, timeout: float = 600.0) -> Path:
+    """GET ``server.url + path`` into the file ``target`` (written under a hidden name and
+    renamed into place, so a failed download leaves nothing). Errors as :func:`request`."""
+    import os
+
+    req = urllib.request.Request(server.url + path, headers=server.headers())
+    context = _unverified() if server.loopback_tls else None
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp, \
+                open(tmp, "wb") as out:
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+        os.replace(tmp, target)
+    except urllib.error.HTTPError as err:
+        tmp.unlink(missing_ok=True)
+        raise _refused(server, path, err) from None
+    except (urllib.error.URLError, OSError) as err:
+        tmp.unlink(missing_ok=True)
+        raise UpstreamError(f"cannot download from nbfeed at {server.url}: "
+                            f"{getattr(err, 'reason', None) or err}") from None
+    return target
 
 
 def _unverified() -> ssl.SSLContext:

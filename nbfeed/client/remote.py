@@ -23,12 +23,13 @@ from ..jsonfast import dumps, loads
 from ..providers.registry import ProviderSpec
 from .feed import Feed
 from .http import ServerInfo, request
+from .remote_recordings import RemoteRecordings
 from .stream import Stream
 
 log = logging.getLogger("nbfeed.client")
 
 
-class RemoteFeed(Feed):
+class RemoteFeed(RemoteRecordings, Feed):
     """A Feed backed by a Jupyter server's nbfeed extension at ``url`` (its base URL)."""
 
     mode = "remote"
@@ -134,6 +135,8 @@ class RemoteFeed(Feed):
                                     "state": "restarting", "detail": "connection lost"})
 
     def _on_frame(self, frame: dict) -> None:
+        if self._on_session_frame(frame):
+            return
         kind = frame.get("type")
         rid = frame.get("id")
         if kind in ("data_init", "data_update"):

@@ -14,6 +14,10 @@ Rows belong to the stream: a callback gets the same dicts as the stream's other 
 the hub's own: an embedded hub shares each row with every subscriber and with the snapshot new
 subscribers start from, so a stream fed by it (``shared_rows=True``) copies each row it delivers
 once, on its dispatcher thread, before anyone sees it.
+
+Time: ``stream.clock`` is what the stream's rows run on - the wall clock for live sources, a
+virtual clock for replays (:mod:`nbfeed.clock`); ``stream.now_ms()`` reads it. Code that ages
+rows (a flash, "3 s ago", an open bar) should use it, so it works the same in a replay.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import logging
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from ..clock import WallClock
 
 log = logging.getLogger("nbfeed.client")
 
@@ -57,6 +63,10 @@ class Stream:
         self.conflated_rows = 0
         self.status: dict[str, Any] = {}
         self.error: dict | None = None
+        #: The clock this stream's rows run on (see the module docstring).
+        self.clock: Any = WallClock()
+        #: Set by the Feed: starts a recording of this stream (see :meth:`record`).
+        self._recorder: Callable[..., Any] | None = None
         self._thread = threading.Thread(target=self._dispatch, daemon=True,
                                         name=f"nbfeed-stream-{source}")
         self._thread.start()
@@ -96,6 +106,8 @@ class Stream:
                 events, self._events = self._events, []
             for event in events:
                 self._handle_event(event)
+            if rows:
+                rows = self._prepare(rows)
             if not rows:
                 continue
             if self._shared_rows:  # see the module docstring: after conflation, off the hub
@@ -114,6 +126,14 @@ class Stream:
                     loop.call_soon_threadsafe(queue.put_nowait, rows)
                 except RuntimeError:  # that loop is closed
                     self._queues.remove((loop, queue))
+            self._consumed(rows)
+
+    def _prepare(self, rows: list[dict]) -> list[dict]:
+        """Dispatcher thread, before callbacks: a subclass may order or filter rows."""
+        return rows
+
+    def _consumed(self, rows: list[dict]) -> None:
+        """Dispatcher thread, after every callback has had ``rows``."""
 
     def _handle_event(self, event: dict) -> None:
         if event.get("type") == "status":
@@ -155,6 +175,19 @@ class Stream:
             if callback in self._event_callbacks:
                 self._event_callbacks.remove(callback)
 
+    def now_ms(self) -> int:
+        """The time on this stream's clock (epoch ms UTC): wall time live, virtual in a replay."""
+        return self.clock.now_ms()
+
+    def record(self, name: str | None = None, *, duration: float | None = None,
+               max_bytes: int | None = None, max_age: float | None = None) -> Any:
+        """Record this stream's symbols and interval at the hub (beside this stream); returns
+        a :class:`~nbfeed.client.recording.Recording`. See :meth:`Feed.record`."""
+        if self._recorder is None:
+            raise RuntimeError("this stream cannot be recorded (it was not made by a Feed)")
+        return self._recorder(self.source, self.symbols, self.interval, name=name,
+                              duration=duration, max_bytes=max_bytes, max_age=max_age)
+
     @property
     def latest(self) -> Any:
         """The newest row per symbol as a DataFrame indexed by symbol (empty before data)."""
@@ -163,17 +196,25 @@ class Stream:
         return latest_frame(self.latest_rows())
 
     def latest_rows(self) -> list[dict]:
-        """The newest row per symbol as row dicts (epoch-ms ``time``), in first-seen order:
-        what :attr:`latest` shows, without the DataFrame. Read-only, like callback rows."""
-        return list(self._latest.values())
+        """The newest row per symbol as plain row dicts (copies; epoch-ms ``time``), in
+        first-seen order: what :attr:`latest` shows, without the DataFrame round trip (what
+        widgets start from)."""
+        # list() of a dict's values runs without releasing the GIL: a consistent copy even
+        # while the dispatcher thread inserts.
+        return [dict(row) for row in list(self._latest.values())]
 
-    def history(self, count: int = 500) -> Any:
-        """Recent bars of the first symbol (for charts that start with history)."""
-        if self._history is None or self.interval == "tick":
+    def history(self, count: int = 500, interval: str | None = None) -> Any:
+        """Recent bars of the first symbol (for charts that start with history).
+
+        ``interval`` defaults to the stream's; a tick stream has no bars of its own, so it
+        returns an empty DataFrame unless a bar ``interval`` (e.g. "1s") is asked for.
+        """
+        interval = interval or self.interval
+        if self._history is None or interval == "tick":
             import pandas as pd
 
             return pd.DataFrame()
-        return self._history(self.source, self.symbols[0], self.interval, count=count)
+        return self._history(self.source, self.symbols[0], interval, count=count)
 
     def __aiter__(self) -> Stream:
         loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ All public coroutines must be awaited on the hub's event loop. Errors are
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 from collections.abc import Iterable
@@ -37,6 +38,13 @@ from ..providers.registry import (
 from .config import HubConfig
 from .outbox import StreamBatch
 from .requests import check_name, history_request
+from .sessions import (
+    SESSION_PENDING_ROWS,
+    check_args,
+    check_command,
+    check_options,
+    split_interval,
+)
 from .subscription import Subscription
 from .transport import ProviderTransport, local_process
 
@@ -45,6 +53,9 @@ if TYPE_CHECKING:  # for types only: start() imports and opens them
     from .history import HistoryCache
 
 log = logging.getLogger("nbfeed.hub")
+#: Built-in sources the hub starts on first use when they are not configured: ``replay``
+#: costs a process only once someone replays (or lists recordings through it).
+ON_DEMAND = {"replay": "nbfeed.providers.replay:ReplayProvider"}
 
 
 class _Stream:
@@ -70,6 +81,11 @@ class Hub:
         self.catalog: Catalog | None = None
         self.cache: HistoryCache | None = None
         self.started = False
+        #: Recordings of this hub (:class:`nbfeed.recorder.service.RecordingService`).
+        self.recordings: Any = None
+        self._session_ids = itertools.count(1)
+        self._sessions: dict[str, Subscription] = {}
+        self._tasks: set[asyncio.Task] = set()
         self._populating: dict[str, asyncio.Task] = {}
         self.populate_errors: dict[str, str] = {}
         # Set once a provider has started and its first catalog listing is in (or failed):
@@ -90,9 +106,11 @@ class Hub:
             return
         self.started = True
         cfg = self.config
+        from ..recorder.service import RecordingService
         from .catalog import Catalog
         from .history import HistoryCache
 
+        self.recordings = RecordingService(self, cfg.resolved_home())
         self.catalog = Catalog(cfg.path_for(cfg.catalog_path, "catalog.sqlite"))
         self.cache = HistoryCache(cfg.path_for(cfg.cache_path, "history.sqlite"))
         opener = getattr(cfg.transport, "open", None)
@@ -101,7 +119,12 @@ class Hub:
         await asyncio.gather(*(self.add_provider(spec) for spec in cfg.providers))
 
     async def stop(self) -> None:
-        """Stop every provider process and close subscriptions, the catalog and the cache."""
+        """Stop every provider process and close subscriptions, the catalog and the cache.
+
+        Live recordings are stopped first and written out completely.
+        """
+        if self.recordings is not None:
+            await self.recordings.close()
         for sub in list(self._subs):
             await sub.close()
         await asyncio.gather(*(p.stop() for p in self._processes.values()),
@@ -129,6 +152,10 @@ class Hub:
         subscribers are carried over to the new process.
         """
         check_source_name(spec.name)
+        if spec.factory in ON_DEMAND.values() and "home" not in spec.options:
+            # The replay provider reads this hub's recordings, wherever its home is.
+            spec = ProviderSpec(spec.name, spec.factory,
+                                {**spec.options, "home": str(self.config.resolved_home())})
         old = self._processes.get(spec.name)
         if old is not None and not replace:
             raise BadRequest(f"a provider named {spec.name!r} is already running")
@@ -183,11 +210,33 @@ class Hub:
         return [n for n in names if not self._ready[n].is_set()]
 
     async def _ready_process(self, source: Any) -> ProviderTransport:
-        """The process of ``source`` once it is ready (see :meth:`wait_ready`)."""
+        """The process of ``source`` once it is ready (see :meth:`wait_ready`).
+
+        An on-demand built-in (``replay``) that is not loaded yet is started here.
+        """
+        if isinstance(source, str) and source in ON_DEMAND and source not in self._ready \
+                and self.started:
+            await self._start_on_demand(source)
         if (isinstance(source, str) and source in self._ready
                 and await self.wait_ready([source]) and source not in self._processes):
             raise UpstreamError(f"source {source!r} is still starting; try again shortly")
         return self._process(source)
+
+    async def _start_on_demand(self, source: str) -> None:
+        options = dict(self.config.known_options.get(source, {}))
+        await self.add_provider(ProviderSpec(source, ON_DEMAND[source], options))
+
+    def is_session_source(self, source: Any) -> bool:
+        """Whether ``source`` serves per-subscriber sessions (takes subscription options)."""
+        if source in ON_DEMAND:
+            return True
+        proc = self._processes.get(source) if isinstance(source, str) else None
+        return bool(proc is not None and proc.session_options)
+
+    async def recordings_changed(self) -> None:
+        """A recording ended or was deleted: refresh the replay source's catalog if loaded."""
+        if "replay" in self._processes and self._processes["replay"].state == "running":
+            await self.populate(["replay"])
 
     def providers_info(self, include_available: bool = False) -> list[dict]:
         """Name, status (running|starting|restarting|degraded|failed|stopped), reason, datasets.
@@ -316,14 +365,22 @@ class Hub:
         return results
 
     async def history(self, source: str, symbol: str, interval: str, start: Any = None,
-                      end: Any = None, count: Any = None) -> list[dict]:
+                      end: Any = None, count: Any = None, *,
+                      options: dict | None = None) -> list[dict]:
         """Bars in time order (UTC), served from the cache, fetching only missing spans.
 
         The request is checked once (:func:`~nbfeed.hub.requests.history_request`), and every
-        provider answer goes through the cache: checked, stored and marked complete.
+        provider answer goes through the cache: checked, stored and marked complete. A source
+        that takes options (``replay``: ``recording=...``) answers directly, never through the
+        cache: its bars depend on the options, not only on the symbol.
         """
         proc = await self._ready_process(source)
         request = history_request(source, symbol, interval, start, end, count)
+        if proc.session_options or options:
+            options = check_options(source, options or {}, proc.session_options)
+            return await proc.request(
+                "history", (request.symbol, request.interval, request.start, request.end,
+                            request.count, options), self.config.request_timeout)
         self.check_symbols(source, [request.symbol], request.interval)
         if self.cache is None:
             raise UpstreamError("the hub is not running")
@@ -338,8 +395,15 @@ class Hub:
     # ---- live -----------------------------------------------------------------------------
 
     async def subscribe(self, source: str, symbols: str | Iterable[str], interval: str = TICK, *,
-                        max_pending_rows: int | None = None) -> Subscription:
-        """Subscribe to live rows; validated before anything starts (errors name the value)."""
+                        max_pending_rows: int | None = None, box: Any = None,
+                        options: dict | None = None) -> Subscription:
+        """Subscribe to live rows; validated before anything starts (errors name the value).
+
+        ``box`` replaces the subscriber's conflating outbox (a recorder's never conflates).
+        ``options`` go to a source that takes subscription options, which then serves this
+        subscriber its own session (see :mod:`nbfeed.hub.sessions`); a source that takes none
+        refuses them.
+        """
         proc = await self._ready_process(source)
         interval = check_interval(interval)
         if isinstance(symbols, str):
@@ -353,10 +417,55 @@ class Hub:
         limit = self.config.max_symbols_per_subscription
         if len(symbols) > limit:
             raise LimitExceeded(f"{len(symbols)} symbols in one subscription; the limit is {limit}")
+        if proc.session_options or options:
+            return await self._subscribe_session(proc, source, symbols, interval,
+                                                 options or {}, max_pending_rows)
         self.check_symbols(source, symbols, interval)
         sub = Subscription(source, symbols, interval,
                            max_pending_rows or self.config.max_pending_rows,
-                           release=self._release, snapshot=self.snapshot)
+                           release=self._release, snapshot=self.snapshot, box=box)
+        return self._attach(sub, proc)
+
+    async def _subscribe_session(self, proc: ProviderTransport, source: str, symbols: list[str],
+                                 interval: str, options: dict,
+                                 max_pending_rows: int | None) -> Subscription:
+        options = check_options(source, options, proc.session_options)
+        for sym in symbols:
+            check_name(sym, "symbol")  # which symbols a session has is the provider's answer
+        session = f"s{next(self._session_ids)}"
+        state = await proc.request("open_session", (session, symbols, interval, options),
+                                   self.config.request_timeout)
+        pending = max(max_pending_rows or self.config.max_pending_rows, SESSION_PENDING_ROWS)
+        sub = Subscription(source, symbols, interval, pending, release=self._release,
+                           snapshot=self.snapshot, session=session, options=options,
+                           session_state=state)
+        self._sessions[session] = sub
+        return self._attach(sub, proc)
+
+    async def control(self, sub: Subscription, command: str, args: dict | None = None, *,
+                      wait: bool = True) -> dict | None:
+        """Send ``command`` (pause, resume, seek, speed, ack...) to ``sub``'s session.
+
+        Returns the provider's answer (the session's state); ``wait=False`` sends it one-way
+        and returns None at once (for frequent acknowledgements).
+        """
+        if sub.session is None or sub.closed:
+            raise BadRequest(f"{sub!r} is not a live session: only subscriptions with options "
+                             "(e.g. a replay) take control commands")
+        command = check_command(command)
+        args = check_args(args)
+        proc = self._process(sub.source)
+        message = (sub.session, command, args)
+        if not wait:
+            proc.send(("req", 0, "control", message))
+            return None
+        state = await proc.request("control", message, self.config.request_timeout)
+        if isinstance(state, dict):
+            sub.session_state.update(state)
+        return state
+
+    def _attach(self, sub: Subscription, proc: ProviderTransport) -> Subscription:
+        source = sub.source
         self._subs.add(sub)
         for key in sub.keys:
             stream = self._streams.get(key)
@@ -399,6 +508,10 @@ class Hub:
                 del self._streams[key]
                 if proc is not None:
                     proc.send(("unsub", self.client_id, key[1], key[2]))
+        if sub.session is not None:
+            self._sessions.pop(sub.session, None)
+            if proc is not None:
+                proc.send(("req", 0, "close_session", (sub.session,)))
 
     def stats(self) -> dict:
         """Counts for monitoring: streams, subscriptions, rows waiting, rows conflated."""
@@ -416,8 +529,10 @@ class Hub:
                 stream = self._streams.get(key)
                 if stream is None or not rows:
                     continue  # late rows of a stream nobody wants any more
-                self._remember(key, stream, rows)
-                batch = StreamBatch(source, symbol, interval, rows)
+                plain, session = split_interval(interval)
+                if session is None:
+                    self._remember(key, stream, rows)
+                batch = StreamBatch(source, symbol, plain, rows)
                 for sub in stream.subs:
                     sub.put_batch(batch)
         elif op == "stream_error":
@@ -426,6 +541,7 @@ class Hub:
             stream = self._streams.pop(key, None)
             if stream is None:
                 return
+            interval = split_interval(interval)[0]
             event = {"type": "error", "code": getattr(error, "code", "upstream"),
                      "message": f"{source}/{symbol}/{interval}: {error}", "source": source,
                      "symbol": symbol, "interval": interval}
@@ -472,10 +588,36 @@ class Hub:
         proc = self._processes.get(source)
         if origin == "process" and state == "running" and proc is not None:
             # A (re)started process knows nothing: subscribe it to every stream of its source,
-            # including those requested while it was still starting.
+            # including those requested while it was still starting. Sessions are opened
+            # again first (their streams are sent once the provider has them).
             for (src, symbol, interval) in list(self._streams):
-                if src == source:
+                if src == source and split_interval(interval)[1] is None:
                     proc.send(("sub", self.client_id, symbol, interval))
+            sessions = [s for s in self._sessions.values() if s.source == source]
+            if sessions:
+                task = asyncio.ensure_future(self._reopen_sessions(proc, sessions))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _reopen_sessions(self, proc: ProviderTransport, subs: list[Subscription]) -> None:
+        for sub in subs:
+            if sub.closed:
+                continue
+            try:
+                state = await proc.request("open_session", (sub.session, sub.symbols,
+                                                            sub.interval, sub.options),
+                                           self.config.request_timeout)
+            except Exception as exc:
+                sub.put_event({"type": "error", "code": getattr(exc, "code", "upstream"),
+                               "message": f"{sub.source}: session could not be reopened after "
+                                          f"a restart: {exc}",
+                               "source": sub.source})
+                continue
+            if isinstance(state, dict):
+                sub.session_state.update(state)
+            for key in sub.keys:
+                if key in self._streams:
+                    proc.send(("sub", self.client_id, key[1], key[2]))
 
 
 __all__ = ["Hub"]

@@ -73,6 +73,9 @@ class ProviderProcess:
         self.intervals: tuple[str, ...] = INTERVALS
         #: The provider class's one-line description (``Provider.describe()``).
         self.description = ""
+        #: Subscription options the provider takes (``Provider.session_options``); non-empty
+        #: means it serves per-subscriber sessions (see :mod:`nbfeed.hub.sessions`).
+        self.session_options: tuple[str, ...] = ()
         self._recent_restarts = 0
         self._ready_at = 0.0
         self._proc: Any = None
@@ -252,6 +255,7 @@ class ProviderProcess:
             elif op == "ready":
                 self.intervals = tuple(msg[1].get("intervals") or self.intervals)
                 self.description = str(msg[1].get("description") or "")[:200]
+                self.session_options = tuple(msg[1].get("session_options") or ())
                 self._ready_at = time.monotonic()
                 self._set_state("running", "")
                 if self._ready is not None and not self._ready.done():

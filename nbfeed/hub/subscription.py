@@ -40,21 +40,33 @@ class Subscription:
 
     def __init__(self, source: str, symbols: Iterable[str], interval: str,
                  max_pending_rows: int, *, release: Callable[[Subscription], None],
-                 snapshot: Callable[[list[StreamKey]], list[dict]]) -> None:
+                 snapshot: Callable[[list[StreamKey]], list[dict]], box: Any = None,
+                 session: str | None = None, options: dict | None = None,
+                 session_state: dict | None = None) -> None:
         self.id = next(_ids)
         self.source = source
         self.symbols = list(symbols)
         self.interval = interval
+        #: A per-subscriber stream of a source with subscription options (see hub.sessions):
+        #: its id, the options it was opened with and the provider's answer (e.g. a replay's
+        #: span and speed).
+        self.session = session
+        self.options = dict(options or {})
+        self.session_state = dict(session_state or {})
         self.closed = False
-        self._outbox = Outbox(max_pending_rows)
+        # A recorder passes its own never-conflating box (nbfeed.recorder.box), which has the
+        # outbox's interface.
+        self._outbox: Any = box if box is not None else Outbox(max_pending_rows)
         self._release = release
         self._snapshot = snapshot
         self._pump: asyncio.Task | None = None
 
     @property
     def keys(self) -> list[StreamKey]:
-        """``(source, symbol, interval)`` of every stream of this subscription."""
-        return [(self.source, s, self.interval) for s in self.symbols]
+        """``(source, symbol, interval)`` of every stream of this subscription (a session's
+        interval carries its tag, ``"1m@s3"``: see :mod:`.sessions`)."""
+        interval = self.interval if self.session is None else f"{self.interval}@{self.session}"
+        return [(self.source, s, interval) for s in self.symbols]
 
     def snapshot(self) -> list[dict]:
         """The latest known rows of every stream (quotes: the current row; candles: the last

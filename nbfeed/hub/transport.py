@@ -21,8 +21,9 @@ The contract, in the hub's words:
   ``"process"`` (a restarted source knows nothing). ``send`` returns False when the message could
   not be delivered now; the hub relies on that re-send rather than on retries.
 * ``request(kind, args, timeout)`` asks something (``"history"``: ``(symbol, interval, start_ms,
-  end_ms, count)`` -> rows; ``"dataset"``: ``()`` -> catalog entries) and always ends within
-  ``timeout``: a lost reply is :class:`~nbfeed.errors.UpstreamTimeout`, never a hang.
+  end_ms, count)`` -> rows; ``"dataset"``: ``()`` -> catalog entries; ``"open_session"`` and
+  ``"control"`` for sources with ``session_options``) and always ends within ``timeout``: a
+  lost reply is :class:`~nbfeed.errors.UpstreamTimeout`, never a hang.
 * ``on_message(source, ("data", [(symbol, interval, rows), ...]))`` delivers rows in batches;
   ``on_message(source, ("stream_error", symbol, interval, error))`` ends one stream;
   ``on_state(source, state, detail, origin)`` reports every state change (origin ``"process"``
@@ -58,6 +59,9 @@ class ProviderTransport(Protocol):
     intervals: tuple[str, ...]
     #: One line about the source, for listings.
     description: str
+    #: Subscription options the source takes (``Provider.session_options``); non-empty means
+    #: per-subscriber sessions (``request("open_session")``, ``request("control")``).
+    session_options: tuple[str, ...]
 
     @property
     def pid(self) -> int | None: ...

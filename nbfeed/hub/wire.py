@@ -14,6 +14,9 @@ Failure behaviour:
   next, so a client that does not read never grows the server's memory and never delays others;
 * history requests run concurrently (at most ``max_concurrent_requests`` per session) and always
   end in a reply or an error frame, thanks to the hub's request timeout.
+
+Recordings and replay sessions (``record``, ``stop_recording``, ``recordings``, ``control``,
+``subscribe`` with ``options``) are in :mod:`.wire_recordings`.
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ from .config import HubConfig
 from .hub import Hub
 from .outbox import StreamBatch
 from .subscription import Subscription
+from .wire_recordings import RecordingMessages
 
 log = logging.getLogger("nbfeed.wire")
 
 VERSION = 1
-MESSAGE_TYPES = ("subscribe", "unsubscribe", "history", "search", "ping")
+MESSAGE_TYPES = ("subscribe", "unsubscribe", "history", "search", "ping", "record",
+                 "stop_recording", "recordings", "control")
 
 
 @dataclass
@@ -52,7 +57,7 @@ class WireLimits:
     min_flush_interval: float = 0.0
 
 
-class WireSession:
+class WireSession(RecordingMessages):
     """One connected client: parses its messages, runs them against the hub, pumps its data."""
 
     def __init__(self, hub: Hub, send: Callable[[bytes], Awaitable[Any] | None],
@@ -141,15 +146,19 @@ class WireSession:
         source = msg.get("source")
         interval = msg.get("interval", "tick")
         sub = await self.hub.subscribe(source, symbols, interval,
-                                       max_pending_rows=self.limits.max_pending_rows)
+                                       max_pending_rows=self.limits.max_pending_rows,
+                                       options=msg.get("options") or None)
         if self._closed:
             await sub.close()
             return
         self.subscriptions[rid] = sub
         self._ids_json[rid] = dumpb(rid)
         sub.on_ready = self._ready.set
-        await self._write(dumpb({"type": "data_init", "id": rid, "source": sub.source,
-                                  "interval": sub.interval, "rows": sub.snapshot()}))
+        init = {"type": "data_init", "id": rid, "source": sub.source,
+                "interval": sub.interval, "rows": sub.snapshot()}
+        if sub.session is not None:
+            init["session"] = sub.session_state
+        await self._write(dumpb(init))
         if sub.pending:
             self._ready.set()
 
@@ -175,7 +184,7 @@ class WireSession:
         try:
             rows = await self.hub.history(msg.get("source"), msg.get("symbol"),
                                           msg.get("interval"), msg.get("start"), msg.get("end"),
-                                          msg.get("count"))
+                                          msg.get("count"), options=msg.get("options") or None)
             await self._write(dumpb({"type": "history", "id": rid, "rows": rows}))
         except NBFeedError as exc:
             await self._write(dumpb(exc.to_wire(rid)))

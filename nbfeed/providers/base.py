@@ -51,6 +51,11 @@ class Provider:
     name: ClassVar[str] = ""
     #: Intervals this provider can stream/serve at all (entries narrow it per symbol).
     intervals: ClassVar[tuple[str, ...]] = INTERVALS
+    #: Names of the subscription options this source takes (``feed.subscribe(source, ...,
+    #: **options)``, ``feed.history(..., **options)``). Empty (the default): none, and
+    #: subscribers share streams. Non-empty: every subscription is a *session* of its own
+    #: (see :meth:`open_session`); ``get_history`` then receives the options as keywords.
+    session_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **options: Any) -> None:
         self.options: dict[str, Any] = dict(options)
@@ -160,6 +165,33 @@ class Provider:
         on network I/O. The hub caches results, so it only asks for spans it does not hold.
         """
         raise NotImplementedError  # abstract
+
+    # ---- sessions (sources with subscription options) ------------------------------------
+
+    def open_session(self, session: str, symbols: list[str], interval: str,
+                     options: dict[str, Any]) -> dict[str, Any]:
+        """A subscriber asked for ``symbols`` at ``interval`` with ``options`` (worker thread).
+
+        Validate (raise BadRequest/UnknownSymbol naming the problem) and return a small dict
+        of JSON values describing the session; the subscriber receives it. The session's
+        streams then arrive through :meth:`start_streaming` with the interval
+        ``"<interval>@<session>"``; publish their rows with that interval. Only called for
+        classes that list :attr:`session_options`.
+        """
+        raise NotImplementedError  # abstract for session sources
+
+    def close_session(self, session: str) -> None:
+        """The session's subscriber left (called after its streams' ``on_close``). Quick."""
+
+    def control(self, session: str, command: str, args: dict[str, Any]) -> dict[str, Any]:
+        """A command for a running session (e.g. ``pause``); return its state (JSON values).
+
+        Runs on the process's command-reader thread, so it must return at once: change state
+        and wake your own thread, never do I/O here.
+        """
+        from ..errors import BadRequest
+
+        raise BadRequest(f"source {self.name!r} takes no control commands")
 
     # ---- helpers for authors --------------------------------------------------------------
 

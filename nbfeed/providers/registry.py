@@ -28,6 +28,7 @@ _BUILTINS = {
     "csv": "nbfeed.providers.csv:CSVProvider",
     "binance": "nbfeed.providers.binance:BinanceProvider",
     "polygon": "nbfeed.providers.polygon:PolygonProvider",
+    "replay": "nbfeed.providers.replay:ReplayProvider",
 }
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789_-.")
 

@@ -8,12 +8,16 @@ hub -> provider::
 
     ("sub", client, symbol, interval)       start_streaming
     ("unsub", client, symbol, interval)     on_close
-    ("req", req_id, kind, args)             kind "history" | "dataset"
+    ("req", req_id, kind, args)             kind "history" | "dataset" | "open_session" |
+                                            "close_session" | "control" (the last two are
+                                            answered on the reader thread, at once; id 0
+                                            means nobody waits for the reply)
     ("stop",)
 
 provider -> hub::
 
-    ("ready", {"pid": ..., "name": ...})    after init() returned
+    ("ready", {"pid", "name", "intervals", "description", "session_options"})
+                                            after init() returned
     ("init_failed", error)                  init() raised; the process then exits
     ("data", [(symbol, interval, rows), ...])
     ("reply", req_id, ok, value_or_error)
@@ -188,7 +192,8 @@ class ProviderRuntime:
                              daemon=True).start()
         self.sink.send(("ready", {"pid": os.getpid(), "name": self.name,
                                   "intervals": list(self.provider.intervals),
-                                  "description": type(self.provider).describe()}))
+                                  "description": type(self.provider).describe(),
+                                  "session_options": list(self.provider.session_options)}))
         self._read_commands()
 
     def _read_commands(self) -> None:
@@ -203,7 +208,10 @@ class ProviderRuntime:
             if op in ("sub", "unsub"):
                 self.control.put(msg)
             elif op == "req":
-                self.workers.submit(self._answer, *msg[1:])
+                if msg[2] in ("control", "close_session"):
+                    self._answer(*msg[1:])  # quick by contract; must not queue behind history
+                else:
+                    self.workers.submit(self._answer, *msg[1:])
         self.shutdown()
 
     def _run_control(self) -> None:
@@ -235,23 +243,35 @@ class ProviderRuntime:
         p = self.provider
         try:
             if kind == "history":
-                symbol, interval, start, end, count = args
+                symbol, interval, start, end, count, *more = args
                 from .rows import normalize_rows
 
-                raw = p.get_history(symbol, interval, start, end, count)
+                options = more[0] if more else None
+                raw = (p.get_history(symbol, interval, start, end, count, **options) if options
+                       else p.get_history(symbol, interval, start, end, count))
                 value: Any = normalize_rows(raw, source=self.name, symbol=symbol,
                                             interval=interval)
+            elif kind == "open_session":
+                session, symbols, interval, options = args
+                value = p.open_session(session, list(symbols), interval, dict(options))
+            elif kind == "close_session":
+                value = p.close_session(args[0])
+            elif kind == "control":
+                session, command, command_args = args
+                value = p.control(session, command, dict(command_args))
             elif kind == "dataset":
                 from .dataset import validate_entries
 
                 value = validate_entries(self.name, p.get_dataset())
             else:
                 raise BadRequest(f"unknown request kind {kind!r}")
-            self._safe_send(("reply", req_id, True, value))
+            if req_id:  # id 0: one-way, nobody waits for a reply
+                self._safe_send(("reply", req_id, True, value))
         except BaseException as exc:
-            if not isinstance(exc, (NBFeedError, NotImplementedError)):
+            if not isinstance(exc, (NBFeedError, NotImplementedError)) or not req_id:
                 _report(f"provider {self.name}: {kind} request", exc)
-            self._safe_send(("reply", req_id, False, _wire_error(exc)))
+            if req_id:
+                self._safe_send(("reply", req_id, False, _wire_error(exc)))
 
     def _safe_send(self, msg: tuple) -> None:
         try:

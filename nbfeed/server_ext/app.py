@@ -34,6 +34,7 @@ from ..hub.wire import WireLimits
 from ..providers.registry import resolve_spec
 from ..runtime_file import ENV_INFO, info_path, remove_info, write_info
 from .handlers import rest_handlers
+from .recordings import recording_handlers
 from .stream_handler import StreamHandler
 from .workspace import WorkspaceBackend, workspace_handlers, workspace_root_handlers
 
@@ -187,6 +188,7 @@ class NBFeed(ExtensionApp):
         # Handlers get what they use (the hub, the limits, the Workspace backend), not the app.
         assert self.hub is not None
         self.handlers.extend(rest_handlers(self.hub))
+        self.handlers.extend(recording_handlers(self.hub))
         self.handlers.append((r"/nbfeed/api/stream", StreamHandler,
                               {"hub": self.hub, "limits": self.wire_limits()}))
         if self.workspace_enabled:

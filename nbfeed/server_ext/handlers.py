@@ -52,6 +52,15 @@ class NBFeedAPIHandler(JSONErrorsMixin, APIHandler):
             raise BadRequest(f"parameter {name!r} must be a whole number, got {value!r:.40}"
                              ) from None
 
+    def source_options(self, source: str, known: tuple[str, ...] = (
+            "source", "symbol", "interval", "start", "end", "count", "format", "token")
+                       ) -> dict[str, str] | None:
+        """Query parameters beyond ``known``, for sources that take options (``replay``:
+        ``?recording=demo``); None for other sources, which ignore unknown parameters."""
+        if not self.hub.is_session_source(source):
+            return None
+        return {k: self.param(k) for k in self.request.query_arguments if k not in known} or None
+
     def reply(self, data: Any) -> None:
         """``data`` as JSON (orjson: one pass; NaN and infinities become null)."""
         self.set_header("Content-Type", "application/json")
@@ -136,7 +145,8 @@ class HistoryHandler(NBFeedAPIHandler):
         symbol = self.param("symbol", required=True)
         interval = self.param("interval", required=True)
         rows = await self.hub.history(source, symbol, interval, self.param("start"),
-                                      self.param("end"), self.int_param("count"))
+                                      self.param("end"), self.int_param("count"),
+                                      options=self.source_options(source))
         if fmt == "csv":
             self.set_header("Content-Disposition",
                             f'attachment; filename="{_safe_filename(source, symbol, interval)}"')

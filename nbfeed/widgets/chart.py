@@ -11,9 +11,15 @@ Usage::
     chart.to_frame()                     # the bars the chart holds, as a DataFrame
     chart.close()                        # stop following the stream and close the widget
 
-A stream is any object with ``on_update(callback)``; the callback gets lists of nbfeed rows from
-any thread. Optional: ``interval`` ("1m", "tick"...), ``symbol``/``symbols``, ``history(count)``
-and ``latest``. The chart never starts or stops the stream itself.
+    chart = LiveChart("simulated", symbol="AAPL", interval="1m")   # subscribes, owns the stream
+    chart.show("MSFT", interval="5m")    # another symbol or interval, same widget
+
+A stream is any object with ``on_update(callback)`` (see :mod:`.source`, shared with LiveGrid);
+the callback gets lists of nbfeed rows from any thread. Optional: ``interval`` ("1m",
+"tick"...), ``symbol``/``symbols``, ``source``, ``history(count[, interval])`` and ``latest``.
+A stream object given to the chart is never closed by it; a source name makes the chart
+subscribe itself and own that subscription (closed by :meth:`LiveChart.close` and
+:meth:`LiveChart.show`).
 
 How updates travel (see docs GRID.md: message count, not bytes, is what the Jupyter path pays
 for): rows are merged into a bounded, time-keyed store as they arrive (a bar with the same time
@@ -22,20 +28,22 @@ sends at most ``flush_hz`` messages per second, each one binary ``delta`` carryi
 changed since the last one, with a sequence number. The browser applies deltas once per animation
 frame; on a sequence gap (a view opened late, a message lost) it asks for a resync and the
 kernel answers with one ``_snapshot`` state update. A new view, a page reload or a saved notebook
-reads ``_snapshot``, which is serialized from the store when it is read, so it is always current.
-For tick streams in line mode each flush adds at most one point (the latest price). The flush
-runs on its own thread rather than the kernel's event loop so that updates keep flowing while a
-cell is running.
+reads ``_snapshot``, which is serialized from the window when it is read, so it is always
+current. For tick streams in line mode each flush adds at most one point (the latest price), and
+the line starts from the source's recent 1 s (else 1 m) bars when it has them. The flushes run on
+a :class:`~.coalesce.FlushLoop` thread (the one LiveGrid uses) rather than the kernel's event
+loop, so that updates keep flowing while a cell is running.
 
-The bar store and the binary frame format live in :mod:`.chart_store`; turning DataFrames and
+The bar window and the binary frame format live in :mod:`.chart_window`; turning DataFrames and
 rows into checked (time, values) pairs lives in :mod:`.chart_input`. This module is the widget:
-traits, stream attachment, locking and the flush thread.
+traits, the stream, locking and flushing.
 
 Failure behaviour: ``update()`` validates every row before applying any and raises
 :class:`nbfeed.errors.BadRequest` naming the bad row and value. Rows from a stream are validated
 the same way but bad ones are dropped (counted in ``stats``, logged once) so one bad row cannot
-break the stream's thread. If sending fails (kernel shutting down) the error is logged and the
-flush thread carries on.
+break the stream's thread. History the stream fails to give raises a ``UserWarning`` and the
+chart goes live without it (a tick stream without bars is not a failure: no warning). If
+sending fails (kernel shutting down) the error is logged and the flush thread carries on.
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ import logging
 import pathlib
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import anywidget
@@ -66,9 +74,11 @@ from .chart_input import (
     is_numeric,
     row_values,
 )
-from .chart_store import BarStore, decode_frame, encode_frame
+from .chart_window import BarWindow, encode_frame
+from .coalesce import FlushLoop
+from .source import StreamSource, subscribe
 
-__all__ = ["LiveChart", "decode_frame", "encode_frame"]
+__all__ = ["LiveChart"]
 
 log = logging.getLogger("nbfeed.widgets.chart")
 
@@ -78,18 +88,6 @@ _MAX_FLUSH_HZ = 60.0
 
 
 # --- the widget ----------------------------------------------------------------------------------
-
-class _StreamListener:
-    """The callback handed to a stream; disarmed on detach so the stream stops holding the chart."""
-
-    def __init__(self, chart: LiveChart) -> None:
-        self.chart: LiveChart | None = chart
-
-    def __call__(self, rows: Any) -> None:
-        chart = self.chart
-        if chart is not None:
-            chart._ingest(rows, strict=False)
-
 
 class LiveChart(anywidget.AnyWidget):
     """A candlestick (OHLC[V], with a volume pane) or line chart that updates live.
@@ -104,8 +102,12 @@ class LiveChart(anywidget.AnyWidget):
     append, the browser keeps the user's zoom and pan (wheel zooms, drag pans, double-click
     goes back to following the newest bar).
 
+    ``data`` may also be a source name: ``LiveChart("simulated", symbol="AAPL",
+    interval="1m")`` subscribes (the chart owns that stream) and starts from its history.
+    :meth:`show` switches symbol or interval in place.
+
     ``height``, ``title``, ``volume`` and ``symbol`` are synced traits: setting one restyles the
-    chart (``symbol`` is the label; which rows are plotted is fixed at construction).
+    chart (``symbol`` is the label; :meth:`show` changes what is plotted).
     """
 
     _esm = pathlib.Path(__file__).parent / "static" / "chart.js"
@@ -116,6 +118,8 @@ class LiveChart(anywidget.AnyWidget):
         sync=True, to_json=lambda _value, widget: widget._encode_snapshot())
     _max_bars = traitlets.Int(5000).tag(sync=True)
     _interval_ms = traitlets.Int(0).tag(sync=True)
+    _interval = traitlets.Unicode(None, allow_none=True).tag(sync=True)
+    _generation = traitlets.Int(0).tag(sync=True)  # grows when show() replaces the data
     height = traitlets.Int(400, min=100, max=4000).tag(sync=True)
     title = traitlets.Unicode(None, allow_none=True).tag(sync=True)
     symbol = traitlets.Unicode(None, allow_none=True).tag(sync=True)
@@ -125,6 +129,14 @@ class LiveChart(anywidget.AnyWidget):
                  field: str | None = None, symbol: str | None = None, interval: str | None = None,
                  volume: bool = True, max_bars: int = 5000, flush_hz: float = 10,
                  height: int = 400, title: str | None = None) -> None:
+        owned = False
+        if isinstance(data, str):
+            if stream is not None:
+                raise BadRequest("pass either a source name or a stream, not both")
+            if not isinstance(symbol, str) or not symbol:
+                raise BadRequest(f"LiveChart({data!r}, ...) needs symbol=, e.g. symbol='AAPL'")
+            stream, data, owned = subscribe(data, [symbol], check_interval(interval or "1m")), \
+                None, True
         if stream is None and _is_stream(data):
             data, stream = None, data
         if stream is not None and not _is_stream(stream):
@@ -156,23 +168,19 @@ class LiveChart(anywidget.AnyWidget):
             symbol = _stream_symbol(stream)
 
         self._kind_wanted, self._field = kind, field
-        self._interval = interval
-        self._flush_period = 1.0 / float(flush_hz)
-        self._lock = threading.RLock()        # the store and flush bookkeeping
+        self._bar_interval = interval
+        self._lock = threading.RLock()        # the window and flush bookkeeping
         self._send_lock = threading.Lock()    # keeps sends (and their seq numbers) in order
-        self._wake = threading.Condition(self._lock)
-        self._stop = threading.Event()
+        self._loop = FlushLoop(self._flush_due, float(flush_hz),
+                               name=f"nbfeed-chart-{id(self):x}")
         self._plan: Plan | None = None
-        self._store: BarStore | None = None
+        self._store: BarWindow | None = None
         self._max_bars_n = max_bars
         self._seq = 0
         self._dirty_from: int | None = None   # oldest bar time changed since the last flush
         self._tick: tuple[int, list[float | None]] | None = None
         self._resync = False
-        self._flusher: threading.Thread | None = None
-        self._listener: _StreamListener | None = None
-        self._unsubscribe: Callable[[], Any] | None = None
-        self._stream = stream
+        self._source = StreamSource(stream, owned=owned) if stream is not None else None
         self._stats = dict.fromkeys(("rows_received", "rows_rejected", "rows_other_symbol",
                                      "deltas_sent", "snapshots_sent"), 0)
         self._symbol = symbol
@@ -180,13 +188,20 @@ class LiveChart(anywidget.AnyWidget):
             self._plan_from_interval(interval)
         if data is not None:
             self._ingest(data, strict=True, notify=False)
-        super().__init__(_max_bars=max_bars, _interval_ms=self._bar_ms(), height=height,
-                         title=title, symbol=self._symbol, volume=bool(volume))
+        try:
+            super().__init__(_max_bars=max_bars, _interval_ms=self._bar_ms(), height=height,
+                             title=title, symbol=self._symbol, volume=bool(volume),
+                             _interval=self._bar_interval)
+        except BaseException:
+            if self._source is not None:
+                self._source.detach()
+            raise
         with self._lock:  # the comm's opening message already carried the data
             self._dirty_from, self._resync = None, False
         self.on_msg(self._on_front_msg)
-        if stream is not None:
-            self._attach(stream, fetch_history=data is None)
+        self._loop.start()
+        if self._source is not None:
+            self._attach(fetch_history=data is None)
 
     # -- public API --
 
@@ -233,31 +248,53 @@ class LiveChart(anywidget.AnyWidget):
     def detach(self) -> None:
         """Stop following the stream; the chart stays on screen and ``update()`` still works.
 
-        Unregisters with what ``stream.on_update`` returned when that is callable, else with
-        ``stream.off_update(callback)`` if the stream has it; either way the callback the stream
-        holds is disarmed and no longer references the chart.
+        The callback the stream holds is disarmed and unregistered (see :mod:`.source`); a
+        stream the chart subscribed itself is closed.
         """
-        listener, unsubscribe, stream = self._listener, self._unsubscribe, self._stream
-        self._listener = self._unsubscribe = self._stream = None
-        if listener is None:
-            return
-        listener.chart = None
-        try:
-            if unsubscribe is not None:
-                unsubscribe()
-            elif hasattr(stream, "off_update"):
-                stream.off_update(listener)
-        except Exception:
-            log.warning("could not unregister the chart from %r", stream, exc_info=True)
+        source, self._source = self._source, None
+        if source is not None:
+            source.detach()
 
     def close(self) -> None:
         """Detach from the stream, stop the flush thread and close the widget (views go away)."""
-        if hasattr(self, "_wake"):  # also runs from __del__ after a failed __init__
+        if "_loop" in self.__dict__:  # also runs from __del__ after a failed __init__
             self.detach()
-            with self._lock:
-                self._stop.set()
-                self._wake.notify_all()
+            self._loop.stop()
         super().close()
+
+    def show(self, symbol: str | None = None, interval: str | None = None) -> None:
+        """Plot another symbol and/or interval in this same widget (no new output needed).
+
+        Subscribes through the stream's source (``nbfeed.client.connect()``), loads that
+        stream's history, and replaces what the chart holds; the browser resets its view.
+        The chart owns the new subscription (closing any subscription it owned before).
+        """
+        source = self._source
+        name = source.source if source is not None else None
+        if name is None:
+            raise BadRequest("show() needs a chart that follows an nbfeed stream (it subscribes "
+                             "through the stream's source); this chart has none")
+        if symbol is not None and (not isinstance(symbol, str) or not symbol):
+            raise BadRequest(f"symbol must be a string, got {symbol!r:.40}")
+        new_symbol = symbol or self._symbol or (source.symbols[:1] or [None])[0]
+        new_interval = check_interval(interval) if interval is not None else self._bar_interval
+        if new_interval == TICK and self._kind_wanted == "candle":
+            raise BadRequest("this chart draws candles; a tick stream cannot make them")
+        stream = subscribe(name, [new_symbol], new_interval)
+        self.detach()
+        with self._send_lock, self._lock:
+            self._symbol, self._bar_interval = new_symbol, new_interval
+            self._plan, self._store, self._tick, self._dirty_from = None, None, None, None
+            self._source = StreamSource(stream, owned=True)
+            if new_interval is not None:
+                self._plan_from_interval(new_interval)
+            self.symbol = new_symbol
+            self._interval_ms = self._bar_ms()
+            self._interval = new_interval
+            self._generation += 1
+            self._resync = True
+        self._attach(fetch_history=True)
+        self._loop.poke()
 
     # -- input --
 
@@ -279,7 +316,7 @@ class LiveChart(anywidget.AnyWidget):
             if self._plan is not None:
                 return
             self._plan = plan
-            self._store = BarStore(plan.columns, self._max_bars_n)
+            self._store = BarWindow(plan.columns, self._max_bars_n)
             self._resync = True
 
     def _ingest(self, rows: Any, *, strict: bool, overwrite: bool = True,
@@ -301,7 +338,7 @@ class LiveChart(anywidget.AnyWidget):
             n_in = len(rows)
             parsed = self._parse_rows(rows, strict)
             # Tick rows in line mode: the latest price is plotted once per flush.
-            collapse = overwrite and self._interval == TICK
+            collapse = overwrite and self._bar_interval == TICK
         applied = 0
         with self._lock:
             self._stats["rows_received"] += n_in
@@ -316,9 +353,8 @@ class LiveChart(anywidget.AnyWidget):
                     applied += 1
                     if self._dirty_from is None or t < self._dirty_from:
                         self._dirty_from = t
-            if applied and notify:
-                self._start_flusher()
-                self._wake.notify()
+        if applied and notify:
+            self._loop.poke()
         return applied
 
     def _parse_frame(self, df: pd.DataFrame) -> tuple[np.ndarray, list[list[float | None]]]:
@@ -376,8 +412,8 @@ class LiveChart(anywidget.AnyWidget):
             plan = Plan.resolve(self._kind_wanted, self._field, row.keys(), numeric,
                                  f"row {i}", one_series=True)
             self._set_plan(plan)
-            if self._interval is None and plan.kind == "line" and "price" in plan.columns:
-                self._interval = TICK
+            if self._bar_interval is None and plan.kind == "line" and "price" in plan.columns:
+                self._bar_interval = TICK
         return t, row_values(row, RowPlace(i, t), self.kind, self.columns)
 
     def _adopt_symbol(self, sym: str) -> None:
@@ -396,37 +432,56 @@ class LiveChart(anywidget.AnyWidget):
             log.warning("LiveChart dropped %d bad stream row(s); latest: %s", n + 1, exc)
 
     def _bar_ms(self) -> int:
-        return interval_ms(self._interval) if self._interval not in (None, TICK) else 0
+        return (interval_ms(self._bar_interval) if self._bar_interval not in (None, TICK)
+                else 0)
 
     # -- stream --
 
-    def _attach(self, stream: Any, fetch_history: bool) -> None:
-        self._listener = _StreamListener(self)
-        token = stream.on_update(self._listener)
-        # nbfeed's Stream returns the callback itself (decorator use) and has off_update.
-        self._unsubscribe = (token if callable(token) and token is not self._listener
-                             else None)
-        if not fetch_history:
+    def _attach(self, fetch_history: bool) -> None:
+        source = self._source
+        if source is None:
             return
-        # Live rows are already flowing; history fills in around them without overwriting
-        # newer values of the open bar.
+        source.attach(lambda rows: self._ingest(rows, strict=False))
+        if fetch_history:
+            # Live rows are already flowing; history fills in around them without overwriting
+            # newer values of the open bar.
+            self._load_history(source)
+
+    def _load_history(self, source: StreamSource) -> None:
+        """Start from the stream's recent bars (a tick line from 1 s, else 1 m, closes)."""
         try:
-            if callable(getattr(stream, "history", None)):
-                rows = stream.history(self._max_bars_n)
-                if inspect.isawaitable(rows):
-                    if inspect.iscoroutine(rows):
-                        rows.close()
+            if self._bar_interval == TICK:
+                frame = self._tick_history(source)
+            else:
+                frame = source.history(self._max_bars_n)
+                if inspect.isawaitable(frame):
+                    if inspect.iscoroutine(frame):
+                        frame.close()
                     raise BadRequest("stream.history() is asynchronous; the chart needs rows")
-                if rows is not None:
-                    self._ingest(rows, strict=True, overwrite=False)
-            latest = getattr(stream, "latest", None)
-            if self._interval == TICK and latest is not None:
-                if isinstance(latest, pd.DataFrame):
-                    latest = latest.reset_index().to_dict("records")
-                self._ingest(latest, strict=False, overwrite=False)
+            if frame is not None and len(frame):
+                self._ingest(frame, strict=True, overwrite=False)
+            if self._bar_interval == TICK:
+                self._ingest(source.latest_rows(), strict=False, overwrite=False)
         except Exception as exc:  # a live chart without history beats no chart
             warnings.warn(f"LiveChart: could not load history from the stream: {exc}",
                           stacklevel=3)
+
+    def _tick_history(self, source: StreamSource) -> pd.DataFrame | None:
+        """Recent bar closes as the tick line's past (the plotted field), or None."""
+        if self._plan is None or self._plan.kind != "line" or len(self._plan.columns) != 1:
+            return None
+        field = self._plan.columns[0]
+        for interval in ("1s", "1m"):
+            try:
+                bars = source.history(min(self._max_bars_n, 600), interval=interval)
+            except TypeError:
+                return None  # a stream whose history() takes no interval
+            except NBFeedError:
+                continue  # the source has no bars at this interval
+            if isinstance(bars, pd.DataFrame) and len(bars) and "close" in bars.columns:
+                out = bars[["close"]].rename(columns={"close": field})
+                return out if isinstance(out.index, pd.DatetimeIndex) else None
+        return None
 
     # -- sending --
 
@@ -441,8 +496,7 @@ class LiveChart(anywidget.AnyWidget):
         if isinstance(content, dict) and content.get("kind") == "resync":
             with self._lock:
                 self._resync = True
-                self._start_flusher()
-                self._wake.notify()
+            self._loop.poke()
 
     def _commit_tick(self) -> None:
         if self._tick is not None and self._store is not None:
@@ -451,28 +505,14 @@ class LiveChart(anywidget.AnyWidget):
             if self._store.upsert(t, vals) and (self._dirty_from is None or t < self._dirty_from):
                 self._dirty_from = t
 
-    def _start_flusher(self) -> None:
-        if self._flusher is None and not self._stop.is_set():
-            self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
-                                             name=f"nbfeed-chart-{self.model_id[:8]}")
-            self._flusher.start()
-
     def _pending(self) -> bool:
         return self._resync or self._dirty_from is not None or self._tick is not None
 
-    def _flush_loop(self) -> None:
-        """At most one message per period; the first change after a quiet spell goes at once."""
-        while True:
-            with self._lock:
-                self._wake.wait_for(lambda: self._pending() or self._stop.is_set())
-            if self._stop.is_set():
-                return
-            try:
-                self._flush_now()
-            except Exception:
-                log.exception("LiveChart could not send an update")
-            if self._stop.wait(self._flush_period):
-                return
+    def _flush_due(self) -> float | None:
+        """One flush on the FlushLoop's thread (at most ``flush_hz`` a second)."""
+        if self._pending():
+            self._flush_now()
+        return None
 
     def _flush_now(self) -> None:
         with self._send_lock:
@@ -502,10 +542,5 @@ def _is_stream(obj: Any) -> bool:
 
 
 def _stream_symbol(stream: Any) -> str | None:
-    sym = getattr(stream, "symbol", None)
-    if isinstance(sym, str):
-        return sym
-    syms = getattr(stream, "symbols", None)
-    if isinstance(syms, (list, tuple)) and len(syms) == 1 and isinstance(syms[0], str):
-        return syms[0]
-    return None
+    symbols = StreamSource(stream, owned=False).symbols
+    return symbols[0] if len(symbols) == 1 else None

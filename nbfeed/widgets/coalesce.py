@@ -1,5 +1,8 @@
 """Coalescing between a fast upstream and a slow screen: latest value per cell, bounded flushes.
 
+Both widgets use it: LiveGrid buffers rows in an :class:`UpdateBuffer`, LiveChart merges them
+into its bar window; each runs its sends on a :class:`FlushLoop`.
+
 :class:`UpdateBuffer` keeps, per row key, the latest value of every field received since the
 last drain; any number of producer threads may add while one consumer drains. Memory is bounded
 by rows x fields, never by the upstream rate: 20,000 updates/s to 500 rows hold 500 entries.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
@@ -61,6 +65,27 @@ class UpdateBuffer:
             return len(self._pending)
 
 
+class RateMeter:
+    """Events per second over the last few seconds (the grid's "upd/s"); thread-safe enough:
+    counts are added from one producer at a time, read from the flush thread."""
+
+    def __init__(self, window: float = 3.0) -> None:
+        self.window = window
+        self._marks: deque[tuple[float, int]] = deque(maxlen=64)
+        self._total = 0
+
+    def count(self, n: int) -> None:
+        self._total += n
+        self._marks.append((time.monotonic(), self._total))
+
+    def per_second(self, now: float) -> float:
+        marks = [m for m in list(self._marks) if now - m[0] <= self.window]
+        if len(marks) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = marks[0], marks[-1]
+        return (n1 - n0) / max(now - t0, t1 - t0, 0.5)
+
+
 class FlushLoop:
     """Calls ``flush()`` on a daemon thread, never more often than ``hz`` per second.
 
@@ -71,6 +96,7 @@ class FlushLoop:
 
     def __init__(self, flush: Callable[[], float | None], hz: float, name: str) -> None:
         self._flush = flush
+        self.name = name
         self._period = 1.0 / hz
         self._cond = threading.Condition()
         self._poked = False
@@ -122,7 +148,7 @@ class FlushLoop:
             try:
                 wake_at = self._flush()
             except Exception:
-                log.exception("LiveGrid flush failed; the grid keeps running")
+                log.exception("%s: a flush failed; the widget keeps running", self.name)
                 wake_at = None
             self.flushes += 1
             with self._cond:

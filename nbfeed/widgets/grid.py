@@ -1,121 +1,148 @@
-"""``nbfeed.LiveGrid``: a live ipydatagrid whose cells flash green/red, at a bounded message rate.
+"""``nbfeed.LiveGrid``: a live table whose changed cells flash, drawn by nbfeed's own front end.
 
 Usage::
 
     grid = nbfeed.LiveGrid("simulated", ["AAPL", "MSFT"], interval="tick")
     grid = nbfeed.LiveGrid(stream, columns=["symbol", "price", {"field": "volume", "live": False}])
     grid = nbfeed.LiveGrid(columns=["symbol", "price"])   # fed by hand: grid.update(rows)
+    grid.on_click(lambda row: print(row["symbol"]))       # a clicked row, back in Python
 
-Design (the measurements behind it are in the team's GRID.md notes):
+Design:
 
-- **Widget**: a subclass of ipydatagrid's ``StreamingDataGrid``. The kernel keeps the table; the
-  browser holds only the rows it draws and asks for them (``data-request``); sort and filter run
-  in pandas here. Nothing ever re-sends the whole frame or rebuilds the browser's model, so
-  scroll position, selection, sort and filter survive updates. ``DataGrid`` was rejected: its
-  only partial updates are one message per cell or per row.
+- **Widget**: an anywidget whose browser half (``static/grid.js``) draws a virtualised DOM
+  table: only the rows on screen exist as elements and only cells whose text changed are
+  touched. The kernel keeps the table; sort and filter run here (:mod:`.grid_order`).
+  It replaced an ipydatagrid ``StreamingDataGrid`` because that one could not keep up in the
+  browser: measured in JupyterLab + headless Chromium with 40+ streaming symbols, each update
+  message cost the page 130-150 ms in Lumino's per-cell canvas blits, so the page painted 1-2
+  frames/s at 99% main-thread busy and fell minutes behind (``bench/grid_browser.py`` measures
+  both this grid and Perspective's widget on the same stream).
 - **Coalescing**: upstream rows (from any thread) land in an :class:`UpdateBuffer` - latest value
   per (row, field) - and a :class:`FlushLoop` thread applies them at most ``flush_hz`` times a
-  second (default 10), whatever the upstream rate.
-- **Messages per flush**: at most one data message - the rows of the browser's last requested
-  viewport that changed since the page was last sent them, pushed as an ipydatagrid
-  ``data-reply`` (every column; none if nothing visible changed), so the screen updates even
-  while a cell is running and the kernel cannot answer requests. About once a second that
-  message is a ``tick`` instead, which makes every view re-request its own viewport (a second
-  view scrolled elsewhere, or a view opened while the kernel was busy), and the viewport rows
-  follow on the next flush. A ``_row_count`` state update is added only when the number of rows
-  changes. Answers to the browser's own requests (scrolling, sorting) come on top, one per
-  request. At 10 Hz that is ~1% of Jupyter's IOPub limit (1,000 msg/s), so the user's own
-  output is never dropped.
-- **Highlights**: the table stamps each changed cell with a direction and a time; the kernel
-  sends the fade (strong, weak, gone over ``flash_ms``) because the browser has no timer-driven
-  repaint. See :mod:`.grid_style` for the encoding and how its helper column is hidden.
+  second, whatever the upstream rate.
+- **Frames and back-pressure** (:mod:`.grid_viewport`): a flush sends at most one frame, the
+  rows of the page's window that changed, as binary columns; the page acknowledges each frame
+  after drawing it and the next one waits for that, so the kernel never sends faster than the
+  page draws (slower under load, never behind). Without acknowledgements (no view yet) it falls
+  back to one full frame per second; while a cell runs (acknowledgements cannot be read then)
+  frames go at ``flush_hz`` unacknowledged.
+- **Flashes** are drawn by the browser: the kernel marks each sent cell that rose or fell; the
+  page pulses its background for ``flash_ms`` and fades it. A cell that keeps changing pulses at
+  most once every two seconds and otherwise shows its latest direction as a thin coloured bar,
+  so a busy grid never turns into a wash of colour.
 - **Candles**: rows keyed by (symbol, time): the open bar updates in place, a new time appends,
-  and ``max_rows`` bounds the rolling window.
+  and ``max_rows`` bounds the rolling window; ``follow`` keeps the newest bar in view until the
+  user scrolls away.
 
-What survives updates (read in ipydatagrid 1.4 and Lumino's DataGrid, not seen in a browser):
-pushed rows only overwrite cached cells; a row-count change gives the browser's existing view a
-new count, and Lumino's reset handling then only adds or removes row sections and clamps the
-scroll position and the selections - it keeps both. Selections are positions: under an active
-sort a selected row can move away from the highlighted position. ipydatagrid's own
-``StreamingDataGrid`` also hands every ``data-request`` to ``DataGrid``'s message handler, which
-raises ``KeyError: 'event_type'`` (a traceback per scroll in the kernel log); LiveGrid answers
-those requests itself and never passes them on. Known wrinkle: ipydatagrid's filter dialog
-takes the first custom message after its value-list request as the answer; if a push arrives
-first, the list stays empty until the dialog is reopened.
+Several views of one grid (the same output shown twice) share the kernel's window: the last one
+that scrolled decides which rows are sent.
 
 Failure behaviour: a flush that raises is logged and the grid keeps going; rows without the row
 id raise :class:`BadRequest` in the caller's thread (the stream's callback); a value that is not
-a number shows blank, with one warning per field. ``close()`` stops the flush thread, closes a
-subscription the grid opened itself and closes the widget.
+a number shows blank, with one warning per field; malformed browser messages are logged and
+ignored. ``close()`` stops the flush thread, closes a subscription the grid opened itself and
+closes the widget.
 """
 
 from __future__ import annotations
 
 import logging
+import pathlib
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+import anywidget
 import numpy as np
 import pandas as pd
-from ipydatagrid import StreamingDataGrid
-from traitlets import observe
+import traitlets
 
 from ..errors import BadRequest
 from ..intervals import is_bar
-from .coalesce import FlushLoop, UpdateBuffer
-from .grid_columns import Column, default_column_names, parse_columns, standard_fields
+from .coalesce import FlushLoop, RateMeter, UpdateBuffer
+from .grid_columns import (
+    Column,
+    browser_columns,
+    default_column_names,
+    parse_columns,
+    standard_fields,
+    time_format,
+    with_support_fields,
+)
 from .grid_inputs import (
     check_bool,
     check_flash_ms,
     check_flush_hz,
+    check_max_height,
     check_max_rows,
-    frame_rows,
+    check_stale_after,
+    check_timezone,
     is_index,
     key_fields_for,
     key_function,
-    latest_rows,
     resolve_stream,
     stream_interval,
 )
-from .grid_style import STYLE_COLUMN, STYLE_COLUMN_WIDTH, StyleLayout, renderers
+from .grid_order import check_transforms, display_order
 from .grid_table import GridTable
+from .grid_viewport import CELLS, Viewport
+from .source import frame_rows
 
 log = logging.getLogger(__name__)
 
-_MAX_REQUEST_ROWS = 10_000  # one browser viewport is ~50 rows; anything huge is not a viewport
+_STATIC = pathlib.Path(__file__).parent / "static"
+_GRID_OPTIONS = ("layout", "column_widths")
+_LIVE_STATES = ("running", "live", "starting")
 
 
-class LiveGrid(StreamingDataGrid):
+class LiveGrid(anywidget.AnyWidget):
     """A live grid of a stream's rows, keyed by ``row_id``, updated in place.
 
     Parameters
     ----------
     stream:
-        A stream (anything with ``on_update(callback)``, ``interval``, ``latest``, ``close()``),
-        or a source name - then ``symbols`` and ``interval`` are passed to
-        ``nbfeed.connect().subscribe(...)`` and the grid closes that subscription on
-        :meth:`close` - or None to feed the grid with :meth:`update`.
+        A stream (anything with ``on_update(callback)``; see :mod:`.source`), or a source name -
+        then ``symbols`` and ``interval`` are passed to ``nbfeed.connect().subscribe(...)`` and
+        the grid closes that subscription on :meth:`close` - or None to feed the grid with
+        :meth:`update`.
     columns:
         Field names, :class:`~nbfeed.widgets.grid_columns.Column` objects, nbfeed dicts or
         Workspace ``columnsDefs`` entries (mapping in :mod:`.grid_columns`). Default: the
-        stream's fields.
+        stream's fields. ``"age"`` adds a column counting seconds since each row's ``time``.
     row_id:
         Field (or fields) identifying a row. Candle streams add ``time``: one row per bar.
     flash_ms:
-        How long a changed cell stays highlighted (strong for the first half, weak after).
+        How long a changed cell's highlight takes to fade (0 turns highlights off).
     flush_hz:
-        Most flushes (screen updates) per second, 0 < flush_hz <= 60.
+        Most frames (screen updates) per second, 0 < flush_hz <= 60.
     max_rows:
         Rolling window: beyond it the oldest rows are dropped (default 1,000 for candles,
         10,000 otherwise).
     newest_first:
-        Show the newest row at the top (follow-newest for appended candles).
+        Show the newest row at the top.
+    follow:
+        Keep the newest row in view as rows are appended, until the user scrolls away (default:
+        on for candle streams).
+    timezone:
+        IANA name of the zone times are shown in (default UTC; the header says which).
+    max_height:
+        The grid grows with its rows up to this many pixels, then scrolls.
+    stale_after:
+        Seconds without an update after which a row is dimmed (default: never; rows are also
+        dimmed while the stream reports them stale).
     **grid_options:
-        Passed to ipydatagrid (``selection_mode``, ``layout``, ``column_widths``...).
+        ``layout`` (ipywidgets Layout) and ``column_widths`` (header or field -> pixels).
     """
+
+    _esm = _STATIC / "grid.js"
+    _css = _STATIC / "grid.css"
+
+    _columns = traitlets.List().tag(sync=True)
+    _options = traitlets.Dict().tag(sync=True)
+    _status = traitlets.Dict().tag(sync=True)
+    _selected_uid = traitlets.Int(0).tag(sync=True)
 
     def __init__(
         self,
@@ -125,10 +152,14 @@ class LiveGrid(StreamingDataGrid):
         interval: str | None = None,
         columns: Iterable[str | Mapping[str, Any] | Column] | None = None,
         row_id: str | Sequence[str] = "symbol",
-        flash_ms: float = 800,
+        flash_ms: float = 400,
         flush_hz: float = 10.0,
         max_rows: int | None = None,
         newest_first: bool = False,
+        follow: bool | None = None,
+        timezone: str = "UTC",
+        max_height: int = 420,
+        stale_after: float | None = None,
         **grid_options: Any,
     ) -> None:
         self._ready = False
@@ -136,29 +167,42 @@ class LiveGrid(StreamingDataGrid):
         self.flush_hz = check_flush_hz(flush_hz)
         self.flash_ms = check_flash_ms(flash_ms)
         self.newest_first = check_bool(newest_first, "newest_first")
+        if follow is not None:
+            check_bool(follow, "follow")
         if max_rows is not None:
             check_max_rows(max_rows)
-        stream, self._owns_stream = resolve_stream(stream, symbols, interval)
-        self.stream = stream
+        timezone = check_timezone(timezone)
+        max_height = check_max_height(max_height)
+        stale_after = check_stale_after(stale_after)
+        unknown = sorted(set(grid_options) - set(_GRID_OPTIONS))
+        if unknown:
+            raise BadRequest(f"unknown LiveGrid option(s) {', '.join(unknown)}; accepted: "
+                             f"{', '.join(_GRID_OPTIONS)} besides the named parameters")
+        self._source = resolve_stream(stream, symbols, interval)
+        self.stream = self._source.stream if self._source is not None else None
         try:
-            self._setup(stream, interval, columns, row_id, max_rows, grid_options)
+            self._setup(interval, columns, row_id, max_rows, grid_options, {
+                "follow": follow, "timezone": timezone, "max_height": max_height,
+                "stale_after": stale_after})
         except BaseException:
             # Nothing may outlive a failed construction: rows still arriving are dropped and a
             # subscription opened for this grid is closed.
             self._closed = True
-            self._detach()
+            if self._source is not None:
+                self._source.detach()
             raise
 
     def _setup(
         self,
-        stream: Any,
         interval: str | None,
         columns: Iterable[str | Mapping[str, Any] | Column] | None,
         row_id: str | Sequence[str],
         max_rows: int | None,
         grid_options: dict[str, Any],
+        options: dict[str, Any],
     ) -> None:
-        self.interval = stream_interval(stream, interval)
+        source = self._source
+        self.interval = stream_interval(source, interval)
         bar = is_bar(self.interval)
         self.key_fields = key_fields_for(row_id, bar)
         self.max_rows = max_rows if max_rows is not None else (1_000 if bar else 10_000)
@@ -168,59 +212,69 @@ class LiveGrid(StreamingDataGrid):
         self._key_of = key_function(self.key_fields)
         self._buffer = UpdateBuffer()
         self._loop = FlushLoop(self._flush, self.flush_hz, name=f"nbfeed-grid-{id(self):x}")
-        self.stats = {"rows_received": 0, "flushes": 0, "pushes": 0, "ticks": 0, "replies": 0}
-        if stream is not None:
-            stream.on_update(self.update)
+        self.stats = {"rows_received": 0, "flushes": 0, "frames": 0, "full_frames": 0,
+                      "acks": 0}
+        self._click_callbacks: list[Callable[[dict[str, Any]], Any]] = []
+        self.selected: dict[str, Any] | None = None
+        if source is not None:
+            source.attach(self.update, self._on_stream_event)
 
-        latest = latest_rows(stream)
+        latest = source.latest_rows() if source is not None else []
         latest_cols = list(latest[0].keys()) if latest else []
         known = None
-        if stream is not None:
-            known = set(standard_fields(bar)) | set(latest_cols)
-            known |= set(getattr(stream, "fields", ()) or ())
+        if source is not None:
+            known = set(standard_fields(bar)) | set(latest_cols) | set(source.fields) | {"age"}
         specs = columns if columns is not None else default_column_names(bar, latest_cols)
-        self.columns_spec = parse_columns(
+        spec = parse_columns(
             specs, key_fields=self.key_fields, known_fields=known,
-            time_fmt="%Y-%m-%d %H:%M" if bar else "%H:%M:%S",
+            time_fmt=time_format(self.interval),
         )
-        if self.flash_ms == 0:  # highlights off: no style column at all
-            self.columns_spec = [replace(c, flash=False) for c in self.columns_spec]
-        self._headers = {c.field: c.header for c in self.columns_spec if not c.hide}
-        self._layout = StyleLayout(self.columns_spec)
+        if self.flash_ms == 0:  # highlights off
+            spec = [replace(c, flash=False) for c in spec]
+        spec = with_support_fields(spec, price=("close" if bar else "price")
+                                   if source is not None else None)
+        self.columns_spec = spec
+        self._headers = {c.field: c.header for c in spec if not c.hide}
 
         self._lock = threading.RLock()
         self._flushed = threading.Condition()
         self._applied = 0
-        self._table = GridTable(
-            self.columns_spec, self.key_fields, max_rows=self.max_rows,
-            flash_s=self.flash_ms / 1000.0,
-        )
-        self._range: tuple[int, int] | None = None
-        # What the page was last sent for that range (first row, rows): pushes send the diff.
-        self._page: tuple[int, pd.DataFrame] | None = None
-        self._last_tick = 0.0
-        self._next_step: float | None = None
-        self._repush = False
-        self._bad_transforms: set[str] = set()
+        self._table = GridTable(spec, self.key_fields, max_rows=self.max_rows,
+                                flash_s=self.flash_ms / 1000.0)
+        self._viewport = Viewport(self.flush_hz)
+        CELLS.hook()
+        self._transforms: list[dict[str, Any]] = []
+        self._order = np.arange(0)
+        self._order_key: tuple[int, int] = (-1, -1)
+        self._transform_version = 0
+        self._sent_state: tuple[int, int] = (-1, -1)
+        self._force = False
+        self._rate = RateMeter()
         if latest:
             self._table.apply(self._merge(latest), time.monotonic())
-        self._base_view = self._table.view(self._layout, time.monotonic(), self.newest_first)
-        self._view = self._base_view
+        # What the browser draws: text fields go as JSON, numbers (and times) as float64.
+        wire = [c for c in spec if c.kind != "age"]
+        self._text_fields = [c.field for c in wire if c.kind == "text"]
+        self._num_fields = [c.field for c in wire if c.kind != "text"]
 
-        widths = {c.header: c.width for c in self.columns_spec if not c.hide and c.width}
-        if self._layout:
-            widths[STYLE_COLUMN] = STYLE_COLUMN_WIDTH
-        widths.update(grid_options.pop("column_widths", {}) or {})
-        cell_renderers = renderers(self.columns_spec, self._layout)
-        cell_renderers.update(grid_options.pop("renderers", {}) or {})
-        grid_options.setdefault("header_visibility", "column")  # the row index means nothing
-        grid_options.setdefault("base_column_size", 80)  # 64 px truncates "Symbol", "Volume"
+        visible = browser_columns(spec, grid_options.pop("column_widths", {}) or {})
+        follow = options["follow"] if options["follow"] is not None else bar
         super().__init__(
-            self._base_view.copy(), renderers=cell_renderers, column_widths=widths,
+            _columns=visible,
+            _options={
+                "flash_ms": self.flash_ms, "max_height": options["max_height"],
+                "timezone": options["timezone"], "follow": follow,
+                "newest_first": self.newest_first, "stale_after": options["stale_after"],
+                "time_field": "time" if "time" in self._num_fields else None,
+                "symbol_field": "symbol" if "symbol" in self._table.fields else None,
+            },
+            _status={"state": "live"},
             **grid_options,
         )
+        self.on_msg(self._on_front_msg)
         self._ready = True
         self._loop.start()
+        self._loop.poke()
 
     # ------------------------------------------------------------------ public API
 
@@ -248,15 +302,16 @@ class LiveGrid(StreamingDataGrid):
         if not keyed:
             return
         self.stats["rows_received"] += len(keyed)
+        self._rate.count(len(keyed))
         self._buffer.add(keyed)
         self._loop.poke()
 
     def wait(self, predicate: Callable[[LiveGrid], bool] | None = None,
              timeout: float = 5.0) -> bool:
-        """Block until every row given so far is on screen and ``predicate(grid)`` holds.
+        """Block until every row given so far is applied and ``predicate(grid)`` holds.
 
         The predicate is re-checked after each flush. Returns False on timeout. For scripts
-        and tests ("wait until the highlight has faded"); never needed in normal use.
+        and tests; never needed in normal use.
         """
         target = self._buffer.sequence
         deadline = time.monotonic() + timeout
@@ -265,7 +320,7 @@ class LiveGrid(StreamingDataGrid):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._flushed.wait(remaining)
+                self._flushed.wait(min(remaining, 0.1))
         return True
 
     @property
@@ -273,53 +328,79 @@ class LiveGrid(StreamingDataGrid):
         """The current rows by field name, indexed by row id (times as UTC datetimes)."""
         return self.frame()
 
-    @data.setter
-    def data(self, dataframe: pd.DataFrame) -> None:
-        if getattr(self, "_ready", False):
-            raise AttributeError("LiveGrid.data follows its stream; feed rows with grid.update()")
-        StreamingDataGrid.data.fset(self, dataframe)  # ipydatagrid's schema set-up, once
-
     def frame(self) -> pd.DataFrame:
         """The current rows by field name, indexed by row id, in arrival order."""
         with self._lock:
             return self._table.frame()
 
     def flash_state(self) -> pd.DataFrame:
-        """Highlight now on screen per flashing column: +1 green (rose), -1 red (fell), 0 none."""
+        """Per flashing column, the direction of a change within ``flash_ms``: +1 rose, -1 fell."""
         with self._lock:
-            return self._table.flash_state()
+            return self._table.flash_state(time.monotonic())
 
     def get_visible_data(self) -> pd.DataFrame:
-        """The rows as the browser orders them (sort/filter applied), under their headers."""
+        """The rows as the page orders them (sort/filter applied), under their headers."""
         with self._lock:
-            return self._view.drop(columns=[STYLE_COLUMN], errors="ignore").copy()
+            order = self._current_order()
+            cols = {}
+            for col in self.columns_spec:
+                if col.hide or col.kind == "age":
+                    continue
+                values = self._table.array(col.field)[order]
+                if col.kind == "time":
+                    values = pd.to_datetime(values, unit="ms", utc=True)
+                cols[col.header] = values
+            return pd.DataFrame(cols)
+
+    @property
+    def row_count(self) -> int:
+        """Rows the page shows (after filters)."""
+        with self._lock:
+            return len(self._current_order())
 
     def transform(self, transforms: list[dict]) -> None:
-        """Sort/filter like ipydatagrid; ``column`` may be a header or a field name."""
-        if not isinstance(transforms, list):
-            raise BadRequest(f"transforms must be a list of dicts, got {transforms!r:.80}")
-        mapped = []
-        for t in transforms:
-            if not isinstance(t, Mapping) or t.get("type") not in ("sort", "filter"):
-                raise BadRequest(
-                    f"a transform is a dict with type 'sort' or 'filter', got {t!r:.80}"
-                )
-            t = dict(t)
-            column = t.get("column")
-            t["column"] = self._headers.get(column, column)
-            if t["column"] not in self._headers.values():
-                raise BadRequest(
-                    f"transform column {column!r} is not shown in this grid; columns: "
-                    f"{', '.join(self._headers.values())}"
-                )
-            mapped.append(t)
-        super().transform(mapped)
+        """Sort/filter as ipydatagrid spells it; ``column`` may be a header or a field name.
+
+        ``[{"type": "sort", "column": "price", "desc": True}, {"type": "filter", "column":
+        "price", "operator": "<", "value": 100}]``; ``[]`` clears. Kept while data streams.
+        """
+        checked = check_transforms(transforms, self._headers)
+        with self._lock:
+            self._transforms = checked
+            self._transform_version += 1
+        self._loop.poke()
+
+    @property
+    def transforms(self) -> list[dict[str, Any]]:
+        """The active sort/filter transforms (columns as field names)."""
+        with self._lock:
+            return [dict(t) for t in self._transforms]
+
+    def on_click(self, callback: Callable[[dict[str, Any]], Any]) -> Callable:
+        """Call ``callback(row)`` when a row is clicked in the page (row: field -> value).
+
+        Runs on the kernel's main thread. Returns the callback (works as a decorator). The last
+        clicked row is also in :attr:`selected`.
+        """
+        if not callable(callback):
+            raise BadRequest(f"on_click needs a callable, got {callback!r:.80}")
+        self._click_callbacks.append(callback)
+        return callback
+
+    def set_status(self, state: str, symbols: Iterable[str] | None = None,
+                   detail: str = "") -> None:
+        """Show a stream state in the status line; ``stale`` dims rows (of ``symbols``, or all).
+
+        Stream status events reach this by themselves; call it to mark staleness by hand.
+        """
+        if not isinstance(state, str) or not state:
+            raise BadRequest(f"state must be a word like 'live' or 'stale', got {state!r:.40}")
+        stale = sorted(str(s) for s in symbols) if symbols is not None else None
+        self._status = {"state": state, "symbols": stale, "detail": str(detail)[:200]}
 
     def close(self) -> None:
         """Stop updating: stop the flush thread, close an owned subscription, close the widget."""
-        state = self.__dict__
-        if not state.get("_ready"):
-            # Never finished construction (its own cleanup ran) or ipywidgets' __del__ on it.
+        if not self.__dict__.get("_ready"):
             self._closed = True
             try:
                 super().close()
@@ -329,177 +410,140 @@ class LiveGrid(StreamingDataGrid):
         if not self._closed:
             self._closed = True
             self._loop.stop()
-            self._detach()
+            if self._source is not None:
+                self._source.detach()
             with self._flushed:
                 self._flushed.notify_all()
         super().close()
 
-    def _detach(self) -> None:
-        """Stop listening to the stream; close it if this grid opened it."""
-        stream = self.stream
-        if stream is None:
-            return
-        off = getattr(stream, "off_update", None)
-        try:
-            if callable(off):
-                off(self.update)
-            if self._owns_stream:
-                stream.close()
-        except Exception:
-            log.exception("detaching the grid from its stream failed")
-
     # ------------------------------------------------------------------ flushing
+
+    def _current_order(self) -> np.ndarray:
+        key = (self._table.version, self._transform_version)
+        if key != self._order_key:
+            self._order = display_order(self._table, self._transforms, self.newest_first)
+            self._order_key = key
+        return self._order
 
     def _flush(self) -> float | None:
         updates, sequence = self._buffer.drain()
         now = time.monotonic()
+        wake_at = None
         with self._lock:
             if self._closed:
                 return None
-            changed = self._table.apply(updates, now) if updates else False
-            stepped = self._next_step is not None and now >= self._next_step
-            self._table.expire_flashes(now)
-            if changed or stepped:
-                self._base_view = self._table.view(self._layout, now, self.newest_first)
-                self._view = self._transformed(self._base_view)
-                self._publish()
-            elif self._repush and self._range is not None:
-                self._repush = False
-                self._push_viewport()
-            self._next_step = self._table.next_flash_step(now)
-            wake_at = self._next_step
-            if self._repush:
-                # A tick took this flush's place: push the viewport on the next one, so the
-                # page ends on the latest values even while the kernel is too busy to answer.
-                soon = now + 1.0 / self.flush_hz
-                wake_at = soon if wake_at is None else min(wake_at, soon)
+            if updates:
+                self._table.apply(updates, now)
+            state = (self._table.version, self._transform_version)
+            if state != self._sent_state or self._force:
+                due = self._viewport.next_send_at(now, CELLS.running)
+                if due <= now:
+                    self._send_frame(now, state)
+                else:
+                    wake_at = due
             self.stats["flushes"] += 1
         with self._flushed:
             self._applied = sequence
             self._flushed.notify_all()
         return wake_at
 
-    def _publish(self) -> None:
-        """Tell the browser: the rows of its viewport, or (about once a second) a tick."""
-        n = len(self._view)
-        if n != self._row_count:
-            self._row_count = n
-        now = time.monotonic()
-        if now - self._last_tick >= 1.0:
-            self._last_tick = now
-            self._repush = self._range is not None
-            self.stats["ticks"] += 1
-            self.tick()
-        elif self._range is not None:
-            self._push_viewport()
-
-    def _push_viewport(self) -> None:
-        """Send the viewport rows that differ from what the page was last sent, if any.
-
-        The browser repaints every cell of a reply (Lumino blits each cell), so an unchanged
-        viewport sends nothing and a changed one only its span of changed rows.
-        """
-        r1, r2 = self._range
-        view = self._view
-        r2 = min(r2, len(view) - 1)
-        if r2 < r1:
+    def _send_frame(self, now: float, state: tuple[int, int]) -> None:
+        sort = next((t for t in reversed(self._transforms) if t["type"] == "sort"), None)
+        frame = self._viewport.build(
+            self._table, self._current_order(), now=now, text_fields=self._text_fields,
+            num_fields=self._num_fields, extra={
+                "force": self._force,
+                "sort": [sort["column"], sort["desc"]] if sort else None,
+                "ups": round(self._rate.per_second(now), 1),
+                "filtered": any(t["type"] == "filter" for t in self._transforms),
+            })
+        self._sent_state = state
+        self._force = False
+        if frame is None:
             return
-        part = view.iloc[r1 : r2 + 1]
-        lo, hi = r1, r2
-        last = self._page
-        if last is not None and last[0] == r1 and list(last[1].columns) == list(part.columns) \
-                and len(last[1]) == len(part):
-            changed = np.flatnonzero(_differing_rows(last[1], part))
-            if not len(changed):
-                return
-            lo, hi = r1 + int(changed[0]), r1 + int(changed[-1])
-        self._send_rows(lo, hi)
-        self._page = (r1, part)
-        self.stats["pushes"] += 1
-
-    def _send_rows(self, r1: int, r2: int) -> bool:
-        view = self._view
-        r2 = min(r2, len(view) - 1)
-        if r2 < r1:
-            return False
-        serialized, buffers = self._serialize_helper(view.iloc[r1 : r2 + 1].copy())
-        # Every column, whatever was asked: flash expressions read the style column, which must
-        # reach the browser even when it is scrolled out of view.
-        self.send(
-            {"event_type": "data-reply", "value": serialized, "r1": r1, "r2": r2,
-             "c1": 0, "c2": len(view.columns) - 1},
-            buffers,
-        )
-        return True
-
-    def _transformed(self, base: pd.DataFrame) -> pd.DataFrame:
-        frame = base
-        for t in self._transforms:
-            try:
-                if t.get("type") == "sort":
-                    # Stable, so equal values keep their order from one flush to the next.
-                    frame = frame.sort_values(
-                        by=[t["column"]], ascending=not t.get("desc", False), kind="stable"
-                    )
-                else:
-                    frame = self._apply_frontend_transforms([t], frame)
-            except Exception as exc:
-                # Once per transform: this runs on every flush.
-                if repr(t) not in self._bad_transforms:
-                    self._bad_transforms.add(repr(t))
-                    log.warning("LiveGrid: ignoring transform %r: %s", t, exc)
-        return frame
+        content, buffers = frame
+        self.stats["frames"] += 1
+        self.stats["full_frames"] += bool(content["reset"])
+        self.send(content, buffers)
 
     # ------------------------------------------------------------------ browser messages
 
-    def _handle_custom_msg(self, content: Any, buffers: Any) -> None:
+    def _on_front_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
         kind = content.get("type") if isinstance(content, dict) else None
-        if kind == "data-request":
-            self._on_data_request(content)
-        elif kind == "unique-values-request":
-            self._on_unique_values(content)
-        elif isinstance(content, dict) and content.get("event_type") == "cell-changed":
-            log.warning("LiveGrid is read-only; an edit from the browser was ignored")
-        else:
-            super()._handle_custom_msg(content, buffers)
+        try:
+            if kind == "ack":
+                self._on_ack(content)
+            elif kind in ("hello", "view"):
+                self._on_view(content, full=kind == "hello")
+            elif kind == "sort":
+                self._on_sort(content)
+            elif kind == "click":
+                self._on_click(content)
+            else:
+                log.warning("LiveGrid: ignoring an unknown message from the page: %.120r",
+                            content)
+        except BadRequest as exc:
+            log.warning("LiveGrid: ignoring a bad %s message from the page: %s", kind, exc)
 
-    def _handle_comm_msg(self, *args: Any) -> None:
-        """Replaces StreamingDataGrid's handler: requests are answered in _handle_custom_msg."""
+    def _on_ack(self, content: Mapping[str, Any]) -> None:
+        seq = content.get("seq")
+        if not is_index(seq):
+            raise BadRequest(f"ack needs a sequence number, got {seq!r:.40}")
+        with self._lock:
+            self._viewport.ack(seq)
+            self.stats["acks"] += 1
+        self._loop.poke()
 
-    def _on_data_request(self, content: Mapping[str, Any]) -> None:
-        r1, r2 = content.get("r1"), content.get("r2")
-        if not (is_index(r1) and is_index(r2) and r1 <= r2 <= r1 + _MAX_REQUEST_ROWS):
-            log.warning("LiveGrid: ignoring a malformed data-request %r", dict(content))
+    def _on_view(self, content: Mapping[str, Any], full: bool) -> None:
+        first, last = content.get("first"), content.get("last")
+        if not (is_index(first) and is_index(last) and first <= last):
+            raise BadRequest(f"a view needs rows first <= last, got {first!r:.20}, {last!r:.20}")
+        with self._lock:
+            self._viewport.set_view(first, last)
+            if full:
+                self._viewport.reset()
+                self._viewport.acked = self._viewport.seq  # a new page waits for nothing
+            self._force = True
+        self._loop.poke()
+
+    def _on_sort(self, content: Mapping[str, Any]) -> None:
+        field, desc = content.get("field"), content.get("desc")
+        others = [t for t in self.transforms if t["type"] != "sort"]
+        if field is None:
+            self.transform(others)
             return
-        with self._lock:
-            self._range = (r1, r2)
-            if self._send_rows(r1, r2):
-                self.stats["replies"] += 1
-                self._page = (r1, self._view.iloc[r1 : r2 + 1])
+        if desc not in (True, False):
+            raise BadRequest(f"sort needs desc true or false, got {desc!r:.20}")
+        self.transform([*others, {"type": "sort", "column": field, "desc": desc}])
 
-    def _on_unique_values(self, content: Mapping[str, Any]) -> None:
-        column = content.get("column")
+    def _on_click(self, content: Mapping[str, Any]) -> None:
+        uid = content.get("uid")
+        if not is_index(uid):
+            raise BadRequest(f"click needs a row uid, got {uid!r:.40}")
         with self._lock:
-            if not isinstance(column, str) or column not in self._base_view.columns:
-                log.warning("LiveGrid: ignoring unique-values-request for %r", column)
-                return
-            values = pd.DataFrame(self._base_view[column].drop_duplicates())
-            serialized, buffers = self._serialize_helper(values)
-            self.send(
-                {"event_type": "unique-values-reply", "column": column, "value": serialized},
-                buffers,
-            )
+            pos = self._table.position_of_uid(uid)
+            if pos is None:
+                return  # the row left the rolling window meanwhile
+            row = self._table.row(pos)
+        self.selected = row
+        self._selected_uid = uid
+        for callback in list(self._click_callbacks):
+            try:
+                callback(dict(row))
+            except Exception:
+                log.exception("a LiveGrid on_click callback raised")
 
-    @observe("_transforms")
-    def _on_transforms_changed(self, change: Mapping[str, Any]) -> None:
-        """Sort/filter changed (browser or Python): re-order in pandas, let views re-pull."""
-        if not getattr(self, "_ready", False):
+    def _on_stream_event(self, event: dict) -> None:
+        if not isinstance(event, dict) or event.get("type") != "status":
             return
-        with self._lock:
-            self._view = self._transformed(self._base_view)
-            if len(self._view) != self._row_count:
-                self._row_count = len(self._view)
-            self.tick()
+        state = str(event.get("state") or "")
+        symbols = event.get("symbols")
+        shown = "live" if state in _LIVE_STATES else state
+        try:
+            self.set_status(shown, symbols if isinstance(symbols, list) else None,
+                            str(event.get("detail") or ""))
+        except BadRequest:
+            pass
 
     # ------------------------------------------------------------------ helpers
 
@@ -522,11 +566,3 @@ class LiveGrid(StreamingDataGrid):
         except (TypeError, ValueError) as exc:
             raise BadRequest(f"row {dict(row)!r:.120}: bad row id: {exc}") from None
 
-
-def _differing_rows(old: pd.DataFrame, new: pd.DataFrame) -> np.ndarray:
-    """Row positions where two same-shaped frames differ (a missing value equals a missing one)."""
-    out = old.index.to_numpy() != new.index.to_numpy()
-    for name in new.columns:
-        a, b = old[name].to_numpy(), new[name].to_numpy()
-        out |= (a != b) & ~(pd.isna(a) & pd.isna(b))
-    return out

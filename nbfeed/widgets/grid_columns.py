@@ -21,7 +21,7 @@ Workspace                   LiveGrid
                             with ``colorValueKey`` the colour follows that field's sign
 ``renderFn: greenRed``      ``green_red=True`` (text colour by sign; of ``colorValueKey``
                             when given, else of the cell itself)
-``titleCase, hoverCard,``   accepted, not drawn (ipydatagrid has no equivalent)
+``titleCase, hoverCard,``   accepted, not drawn
 ``cellOnClick, columnColor``
 ``formatterFn``             ``int`` -> ``,.0f``; ``none`` -> no format; ``percent`` -> suffix %;
                             ``normalized`` -> x100; ``normalizedPercent`` -> x100 and %;
@@ -48,17 +48,11 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..errors import BadRequest
+from ..intervals import interval_ms, is_bar
+from ..openbb.schema import COLUMN_KEYS, FORMATTER_FNS, MAX_DECIMALS, RENDER_FNS
 
-KINDS = ("number", "text", "time")
-WORKSPACE_RENDER_FNS = (
-    "greenRed", "titleCase", "hoverCard", "cellOnClick", "columnColor", "showCellChange",
-)
-WORKSPACE_FORMATTERS = ("int", "none", "percent", "normalized", "normalizedPercent", "dateToYear")
-_WORKSPACE_KEYS = frozenset({
-    "field", "headerName", "cellDataType", "chartDataType", "formatterFn", "decimalPlaces",
-    "prefix", "suffix", "width", "minWidth", "maxWidth", "hide", "pinned", "align",
-    "headerTooltip", "enableCellChangeWs", "renderFn", "renderFnParams",
-})
+KINDS = ("number", "text", "time", "age")
+_WORKSPACE_KEYS = COLUMN_KEYS
 _WORKSPACE_ONLY_KEYS = _WORKSPACE_KEYS - {"field", "prefix", "suffix", "width", "hide", "align"}
 _CELL_DATA_TYPES = {"text": "text", "number": "number", "boolean": "text", "date": "time",
                     "dateString": "time", "object": "text"}
@@ -67,8 +61,13 @@ _ALIGNS = ("left", "center", "right")
 # d3-format specifier: [[fill]align][sign][symbol][0][width][,][.precision][~][type]
 _D3_FORMAT = re.compile(r"^(?:.?[<>=^])?[-+( ]?[$#]?0?\d*,?(?:\.\d+)?~?[eEfgGrsPpdoxXbcn%]?$")
 
+AUTO_FMT = "auto"
+"""Number format of prices: decimals by the row's tick size (the decimals its prices carry,
+at most five significant digits, at least two decimals), with thousands separators. So EURUSD
+shows 1.0845 and AAPL 187.12 in the same column, and a cell only changes when its price does."""
+
 # Field defaults used when a known quote/candle field is named without options.
-_PRICE = {"fmt": ",.2f"}
+_PRICE = {"fmt": AUTO_FMT}
 _FIELD_DEFAULTS: dict[str, dict[str, Any]] = {
     "symbol": {"kind": "text", "label": "Symbol"},
     "time": {"kind": "time", "label": "Time"},
@@ -79,6 +78,7 @@ _FIELD_DEFAULTS: dict[str, dict[str, Any]] = {
     "bid": {**_PRICE, "label": "Bid"},
     "ask": {**_PRICE, "label": "Ask"},
     "volume": {"fmt": ",.0f", "label": "Volume", "flash": False},
+    "age": {"kind": "age", "label": "Age"},
     "open": {**_PRICE, "label": "Open"},
     "high": {**_PRICE, "label": "High"},
     "low": {**_PRICE, "label": "Low"},
@@ -106,7 +106,9 @@ class Column:
     - ``fmt``: d3-format specifier for numbers (``",.2f"``), d3-time-format for times
       (``"%H:%M:%S"``); ``prefix``/``suffix`` wrap the formatted text; ``scale`` multiplies
       the number before formatting.
-    - ``kind``: ``number`` (float), ``text`` or ``time`` (epoch ms, shown as local time).
+    - ``kind``: ``number`` (float), ``text``, ``time`` (epoch ms, shown in the grid's
+      timezone, UTC by default) or ``age`` (the column named ``age``: seconds since the row's
+      ``time``, counted in the browser, so it keeps ticking while no update arrives).
     - ``width`` in pixels; ``hide`` keeps the field in the grid's data but off screen.
     """
 
@@ -301,10 +303,10 @@ def _render_fns(value: object, name: str) -> list[str]:
             f"got {_short(value)}"
         )
     for item in items:
-        if item not in WORKSPACE_RENDER_FNS:
+        if item not in RENDER_FNS:
             raise BadRequest(
                 f"column {name!r}: unknown renderFn {item!r}; accepted: "
-                f"{', '.join(WORKSPACE_RENDER_FNS)}"
+                f"{', '.join(sorted(RENDER_FNS))}"
             )
     return items
 
@@ -312,16 +314,18 @@ def _render_fns(value: object, name: str) -> list[str]:
 def _workspace_format(spec: Mapping[str, Any], name: str) -> dict[str, Any]:
     places = spec.get("decimalPlaces")
     if places is not None and (
-        isinstance(places, bool) or not isinstance(places, int) or not 0 <= places <= 6
+        isinstance(places, bool) or not isinstance(places, int)
+        or not 0 <= places <= MAX_DECIMALS
     ):
         raise BadRequest(
-            f"column {name!r}: decimalPlaces must be an integer 0-6, got {_short(places)}"
+            f"column {name!r}: decimalPlaces must be an integer 0-{MAX_DECIMALS}, "
+            f"got {_short(places)}"
         )
     formatter = spec.get("formatterFn")
-    if formatter is not None and formatter not in WORKSPACE_FORMATTERS:
+    if formatter is not None and formatter not in FORMATTER_FNS:
         raise BadRequest(
             f"column {name!r}: unknown formatterFn {_short(formatter)}; accepted: "
-            f"{', '.join(WORKSPACE_FORMATTERS)}"
+            f"{', '.join(sorted(FORMATTER_FNS))}"
         )
     fixed = f",.{places}f" if places is not None else None
     out: dict[str, Any] = {}
@@ -401,13 +405,15 @@ def _resolve(col: Column, key_fields: Sequence[str], time_fmt: str) -> Column:
     flash = col.flash if "flash" in explicit else changes.get("flash")
     if flash is None:
         flash = kind == "number" and not is_key
+    if kind == "age":
+        changes["live"] = False
     if flash and kind != "number":
         raise BadRequest(f"column {col.field!r}: only number columns can flash (kind is {kind!r})")
     changes["flash"] = bool(flash) and col.live and not is_key
     if kind == "time" and "fmt" not in explicit:
         changes["fmt"] = time_fmt
     fmt = col.fmt if "fmt" in explicit else changes.get("fmt")
-    if kind == "number" and fmt and not _D3_FORMAT.match(fmt):
+    if kind == "number" and fmt and fmt != AUTO_FMT and not _D3_FORMAT.match(fmt):
         raise BadRequest(
             f"column {col.field!r}: {fmt!r} is not a d3-format specifier (examples: ',.2f', "
             "'.1%', ',d', '$,.2f')"
@@ -467,3 +473,54 @@ def _text(value: object, name: str, key: str) -> str:
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def browser_spec(col: Column) -> dict[str, Any]:
+    """What the browser needs to draw one visible column (``static/grid.js`` reads it)."""
+    return {
+        "field": col.field, "header": col.header, "kind": col.kind, "fmt": col.fmt or "",
+        "prefix": col.prefix, "suffix": col.suffix, "scale": float(col.scale),
+        "align": col.align or ("right" if col.kind in ("number", "age") else "left"),
+        "flash": bool(col.flash), "greenRed": bool(col.green_red),
+        "signField": col.sign_field, "width": col.width,
+    }
+
+
+def with_support_fields(spec: list[Column], price: str | None) -> list[Column]:
+    """``spec`` plus the hidden columns the browser needs: ``time`` (ages, stale rows) and the
+    ``price`` field whose decimals the row's other prices follow (for a stream's grid)."""
+    have = {c.field for c in spec}
+    extra = []
+    if "time" not in have:
+        extra.append(Column("time", kind="time", flash=False, hide=True))
+    if price is not None and price not in have and any(c.fmt == AUTO_FMT for c in spec):
+        extra.append(Column(price, fmt=AUTO_FMT, flash=False, hide=True))
+    return spec + extra
+
+
+def browser_columns(spec: Sequence[Column], widths: Mapping[str, int]) -> list[dict[str, Any]]:
+    """The visible columns as ``static/grid.js`` reads them; ``widths`` (header or field ->
+    pixels) fixes a column's width, else it fits its content."""
+    fields_ = {c.field for c in spec}
+    ref = next((name for name in ("price", "close") if name in fields_), None)
+    out = []
+    for col in spec:
+        if col.hide:
+            continue
+        js = browser_spec(col)
+        js["width"] = widths.get(col.header, widths.get(col.field, col.width))
+        if col.fmt == AUTO_FMT:
+            js["ref"] = ref or col.field  # decimals follow the row's price
+        out.append(js)
+    return out
+
+
+def time_format(interval: str) -> str:
+    """How a row's time reads: to the second for quotes and sub-minute bars, to the minute for
+    intraday bars, the date alone for daily and longer ones."""
+    if not is_bar(interval):
+        return "%H:%M:%S"
+    ms = interval_ms(interval)
+    if ms < 60_000:
+        return "%Y-%m-%d %H:%M:%S"
+    return "%Y-%m-%d %H:%M" if ms < 86_400_000 else "%Y-%m-%d"

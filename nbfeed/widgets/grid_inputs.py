@@ -1,4 +1,4 @@
-"""What a LiveGrid accepts, checked: its first argument, row ids, rows and numeric options.
+"""What a LiveGrid accepts, checked: its first argument, row ids, rows and options.
 
 Small pure functions, each raising :class:`nbfeed.errors.BadRequest` (or ``BadInterval``)
 that names the bad value and what would be accepted.
@@ -9,39 +9,36 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-import pandas as pd
-
 from ..errors import BadRequest
 from ..intervals import TICK, check_interval
 from ..timeutil import to_ms
+from .source import StreamSource, subscribe
 
 MAX_FLUSH_HZ = 60.0
 
 
-def resolve_stream(stream: Any, symbols: Any, interval: str | None) -> tuple[Any, bool]:
-    """The grid's stream and whether the grid owns it (a source name subscribes lazily)."""
+def resolve_stream(stream: Any, symbols: Any, interval: str | None) -> StreamSource | None:
+    """The grid's stream adapter (a source name subscribes, and the grid owns that stream)."""
     if stream is None:
         if symbols is not None:
             raise BadRequest("symbols were given without a source; pass the source name first")
-        return None, False
+        return None
     if isinstance(stream, str):
         if symbols is None:
             raise BadRequest(f"LiveGrid({stream!r}, ...) needs symbols, e.g. ['AAPL', 'MSFT']")
-        from .. import connect  # lazily: the notebook API may not be loaded yet
-
-        return connect().subscribe(stream, symbols, interval=interval or TICK), True
+        return StreamSource(subscribe(stream, symbols, interval), owned=True)
     if not callable(getattr(stream, "on_update", None)):
         raise BadRequest(
             f"LiveGrid needs a stream (with on_update) or a source name, got {stream!r:.80}"
         )
     if symbols is not None:
         raise BadRequest("symbols are only used with a source name, not with a stream object")
-    return stream, False
+    return StreamSource(stream, owned=False)
 
 
-def stream_interval(stream: Any, interval: str | None) -> str:
+def stream_interval(source: StreamSource | None, interval: str | None) -> str:
     """The stream's own interval (``interval`` must agree), else ``interval``, else tick."""
-    own = getattr(stream, "interval", None) if stream is not None else None
+    own = source.interval if source is not None else None
     if own is not None:
         check_interval(own)
         if interval is not None and interval != own:
@@ -89,28 +86,6 @@ def _hashable(value: Any) -> Hashable:
     return value
 
 
-def latest_rows(stream: Any) -> list[dict[str, Any]]:
-    """The stream's current rows (its ``latest`` snapshot) as row dicts; [] when none."""
-    latest = getattr(stream, "latest", None) if stream is not None else None
-    if latest is None:
-        return []
-    if isinstance(latest, pd.DataFrame):
-        return frame_rows(latest) if len(latest) else []
-    return [dict(r) for r in latest]
-
-
-def frame_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """DataFrame rows as row dicts; a named index becomes a field, datetimes become epoch ms."""
-    df = frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index()
-    for name in df.columns:
-        if pd.api.types.is_datetime64_any_dtype(df[name]):
-            ts = df[name]
-            if getattr(ts.dt, "tz", None) is None:
-                ts = ts.dt.tz_localize("UTC")
-            df = df.assign(**{name: (ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "ms")})
-    return [{str(k): v for k, v in row.items()} for row in df.to_dict("records")]
-
-
 def check_flush_hz(value: Any) -> float:
     """Screen updates per second: a number in (0, 60]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
@@ -137,6 +112,39 @@ def check_max_rows(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
         raise BadRequest(f"max_rows must be an integer 1-1000000, got {value!r:.80}")
     return value
+
+
+def check_max_height(value: Any) -> int:
+    """Grid height limit in pixels: an integer 80-4000."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 80 <= value <= 4000:
+        raise BadRequest(f"max_height must be an integer 80-4000 (pixels), got {value!r:.80}")
+    return value
+
+
+def check_timezone(value: Any) -> str:
+    """An IANA timezone name ("UTC", "America/New_York") the grid shows times in."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not isinstance(value, str) or not value or len(value) > 64:
+        raise BadRequest(f"timezone must be an IANA name like 'UTC', got {value!r:.80}")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BadRequest(
+            f"unknown timezone {value!r:.80}; use an IANA name like 'UTC' or 'America/New_York'"
+        ) from None
+    return value
+
+
+def check_stale_after(value: Any) -> float | None:
+    """Seconds after which a row without updates is dimmed (None: never)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        0 < value <= 86_400
+    ):
+        raise BadRequest(f"stale_after must be seconds in (0, 86400] or None, got {value!r:.80}")
+    return float(value)
 
 
 def check_bool(value: Any, name: str) -> bool:

@@ -1,20 +1,22 @@
-"""The rows of a LiveGrid: keyed storage, frozen columns, change highlights, a rolling window.
+"""The rows of a LiveGrid: keyed storage, frozen columns, change directions, a rolling window.
 
-:class:`GridTable` is plain Python, numpy and pandas - no widgets, no threads; the grid
-serialises access with its own lock. Rows are kept in arrival order, one Python list per field
-(floats for numbers and epoch-ms times, objects for text) with a key -> position map: applying
-a coalesced batch costs O(changed cells) of single-cell work, where lists beat numpy, and a
-snapshot converts each field to an array once. Highlight state (direction, time) lives in numpy
-arrays because it is read whole, vectorised, on every flush.
+:class:`GridTable` is plain Python and numpy - no widgets, no threads; the grid serialises
+access with its own lock. Rows are kept in arrival order, one Python list per field (floats
+for numbers and epoch-ms times, objects for text) with a key -> position map: applying a
+coalesced batch costs O(changed cells) of single-cell work, where lists beat numpy. Per row
+the table also keeps a ``uid`` (never reused, so the browser can follow a row across sorts
+and evictions) and a ``version`` that grows whenever one of its cells changes: the viewport
+compares versions to send only rows that changed. Change directions (+1 rose, -1 fell) and
+their times live in numpy arrays, read whole when a frame is built.
 
 Semantics:
 
-- a row key seen for the first time appends a row (no highlight: nothing changed yet);
+- a row key seen for the first time appends a row (no direction: nothing changed yet);
 - a live cell takes the newest value; a frozen cell (``live=False``) keeps the first value it
   got and ignores the rest; key fields never change;
 - a flashing cell whose value rose gets direction +1, fell -1 (or the sign of the column's
-  ``flash_sign`` field), stamped with the time; :meth:`flash_codes` turns that into
-  strong (first half of ``flash_s``), weak (second half), then nothing - the fade;
+  ``flash_sign`` field), stamped with the time; :meth:`flash_state` reports it for
+  ``flash_s`` seconds, the browser draws the fade;
 - when more than ``max_rows`` rows exist, the oldest arrivals are dropped, so memory stays
   flat under a stream that keeps appending (candles).
 """
@@ -31,12 +33,9 @@ import pandas as pd
 
 from ..timeutil import to_ms
 from .grid_columns import Column
-from .grid_style import STYLE_COLUMN, StyleLayout
 
 log = logging.getLogger(__name__)
 
-# Flash codes (0 = calm), as grid_style.StyleLayout.encode expects them.
-_UP_STRONG, _UP_WEAK, _DOWN_STRONG, _DOWN_WEAK = 1, 2, 3, 4
 _NUMBER, _TIME, _TEXT = 0, 1, 2
 
 
@@ -51,10 +50,11 @@ class GridTable:
         max_rows: int,
         flash_s: float,
     ) -> None:
-        self.columns = list(columns)
+        self.columns = [c for c in columns if c.kind != "age"]  # age is counted in the browser
         self.key_fields = tuple(key_fields)
         self.max_rows = max_rows
         self.flash_s = flash_s
+        self.fields = [c.field for c in self.columns]
         self._numeric = {c.field for c in self.columns if c.kind != "text"}
         self._time = {c.field for c in self.columns if c.kind == "time"}
         # Fields an update may write (key fields are set once, when the row appears).
@@ -63,22 +63,26 @@ class GridTable:
             for c in self.columns if c.field not in self.key_fields
         }
         self._frozen = {c.field for c in self.columns if not c.live}
-        self._flash = [c.field for c in self.columns if c.flash]
+        self.flash_fields = [c.field for c in self.columns if c.flash]
         self._flash_sign = {c.field: c.flash_sign for c in self.columns if c.flash and c.flash_sign}
         self._n = 0
         self._keys: list[Hashable] = []
         self._pos: dict[Hashable, int] = {}
         # Plain lists, not numpy arrays: the hot loop reads and writes single cells, where lists
-        # are several times faster; snapshots convert once per flush.
+        # are several times faster; frames read only the rows they send.
         self._data: dict[str, list[Any]] = {c.field: [] for c in self.columns}
         self._capacity = 64
+        self._uid = np.zeros(self._capacity, np.int64)
+        self._version = np.zeros(self._capacity, np.int64)
+        self._next_uid = 1
         self._dir: dict[str, np.ndarray] = {
-            f: np.zeros(self._capacity, np.int8) for f in self._flash
+            f: np.zeros(self._capacity, np.int8) for f in self.flash_fields
         }
         self._at: dict[str, np.ndarray] = {
-            f: np.zeros(self._capacity, np.float64) for f in self._flash
+            f: np.zeros(self._capacity, np.float64) for f in self.flash_fields
         }
         self._warned: set[str] = set()
+        self.version = 0  # grows with every change: "has anything changed since"
 
     # ------------------------------------------------------------------ updates
 
@@ -86,7 +90,7 @@ class GridTable:
         return self._n
 
     def apply(self, updates: Mapping[Hashable, Mapping[str, Any]], now: float) -> bool:
-        """Apply coalesced rows (key -> fields); returns True if anything visible changed."""
+        """Apply coalesced rows (key -> fields); returns True if any cell changed."""
         changed = False
         data, kinds, frozen, flashing = self._data, self._kind, self._frozen, self._dir
         for key, fields in updates.items():
@@ -95,6 +99,7 @@ class GridTable:
             if new_row:
                 pos = self._append(key)
                 changed = True
+            row_changed = False
             flashed: list[tuple[str, float, float]] | None = None
             for name, value in fields.items():
                 kind = kinds.get(name)
@@ -120,15 +125,20 @@ class GridTable:
                 elif old == value or (old_missing and (value is None or value != value)):
                     continue
                 col[pos] = value
-                changed = True
+                row_changed = True
                 if not new_row and not old_missing and name in flashing:
                     if flashed is None:
                         flashed = []
                     flashed.append((name, old, value))
+            if row_changed or new_row:
+                changed = True
+                self._version[pos] += 1  # (the array may have grown in _append)
             if flashed:
                 self._stamp(pos, flashed, now)
         if self._n > self.max_rows:
             self._evict(self._n - self.max_rows)
+        if changed:
+            self.version += 1
         return changed
 
     def _stamp(self, pos: int, flashed: list[tuple[str, Any, Any]], now: float) -> None:
@@ -146,45 +156,55 @@ class GridTable:
             self._dir[name][pos] = direction
             self._at[name][pos] = now
 
-    def expire_flashes(self, now: float) -> None:
-        """Forget highlights older than ``flash_s`` (so :meth:`flash_state` reads calm)."""
-        for name in self._flash:
-            d = self._dir[name][: self._n]
-            old = (d != 0) & (now - self._at[name][: self._n] >= self.flash_s)
-            d[old] = 0
-
-    def flash_codes(self, now: float) -> dict[str, np.ndarray]:
-        """Per flashing column, a code per row: 0 calm, 1/2 up strong/weak, 3/4 down."""
+    def directions_since(self, positions: np.ndarray, since: float) -> dict[str, np.ndarray]:
+        """Per flashing field, the direction of cells at ``positions`` changed after ``since``
+        (0 where the cell did not change): what the browser should flash in this frame."""
         out = {}
-        half = self.flash_s / 2
-        for name in self._flash:
-            d = self._dir[name][: self._n]
-            age = now - self._at[name][: self._n]
-            live = (d != 0) & (age < self.flash_s)
-            weak = age >= half
-            codes = np.zeros(self._n, np.int8)
-            codes[live & (d > 0)] = _UP_STRONG
-            codes[live & (d > 0) & weak] = _UP_WEAK
-            codes[live & (d < 0)] = _DOWN_STRONG
-            codes[live & (d < 0) & weak] = _DOWN_WEAK
-            out[name] = codes
+        for name in self.flash_fields:
+            d = self._dir[name][positions]
+            out[name] = np.where(self._at[name][positions] > since, d, 0).astype(np.int8)
         return out
 
-    def next_flash_step(self, now: float) -> float | None:
-        """The next instant a highlight changes (strong -> weak, weak -> gone), or None."""
-        best = math.inf
-        half = self.flash_s / 2
-        for name in self._flash:
-            d = self._dir[name][: self._n]
-            active = d != 0
-            if not active.any():
-                continue
-            at = self._at[name][: self._n][active]
-            steps = np.where(now - at < half, at + half, at + self.flash_s)
-            best = min(best, float(steps.min()))
-        return None if best == math.inf else best
-
     # ------------------------------------------------------------------ reads
+
+    def cells(self, name: str, positions: Sequence[int]) -> list[Any]:
+        """One field's values at storage ``positions``."""
+        col = self._data[name]
+        return [col[i] for i in positions]
+
+    def array(self, name: str) -> np.ndarray:
+        """One field's values for every row (float64 for numbers, object for text)."""
+        values = self._data[name]
+        if name in self._numeric:
+            return np.array(values, dtype=np.float64)
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+
+    @property
+    def uids(self) -> np.ndarray:
+        return self._uid[: self._n]
+
+    @property
+    def versions(self) -> np.ndarray:
+        return self._version[: self._n]
+
+    def key_at(self, pos: int) -> Hashable:
+        return self._keys[pos]
+
+    def position_of_uid(self, uid: int) -> int | None:
+        found = np.flatnonzero(self._uid[: self._n] == uid)
+        return int(found[0]) if len(found) else None
+
+    def row(self, pos: int) -> dict[str, Any]:
+        """One row by field name (times as epoch ms, missing numbers as None)."""
+        out: dict[str, Any] = {}
+        for name in self.fields:
+            v = self._data[name][pos]
+            if name in self._numeric:
+                v = None if v != v else (int(v) if name in self._time else v)
+            out[name] = v
+        return out
 
     def frame(self) -> pd.DataFrame:
         """All fields by field name, indexed by row key, arrival order; times as UTC datetimes."""
@@ -192,57 +212,38 @@ class GridTable:
         for col in self.columns:
             if col.field in self.key_fields:
                 continue
-            arr = self._array(col.field)
+            arr = self.array(col.field)
             cols[col.field] = _as_datetime(arr) if col.field in self._time else arr
+        return pd.DataFrame(cols, index=self.index())
+
+    def index(self) -> pd.Index:
+        """The row keys as a pandas index (times as UTC datetimes)."""
         if len(self.key_fields) == 1:
             index = pd.Index(self._keys, name=self.key_fields[0])
             if self.key_fields[0] in self._time:
                 index = pd.DatetimeIndex(_as_datetime(np.array(self._keys, np.float64)),
                                          name=index.name)
-        else:
-            index = pd.MultiIndex.from_tuples(self._keys, names=list(self.key_fields))
-            if self._keys:
-                levels = [
-                    _as_datetime(np.array(index.get_level_values(i), np.float64))
-                    if name in self._time else index.get_level_values(i)
-                    for i, name in enumerate(self.key_fields)
-                ]
-                index = pd.MultiIndex.from_arrays(levels, names=list(self.key_fields))
-        return pd.DataFrame(cols, index=index)
+            return index
+        index = pd.MultiIndex.from_tuples(self._keys, names=list(self.key_fields))
+        if self._keys:
+            levels = [
+                _as_datetime(np.array(index.get_level_values(i), np.float64))
+                if name in self._time else index.get_level_values(i)
+                for i, name in enumerate(self.key_fields)
+            ]
+            index = pd.MultiIndex.from_arrays(levels, names=list(self.key_fields))
+        return index
 
-    def view(self, layout: StyleLayout, now: float, newest_first: bool = False) -> pd.DataFrame:
-        """What the browser shows: visible columns under their headers, then the style column.
-
-        A fresh DataFrame (copies), indexed 0..n-1 in display order, safe to keep after updates.
-        """
-        n = self._n
-        cols: dict[str, Any] = {}
-        for col in self.columns:
-            if not col.hide:
-                cols[col.header] = self._array(col.field)
-        if layout:
-            signs = {s.source: self._array(s.source) for s in layout.slots if s.kind == "sign"}
-            cols[STYLE_COLUMN] = layout.encode(n, self.flash_codes(now), signs)
-        frame = pd.DataFrame(cols)
-        if newest_first:
-            frame = frame.iloc[::-1].reset_index(drop=True)
-        frame.index.name = "key"
-        return frame
-
-    def flash_state(self) -> pd.DataFrame:
-        """Current highlight direction per flashing column: +1 rose, -1 fell, 0 calm."""
-        cols = {name: self._dir[name][: self._n].copy() for name in self._flash}
-        return pd.DataFrame(cols, index=self.frame().index)
+    def flash_state(self, now: float) -> pd.DataFrame:
+        """Highlight direction per flashing column changed within ``flash_s``: +1, -1, 0."""
+        cols = {}
+        for name in self.flash_fields:
+            d = self._dir[name][: self._n]
+            fresh = now - self._at[name][: self._n] < self.flash_s
+            cols[name] = np.where(fresh, d, 0).astype(np.int8)
+        return pd.DataFrame(cols, index=self.index())
 
     # ------------------------------------------------------------------ internals
-
-    def _array(self, name: str) -> np.ndarray:
-        values = self._data[name]
-        if name in self._numeric:
-            return np.array(values, dtype=np.float64)
-        out = np.empty(len(values), dtype=object)
-        out[:] = values
-        return out
 
     def _append(self, key: Hashable) -> int:
         pos = self._n
@@ -251,20 +252,29 @@ class GridTable:
         self._n += 1
         self._keys.append(key)
         self._pos[key] = pos
+        self._uid[pos] = self._next_uid
+        self._next_uid += 1
+        self._version[pos] = 0
         for name, col in self._data.items():
             col.append(math.nan if name in self._numeric else None)
         parts = key if len(self.key_fields) > 1 else (key,)
         for name, part in zip(self.key_fields, parts):
-            self._data[name][pos] = float(part) if name in self._numeric else part
+            if name in self._data:
+                self._data[name][pos] = float(part) if name in self._numeric else part
         return pos
+
+    def _arrays(self) -> list[dict[str, np.ndarray]]:
+        return [self._dir, self._at, {"uid": self._uid, "version": self._version}]
 
     def _grow(self) -> None:
         cap = self._capacity * 2
-        for store in (self._dir, self._at):
+        stores = self._arrays()
+        for store in stores:
             for name, arr in store.items():
                 bigger = np.zeros(cap, arr.dtype)
                 bigger[: self._capacity] = arr
                 store[name] = bigger
+        self._uid, self._version = stores[2]["uid"], stores[2]["version"]
         self._capacity = cap
 
     def _evict(self, count: int) -> None:
@@ -272,7 +282,7 @@ class GridTable:
         n = self._n
         for col in self._data.values():
             del col[:count]
-        for store in (self._dir, self._at):
+        for store in self._arrays():
             for arr in store.values():
                 arr[: n - count] = arr[count:n].copy()
                 arr[n - count : n] = 0

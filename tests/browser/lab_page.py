@@ -4,15 +4,19 @@ The page is opened with ``--LabApp.expose_app_in_browser``, so ``window.jupytera
 notebook to a cell's output widgets. A cell is found by its first line, a comment (``# quotes``).
 :data:`HELPERS` (``page_helpers.js``) installs ``window.nbf`` in the page:
 
-- ``nbf.grid(tag)``: the Lumino ``DataGrid`` an ipydatagrid view draws with; its public API gives
-  the rows and headers the browser holds (``dataModel``), the scroll position and cell geometry;
-- ``nbf.pixel(tag, row, col)``: the colour painted at the left edge of a body cell, read from the
-  grid's visible ``<canvas>`` (numbers are right-aligned, so that spot is cell background);
+- ``nbf.grid(tag)``: the root element of a LiveGrid view; its ``nbfeed`` property reports what
+  the view drew on its canvas (``headers()``, ``rows()`` as texts, ``widths()``, ``first()``);
+- ``nbf.inspect(grid)``: whole-output checks (placeholder/NaN texts, values or headers cut
+  short, empty rows, the grid's size against its columns);
+- ``nbf.pixel(tag, row, col)``: the background colour of a visible body cell, read from the
+  grid's ``<canvas>`` away from its text and direction mark;
 - ``nbf.cellState(tag, row, col, refCol)``: ``green``, ``red``, ``normal`` (painted like the
   same row's ``refCol`` cell, which never flashes) or ``other``;
+- ``nbf.charts(tag)``: LiveChart views (their ``data-*`` attributes describe the last draw);
 - ``nbf.watch(name, fn, ms)``: samples ``fn()`` every ``ms`` in the page and records each change
   with its time, so short-lived states (a flash) are seen without a round trip per sample;
-- ``nbf.run(code)``: runs code in the notebook's kernel (as a cell would, without adding one).
+- ``nbf.run(code)``: runs code in the notebook's kernel (as a cell would, without adding one);
+- ``nbf.theme(name)``: switches JupyterLab's theme ("JupyterLab Dark", "JupyterLab Light").
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 // Installed in JupyterLab pages by tests/browser/lab_page.py: see its docstring.
 (() => {
   if (window.nbf) return;
+  const ROW_H = 22; // nbfeed/widgets/static/grid.js
   const panel = () => jupyterapp.shell.currentWidget;
   const nbf = {
     cell(tag) {
@@ -9,74 +10,66 @@
       return p.content.widgets.find(
         c => c.model.type === 'code' && c.model.sharedModel.getSource().startsWith('# ' + tag + '\n'));
     },
-    // The widget view (ipywidgets) rendered in a cell's output, or null before it renders.
-    view(tag) {
-      const cell = nbf.cell(tag);
-      if (!cell) return null;
-      for (const out of cell.outputArea.widgets) {
-        for (const renderer of (out.widgets || [])) {
-          for (const w of (renderer.widgets || [])) if (w._view) return w._view;
-        }
-      }
-      return null;
+    // Every LiveGrid view on the page, or those in the output of cell `tag`.
+    grids(tag) {
+      const scope = tag ? nbf.cell(tag) && nbf.cell(tag).outputArea.node : document;
+      return scope ? [...scope.querySelectorAll('.nbf-grid')].filter(g => g.nbfeed) : [];
     },
-    grid(tag) {
-      const v = nbf.view(tag);
-      return v && v.grid && v.grid.grid && v.grid.grid.dataModel ? v.grid.grid : null;
+    grid(tag) { return nbf.grids(tag)[0] || null; },
+    charts(tag) {
+      const scope = tag ? nbf.cell(tag) && nbf.cell(tag).outputArea.node : document;
+      return scope ? [...scope.querySelectorAll('[data-bars]')] : [];
     },
-    headers(tag) {
-      const g = nbf.grid(tag), m = g.dataModel, out = [];
-      for (let c = 0; c < m.columnCount('body'); c++) out.push(m.data('column-header', 0, c));
-      return out;
-    },
+    headers(tag) { return nbf.grid(tag).nbfeed.headers(); },
     col(tag, header) { return nbf.headers(tag).indexOf(header); },
-    rows(tag) {
-      const g = nbf.grid(tag), m = g.dataModel, out = [];
-      for (let r = 0; r < m.rowCount('body'); r++) {
-        const row = [];
-        for (let c = 0; c < m.columnCount('body'); c++) row.push(m.data('body', r, c));
-        out.push(row);
-      }
-      return out;
+    // The texts a grid drew in its visible rows.
+    rows(tag) { return nbf.grid(tag).nbfeed.rows(); },
+    // Whole-output checks of one grid view: what a user would call broken.
+    inspect(g) {
+      const api = g.nbfeed, widths = api.widths();
+      const ctx = document.createElement('canvas').getContext('2d');
+      const cs = getComputedStyle(g);
+      ctx.font = `${cs.fontSize} ${cs.fontFamily}`;
+      const bad = [], cut = [];
+      api.rows().forEach((row, r) => row.forEach((text, c) => {
+        if (/NaN|undefined|null|\.\.\.|Infinity/.test(text)) bad.push([r, c, text]);
+        if (text && ctx.measureText(text).width > widths[c] - 10) cut.push([r, c, text]);
+      }));
+      const headerCut = [...g.querySelectorAll('.nbf-h')].filter(h => {
+        const label = h.querySelector('.nbf-label');
+        return label.getBoundingClientRect().right > h.getBoundingClientRect().right - 7;
+      }).map(h => h.textContent);
+      const rect = g.getBoundingClientRect();
+      const total = +g.dataset.total || 0;
+      return {
+        headers: api.headers(), rows: api.rows().length, total, bad, cut, headerCut,
+        empty: api.rows().filter(row => row.every(t => t === '')).length,
+        height: rect.height, width: rect.width,
+        columnsWidth: widths.reduce((a, b) => a + b, 0),
+      };
     },
-    // Body rows on screen: [first, last] (all rows have the same height in these grids).
-    visibleRows(tag) {
-      const g = nbf.grid(tag), h = g.defaultSizes.rowHeight;
-      const first = Math.floor(g.scrollY / h);
-      const shown = Math.floor((g.viewportHeight - g.headerHeight) / h);
-      return [first, Math.min(g.dataModel.rowCount('body') - 1, first + shown - 1)];
-    },
-    // Top-left corner of a body cell in canvas (CSS) pixels, and its size.
+    // Top-left corner of body cell (r = visible slot, c = column) in canvas pixels, and size.
     cellBox(tag, r, c) {
-      const g = nbf.grid(tag);
-      let x = g.headerWidth - g.scrollX, y = g.headerHeight - g.scrollY;
-      for (let i = 0; i < c; i++) x += g.columnSize('body', i);
-      for (let i = 0; i < r; i++) y += g.rowSize('body', i);
-      return {x, y, w: g.columnSize('body', c), h: g.rowSize('body', r)};
+      const widths = nbf.grid(tag).nbfeed.widths();
+      let x = 0;
+      for (let i = 0; i < c; i++) x += widths[i];
+      return {x, y: r * ROW_H, w: widths[c], h: ROW_H};
     },
-    canvas(tag) { return nbf.grid(tag).node.querySelector('canvas'); },
+    canvas(tag) { return nbf.grid(tag).querySelector('canvas'); },
+    // The background colour of a body cell, away from its text and direction mark.
     pixel(tag, r, c) {
       const b = nbf.cellBox(tag, r, c), dpr = window.devicePixelRatio || 1;
       const ctx = nbf.canvas(tag).getContext('2d');
-      const d = ctx.getImageData(Math.round((b.x + 3) * dpr), Math.round((b.y + b.h / 2) * dpr), 1, 1).data;
+      const d = ctx.getImageData(Math.round((b.x + 9) * dpr), Math.round((b.y + 3) * dpr), 1, 1).data;
       return [d[0], d[1], d[2]];
-    },
-    // A digest of a cell's pixels (inside its borders): equal digests = the cell looks the same.
-    cellDigest(tag, r, c) {
-      const b = nbf.cellBox(tag, r, c), dpr = window.devicePixelRatio || 1;
-      const d = nbf.canvas(tag).getContext('2d').getImageData(
-        Math.round((b.x + 1) * dpr), Math.round((b.y + 1) * dpr),
-        Math.round((b.w - 2) * dpr), Math.round((b.h - 2) * dpr)).data;
-      let h = 2166136261;
-      for (let i = 0; i < d.length; i++) { h ^= d[i]; h = Math.imul(h, 16777619) >>> 0; }
-      return h;
     },
     // 'green', 'red', 'normal' (as the reference cell) or 'other'.
     classify(rgb, base) {
       const [r, g, b] = rgb;
       if (Math.abs(r - base[0]) + Math.abs(g - base[1]) + Math.abs(b - base[2]) < 12) return 'normal';
-      if (g > r + 20 && g > b) return 'green';
-      if (r > g + 20 && r > b + 20) return 'red';
+      // Tints fade in steps: the last steps are faint, so compare the channels, not levels.
+      if (g > r + 3 && g > b + 3) return 'green';
+      if (r > g + 3 && r > b + 3) return 'red';
       return 'other';
     },
     // Background state of a cell, against the same row's cell in column refCol (never flashes).
@@ -101,7 +94,6 @@
       nbf.watches[name] = w;
     },
     watches: {},
-    // The distinct values a watch has seen so far.
     seen(name) {
       const w = nbf.watches[name];
       return w ? w.changes.map(c => c[1]) : [];
@@ -110,7 +102,6 @@
       const w = nbf.watches[name];
       return w && w.changes.length ? w.changes[w.changes.length - 1][1] : undefined;
     },
-    // Stops a watch; returns its changes.
     unwatch(name) {
       const w = nbf.watches[name];
       if (!w) return null;
@@ -132,6 +123,9 @@
     outputs() {
       return panel().content.widgets.filter(c => c.model.type === 'code')
         .map(c => ({count: c.model.executionCount, outputs: c.model.outputs.toJSON()}));
+    },
+    async theme(name) {
+      await jupyterapp.commands.execute('apputils:change-theme', {theme: name});
     },
   };
   window.nbf = nbf;

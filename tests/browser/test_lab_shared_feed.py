@@ -30,13 +30,13 @@ def test_shared_feed_notebook_runs_in_lab_and_its_grid_shows_the_shared_stream(
         assert not error_outputs(cells), error_outputs(cells)
         texts = " ".join(out.get("text", "") for cell in cells for out in cell["outputs"])
         assert "2 servers want 5 streams; 5 streams in Redis" in texts, texts
-        assert "Bob still receives rows" in texts, texts
+        assert "Alice still receives rows" in texts, texts
         page.wait_for_function(f"() => nbf.grid({GRID!r}) && "
                                f"nbf.rows({GRID!r}).length === {len(SYMBOLS)}",
                                timeout=60_000, polling=200)
         rows = page.evaluate(f"nbf.rows({GRID!r})")
         assert {row[0] for row in rows} == SYMBOLS
-        assert all(isinstance(row[1], (int, float)) and row[1] > 0 for row in rows), rows
+        assert all(float(row[1]) > 0 for row in rows), rows  # prices, as the grid shows them
         cell = page.evaluate_handle(f"nbf.cell({GRID!r}).node")
         cell.scroll_into_view_if_needed()
         cell.screenshot(path=str(artifacts / "lab-shared-feed-grid.png"))

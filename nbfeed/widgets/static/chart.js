@@ -82,7 +82,7 @@ export function lowerBound(arr, x) {
 }
 
 /** Time-sorted bars, newest `maxBars` kept; frames are upserts by time (same rule as Python). */
-export class BarStore {
+export class BarWindow {
   constructor(columns, maxBars) {
     this.columns = columns.slice();
     this.maxBars = Math.max(1, maxBars | 0);
@@ -91,7 +91,7 @@ export class BarStore {
   }
 
   static fromFrame(frame, maxBars) {
-    const store = new BarStore(frame.columns, maxBars);
+    const store = new BarWindow(frame.columns, maxBars);
     store.upsert(frame);
     return store;
   }
@@ -133,7 +133,7 @@ export class BarStore {
 }
 
 /**
- * Snapshot + sequenced deltas -> a BarStore. `delta()` says "queued" (apply at the next frame),
+ * Snapshot + sequenced deltas -> a BarWindow. `delta()` says "queued" (apply at the next frame),
  * "stale" (already included), "gap" (ask the kernel for a resync) or "held" (waiting for one).
  */
 export class FeedState {
@@ -151,7 +151,7 @@ export class FeedState {
   snapshot(frame) {
     if (!frame) return false;
     if (!this.awaiting && this.store && frame.seq < this.expect) return false;
-    this.store = BarStore.fromFrame(frame, this.maxBars);
+    this.store = BarWindow.fromFrame(frame, this.maxBars);
     this.seq = this.expect = frame.seq;
     const later = this.queue.concat(this.held).filter((d) => d.seq > frame.seq);
     later.sort((a, b) => a.seq - b.seq);
@@ -206,6 +206,7 @@ export class Viewport {
   reset() {
     this.pinned = true;
     this.span = 0; // 0: pick a default at the next draw
+    this.zoomed = false; // until the user zooms, the span grows with the data
     this.anchorTime = null;
     this.anchorOffset = 0;
   }
@@ -232,6 +233,7 @@ export class Viewport {
 
   /** Zoom by `factor` around `frac` of the plot width (the right edge when following). */
   zoom(store, factor, frac) {
+    this.zoomed = true;
     const n = store.length;
     const span = clamp(this.span * factor, MIN_SPAN, Math.max(n + RIGHT_PAD, MIN_SPAN));
     if (this.pinned) {
@@ -353,9 +355,12 @@ function priceRange(store, kind, i0, i1) {
     }
   }
   if (!Number.isFinite(lo) || !Number.isFinite(hi)) return [0, 1];
-  if (hi - lo < 1e-12) {
-    const pad = Math.abs(hi) * 0.01 || 1;
-    return [lo - pad, hi + pad];
+  // At least 4 basis points of the price high: a flat or single-point line sits mid-chart in
+  // a range of its own scale, not in a band 100x wider than its moves.
+  const minRange = Math.max(Math.abs(hi) * 4e-4, 1e-9);
+  if (hi - lo < minRange) {
+    const mid = (hi + lo) / 2;
+    return [mid - minRange * 0.54, mid + minRange * 0.54];
   }
   const pad = (hi - lo) * 0.08;
   return [lo - pad, hi + pad];
@@ -382,7 +387,12 @@ function paint(ctx, W, H, s) {
     drawHeader(ctx, s, null, 8, headH / 2);
     return out;
   }
-  if (!view.span) view.span = clamp(Math.round(plotW / (kind === "candle" ? 8 : 3)), MIN_SPAN, n + RIGHT_PAD);
+  if (!view.span || !view.zoomed) {
+    // Until the user zooms, the view is as wide as the data up to a comfortable bar width:
+    // a chart that starts with little history widens as bars arrive.
+    view.span = clamp(Math.round(plotW / (kind === "candle" ? 8 : 3)), MIN_SPAN,
+      Math.max(n + RIGHT_PAD, MIN_SPAN));
+  }
   const right = view.right(store);
   const from = right - view.span;
   const barPx = plotW / view.span;
@@ -397,6 +407,9 @@ function paint(ctx, W, H, s) {
   const volH = volMax > 0 ? Math.round((bottom - top) * 0.2) : 0;
   const priceBottom = bottom - volH - (volH ? 6 : 0);
   const [lo, hi] = priceRange(store, kind, i0, i1);
+  out.lo = lo;
+  out.hi = hi;
+  out.span = view.span;
   const yOf = (p) => priceBottom - ((p - lo) / (hi - lo)) * (priceBottom - top - 4);
 
   // grid and price axis
@@ -520,7 +533,7 @@ function paint(ctx, W, H, s) {
     ctx.textAlign = "center";
     ctx.fillText(label, lx + w / 2, bottom + timeH / 2);
   }
-  drawHeader(ctx, s, focus, 8, headH / 2, dec);
+  out.header = drawHeader(ctx, s, focus, 8, headH / 2, dec);
   return out;
 }
 
@@ -593,7 +606,11 @@ function drawHeader(ctx, s, i, x, y, dec = 2) {
   const { store, theme: th, kind } = s;
   ctx.textAlign = "left";
   const parts = [];
-  const name = [s.symbol, s.title].filter(Boolean).join("  ");
+  // The title when given (with the symbol in front unless the title names it), else the symbol
+  // and the interval.
+  let name;
+  if (s.title) name = s.symbol && !s.title.includes(s.symbol) ? `${s.symbol}  ${s.title}` : s.title;
+  else name = [s.symbol, s.interval].filter(Boolean).join(" \u00b7 ");
   if (name) parts.push([name, th.fg, true]);
   if (store && i != null && i >= 0 && i < store.length) {
     parts.push([formatFullTime(store.times[i], (s.intervalMs || MIN) < MIN), th.muted]);
@@ -611,6 +628,7 @@ function drawHeader(ctx, s, i, x, y, dec = 2) {
       });
     }
   }
+  const shown = parts.map((p) => p[0]).join(" ");
   for (const [text, color, bold] of parts) {
     ctx.font = `${bold ? "600 " : ""}11px ${th.font}`;
     ctx.fillStyle = color;
@@ -618,6 +636,7 @@ function drawHeader(ctx, s, i, x, y, dec = 2) {
     x += ctx.measureText(text).width + (bold ? 10 : 5);
   }
   ctx.font = `11px ${th.font}`;
+  return shown;
 }
 
 // ---- the view -----------------------------------------------------------------------------------
@@ -706,6 +725,7 @@ function render({ model, el }) {
     layout = paint(ctx, W, H, {
       store, view, kind, hover, theme: themeOf(el), showVolume: model.get("volume"),
       symbol: model.get("symbol"), title: model.get("title"), intervalMs: model.get("_interval_ms"),
+      interval: model.get("_interval"),
     });
     draws++;
     // Debug hook for browser tests: what the last draw showed.
@@ -723,6 +743,10 @@ function render({ model, el }) {
       d.lastClose = String(lastCol[n - 1]);
       d.viewStart = String(store.times[layout.i0]);
       d.viewEnd = String(store.times[layout.i1]);
+      d.yLo = String(layout.lo);
+      d.yHi = String(layout.hi);
+      d.span = String(layout.span);
+      d.header = layout.header || "";
     }
   }
 
@@ -787,9 +811,20 @@ function render({ model, el }) {
   canvas.addEventListener("pointerleave", onLeave);
   canvas.addEventListener("dblclick", onDoubleClick);
   const onConfig = () => schedule();
+  // show() replaced the data (another symbol or interval): start over, following the newest.
+  const onGeneration = () => {
+    feed.store = null;
+    feed.seq = feed.expect = -1;
+    feed.queue = [];
+    feed.held = [];
+    feed.awaiting = true;
+    view.reset();
+    schedule();
+  };
   model.on("change:_snapshot", loadSnapshot);
   model.on("msg:custom", onMessage);
-  model.on("change:height change:title change:symbol change:volume", onConfig);
+  model.on("change:height change:title change:symbol change:volume change:_interval", onConfig);
+  model.on("change:_generation", onGeneration);
   const resizeObserver = new ResizeObserver(() => schedule());
   resizeObserver.observe(root);
   // JupyterLab switches themes by changing attributes on <body>: repaint with the new colours.
@@ -807,7 +842,8 @@ function render({ model, el }) {
     themeObserver.disconnect();
     model.off("change:_snapshot", loadSnapshot);
     model.off("msg:custom", onMessage);
-    model.off("change:height change:title change:symbol change:volume", onConfig);
+    model.off("change:height change:title change:symbol change:volume change:_interval", onConfig);
+    model.off("change:_generation", onGeneration);
     root.remove();
   };
 }

@@ -1,10 +1,10 @@
-"""The chart's data: a bounded, time-sorted bar store and the binary frame it is sent in.
+"""The chart's data: a bounded, time-sorted bar window and the binary frame it is sent in.
 
-:class:`BarStore` keeps the newest ``max_bars`` bars as an int64 time array and float64 value
+:class:`BarWindow` keeps the newest ``max_bars`` bars as an int64 time array and float64 value
 columns; :func:`encode_frame` packs bars into the one binary layout the browser reads for both
 snapshots and deltas (``static/chart.js`` decodes it), :func:`decode_frame` reads it back.
 
-Failure behaviour: the store never grows past twice ``max_bars`` (older bars are dropped, a bar
+Failure behaviour: the window never grows past twice ``max_bars`` (older bars are dropped, a bar
 older than a full window is refused); it is not thread-safe - its owner locks around every call.
 :func:`decode_frame` raises ValueError on a frame that is not ours or is truncated.
 """
@@ -59,9 +59,9 @@ def decode_frame(data: bytes | memoryview) -> dict[str, Any]:
     return out
 
 
-# --- the bounded bar store -----------------------------------------------------------------------
+# --- the bounded bar window -----------------------------------------------------------------------
 
-class BarStore:
+class BarWindow:
     """Time-sorted bars (int64 ms + float64 columns); keeps the newest ``max_bars``.
 
     Arrays grow to twice ``max_bars`` and are compacted when full, so appends are amortized O(1)
