@@ -269,6 +269,10 @@ async def test_a_hub_on_the_bus_refuses_to_run_a_provider_of_its_own(bus_world):
     with pytest.raises(BadRequest, match="restart it there"):
         await hub.restart_provider(SOURCE)
     assert [p["name"] for p in hub.providers_info()] == [SOURCE]
+    # The replay of the hub's own recordings is the exception: it reads local files.
+    assert await hub.search("", source="replay") == []
+    replay = next(p for p in hub.providers_info() if p["name"] == "replay")
+    assert replay["status"] == "running" and replay["pid"]
 
 
 async def test_a_second_feed_server_takes_over_a_source(bus_world):
