@@ -2,7 +2,9 @@
 
 Times are epoch milliseconds (UTC) everywhere in nbfeed's engine. Fixed intervals align to
 multiples of their length since the epoch (so ``4h`` bars start at 00:00, 04:00, ... UTC), ``1d`` at
-UTC midnight, ``1w`` on Monday 00:00 UTC (as exchanges do) and ``1M`` on the first of the month.
+UTC midnight, ``3d`` at every third UTC midnight counted from 1970-01-01 (epoch multiples of three
+days, as Binance's ``3d`` klines: 2024-01-03, 2024-01-06, ...), ``1w`` on Monday 00:00 UTC (as
+exchanges do) and ``1M`` on the first of the month.
 ``tick`` is not a bar: it names quote/trade streams whose rows are updated in place.
 """
 
@@ -15,14 +17,14 @@ from .errors import BadInterval
 
 TICK = "tick"
 BAR_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h",
-                 "1d", "1w", "1M")
+                 "1d", "3d", "1w", "1M")
 INTERVALS = (*BAR_INTERVALS, TICK)
 
 _S, _M, _H, _D = 1000, 60_000, 3_600_000, 86_400_000
 _FIXED_MS = {
     "1s": _S, "1m": _M, "3m": 3 * _M, "5m": 5 * _M, "15m": 15 * _M, "30m": 30 * _M,
     "1h": _H, "2h": 2 * _H, "4h": 4 * _H, "6h": 6 * _H, "8h": 8 * _H, "12h": 12 * _H,
-    "1d": _D, "1w": 7 * _D,
+    "1d": _D, "3d": 3 * _D, "1w": 7 * _D,
 }
 # 1970-01-01 was a Thursday; Monday-aligned weeks start 3 days "earlier" in the modulo.
 _WEEK_OFFSET = 4 * _D

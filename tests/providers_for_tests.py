@@ -163,12 +163,49 @@ class FaultyProvider(RecordingProvider):
 class ScriptedBarsProvider(RecordingProvider):
     """A recording provider whose streams publish the rows of option ``live`` once, one
     ``publish`` per row in order (each gets the stream's symbol), then stay silent: what the
-    hub does with live bars (which are final, what reaches the cache) becomes checkable."""
+    hub does with live bars (which are final, what reaches the cache) becomes checkable.
+    With option ``pause`` (seconds) the rows go out that far apart, from a thread, so each one
+    reaches the hub on its own."""
 
     def subscribe(self, symbol: str, interval: str) -> None:
         self._record("subscribe", symbol, interval)
-        for row in self.options.get("live", []):
-            self.publish({**row, "symbol": symbol}, interval=interval)
+        rows = [{**row, "symbol": symbol} for row in self.options.get("live", [])]
+        pause = float(self.options.get("pause", 0))
+        if not pause:
+            for row in rows:
+                self.publish(row, interval=interval)
+            return
+
+        def run() -> None:
+            for row in rows:
+                self.publish(row, interval=interval)
+                if self.stopping.wait(pause):
+                    return
+
+        threading.Thread(target=run, daemon=True).start()
+
+
+class SparseProvider(ScriptedBarsProvider):
+    """Scripted live bars over a history that holds only the bars at option ``bars`` (times):
+    a source with no bar for a minute without trades, like Polygon's aggregates."""
+
+    def get_history(self, symbol: str, interval: str, start: int | None, end: int | None,
+                    count: int | None) -> list[dict]:
+        self._record("get_history", symbol, interval, start, end, count)
+        times = [t for t in self.options.get("bars", [])
+                 if (start is None or t >= start) and (end is None or t < end)]
+        if count is not None:
+            times = times[-count:]
+        return [history_bar(symbol, interval, t) for t in times]
+
+
+class NoHistoryProvider(ScriptedBarsProvider):
+    """Scripted live bars, and a history backend that is down: every ``get_history`` raises."""
+
+    def get_history(self, symbol: str, interval: str, start: int | None, end: int | None,
+                    count: int | None) -> list[dict]:
+        self._record("get_history", symbol, interval, start, end, count)
+        raise RuntimeError(f"history backend is down for {symbol}")
 
 
 class RecordingCSVProvider(CSVProvider):
@@ -372,8 +409,16 @@ class Received:
         self.deliveries = 0
 
     def states(self, source: str | None = None) -> list[str]:
+        """States of the provider (source-wide ``status`` events), in order."""
         return [e["state"] for e in self.events
-                if e.get("type") == "status" and source in (None, e.get("source"))]
+                if e.get("type") == "status" and "symbol" not in e
+                and source in (None, e.get("source"))]
+
+    def stream_states(self, symbol: str | None = None) -> list[str]:
+        """States of single streams (``live``, ``stale``, ``closed``), in order."""
+        return [e["state"] for e in self.events
+                if e.get("type") == "status" and "symbol" in e
+                and symbol in (None, e.get("symbol"))]
 
     def errors(self) -> list[dict]:
         return [e for e in self.events if e.get("type") == "error"]

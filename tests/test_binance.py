@@ -61,7 +61,8 @@ class Collector:
 def test_symbols_are_spot_symbols_that_trade_now(fb):
     rest = BinanceREST(fb.rest_url)
     names = [s["symbol"] for s in rest.spot_symbols()]
-    assert names == ["BNBBTC", "BTCUSDT", "ETHBTC", "ETHUSDT", "SOLUSDT"]  # no BREAK, no non-spot
+    # no BREAK, no non-spot; the UTF-8 symbol of Binance's testnet is listed like any other
+    assert names == ["BNBBTC", "BTCUSDT", "ETHBTC", "ETHUSDT", "SOLUSDT", "这是测试币456"]
     assert [s["symbol"] for s in rest.spot_symbols(["btc"])] == ["BNBBTC", "ETHBTC"]
     assert fb.requests_to("/api/v3/exchangeInfo")[0].query["permissions"] == "SPOT"
 
@@ -87,7 +88,8 @@ def test_history_is_stitched_from_1000_bar_pages_without_duplicates_or_gaps(fb):
     # nothing before a symbol's listing (SOL listed 2020-08-11)
     sol = rest.klines("SOLUSDT", "1w", start=0, end=1598918400000)
     assert sol[0]["time"] == 1597017600000  # Monday 2020-08-10, the week SOL was listed
-    assert set(sol[0]) == {"time", "symbol", "open", "high", "low", "close", "volume"}
+    assert set(sol[0]) == {"time", "symbol", "open", "high", "low", "close", "volume",
+                           "quote_volume", "trades", "closed"}
 
 
 def test_history_refuses_unknown_symbols_and_oversized_spans(fb):
@@ -208,7 +210,7 @@ def test_server_close_and_shutdown_notice_lead_to_a_fresh_connection(fb):
 def test_subscribe_messages_are_paced_under_binance_message_limit(fb):
     got = Collector()
     pool = CombinedStreams(fb.ws_url, got, params_per_message=2)
-    symbols = [s for s in fb.symbols if s not in ("LUNAUSDT", "BTCUPUSDT")]
+    symbols = [s for s in fb.symbols if s not in ("LUNAUSDT", "BTCUPUSDT", "这是测试币456")]
     wanted = {f"{s.lower()}@kline_{i}" for s in symbols for i in ("1m", "5m", "1h")}
     try:
         pool.add(["btcusdt@bookTicker"])
@@ -243,7 +245,7 @@ async def test_provider_process_fills_catalog_serves_history_and_streams_live(st
                                                             "ws_url": fb.ws_url}))
     assert info(hub)["status"] == "running"
     listed = {e["name"] for e in await hub.search("", source="binance", limit=50)}
-    assert listed == {"BNBBTC", "BTCUSDT", "ETHBTC", "ETHUSDT", "SOLUSDT"}
+    assert listed == {"BNBBTC", "BTCUSDT", "ETHBTC", "ETHUSDT", "SOLUSDT", "这是测试币456"}
 
     end = JAN_2024 + 2500 * MINUTE
     bars = await hub.history("binance", "BTCUSDT", "1m", start=JAN_2024, end=end)
@@ -295,7 +297,7 @@ async def test_provider_process_reads_urls_from_the_environment_and_honours_retr
     monkeypatch.setenv("NBFEED_BINANCE_REST_URL", fb.rest_url)
     monkeypatch.setenv("NBFEED_BINANCE_WS_URL", fb.ws_url)
     hub = await start_hub(ProviderSpec("binance", BINANCE, {}))
-    assert info(hub)["datasets"] == 5  # the catalog came from the fake
+    assert info(hub)["datasets"] == 6  # the catalog came from the fake
 
     fb.set_rate_limit(retry_after=1.5, count=1)
     asked = time.time()

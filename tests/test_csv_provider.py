@@ -194,13 +194,13 @@ def test_interval_is_inferred_from_the_spacing_or_forced(tmp_path):
     store = CSVStore(tmp_path)
     intervals = {e["name"]: e["intervals"] for e in store.entries("csv")}
     assert intervals["M"][:4] == ["1m", "3m", "5m", "15m"] and "1M" in intervals["M"]
-    assert intervals["D"] == ["1d", "1w", "1M"]
-    with pytest.raises(BadInterval, match="supported: 1d, 1w, 1M"):
+    assert intervals["D"] == ["1d", "3d", "1w", "1M"]
+    with pytest.raises(BadInterval, match="supported: 1d, 3d, 1w, 1M"):
         store.history("D", "1h")
     with pytest.raises(BadInterval):
         store.history("D", "tick")
     forced = CSVStore(tmp_path, interval="4h")
-    assert forced.file("D").intervals() == ["4h", "8h", "12h", "1d", "1w", "1M"]
+    assert forced.file("D").intervals() == ["4h", "8h", "12h", "1d", "3d", "1w", "1M"]
 
 
 # ---- history requests ----------------------------------------------------------------------
@@ -441,7 +441,7 @@ def test_folder_comes_from_option_then_environment_then_the_sample(tmp_path, mon
     assert provider.settings.folder == SAMPLE_DIR
     entries = {e["name"]: e for e in provider.get_dataset()}
     assert sorted(entries) == ["ACME", "DEMO-USD", "US-YIELDS"]
-    assert entries["ACME"]["intervals"] == ["1d", "1w", "1M"]
+    assert entries["ACME"]["intervals"] == ["1d", "3d", "1w", "1M"]
     assert entries["DEMO-USD"]["intervals"][0] == "1m"
     assert entries["US-YIELDS"]["type"] == "line"
     assert sum(p.stat().st_size for p in SAMPLE_DIR.glob("*.csv")) < 1_000_000

@@ -7,6 +7,7 @@ These checks pin the fakes to the public API shapes (the recorded-shape samples 
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -183,6 +184,13 @@ def test_binance_dropped_and_closed_sockets(fb):
 # ---- Polygon REST --------------------------------------------------------------------------------
 
 
+def on_fake(fp, link: str) -> str:
+    """A ``next_url`` (a link to Polygon's own host, as the real one) sent to the fake."""
+    assert link.startswith("https://api.polygon.io/"), link
+    parts = urlsplit(link)
+    return f"{fp.rest_url}{parts.path}?{parts.query}"
+
+
 def test_polygon_tickers_page_with_next_url_and_never_echo_the_key(fp):
     auth = {"Authorization": "Bearer good"}
     url, tickers, pages = f"{fp.rest_url}/v3/reference/tickers", [], []
@@ -192,7 +200,7 @@ def test_polygon_tickers_page_with_next_url_and_never_echo_the_key(fp):
         params = None
         pages.append(body)
         tickers += [t["ticker"] for t in body["results"]]
-        url = body.get("next_url")
+        url = body.get("next_url") and on_fake(fp, body["next_url"])
     sample = load_sample("polygon_rest_responses.json")["tickers_page"]
     assert all(set(p) == set(sample) for p in pages[:-1])
     assert "next_url" not in pages[-1]
@@ -223,7 +231,7 @@ def test_polygon_aggregates_shape_paging_sessions_and_adjustment(fp):
     assert first["resultsCount"] == 3  # page_cap
     days = [b["t"] for b in first["results"]]
     assert days[0] == 1704085200000  # 2024-01-01 00:00 New York (05:00 UTC)
-    rest = httpx.get(first["next_url"], headers=auth).json()
+    rest = httpx.get(on_fake(fp, first["next_url"]), headers=auth).json()
     assert rest["results"][0]["t"] == days[-1] + 86_400_000
     weeks = httpx.get(f"{fp.rest_url}/v2/aggs/ticker/AAPL/range/1/week/2024-01-01/2024-01-31",
                       headers=auth).json()["results"]

@@ -43,6 +43,7 @@ LIVE_WIDGETS = {
     "live_grid": ["bar_grid", "grid", "manual", "watch"],
     "live_chart": ["chart", "line"],
     "write_a_provider": ["grid"],
+    "recorder": ["chart", "grid"],
     "shared_feed": ["grid"],
 }
 

@@ -214,10 +214,14 @@ def _stream_event(event: Any, live: set[str]) -> bool:
         return False
     if event.get("type") == "error":
         say(f"error: {event.get('message')}")
-        live.discard(event.get("symbol"))  # the hub released that stream
+        if event.get("gap") is None:  # a stream error: the hub released that stream
+            live.discard(event.get("symbol"))  # (a failed backfill names a gap and goes on)
         return not live
     state, detail = event.get("state"), event.get("detail")
-    say(f"{event.get('source')} is {state}" + (f": {detail}" if detail else ""))
+    what = event.get("source")
+    if "symbol" in event:  # one stream's health: live, stale, closed
+        what = f"{what}/{event['symbol']} {event.get('interval')}"
+    say(f"{what} is {state}" + (f": {detail}" if detail else ""))
     return state == "failed"  # given up after repeated crashes: no rows will come
 
 

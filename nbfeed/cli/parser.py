@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("history", "Print bars of a symbol (times in ISO 8601 UTC).")
     p.add_argument("source", help="provider name, e.g. simulated")
     p.add_argument("symbol", help="e.g. AAPL (see 'nbfeed symbols')")
-    p.add_argument("interval", help="a bar interval: 1s 1m 3m 5m 15m 30m 1h ... 1d 1w 1M")
+    p.add_argument("interval", help="a bar interval: 1s 1m 3m 5m 15m 30m 1h ... 1d 3d 1w 1M")
     p.add_argument("--start", help="first bar time: ISO 8601, epoch s/ms, or now-2d")
     p.add_argument("--end", help="end of the span (exclusive); default now")
     p.add_argument("--count", type=int, help="at most this many bars, the newest before --end")

@@ -4,6 +4,9 @@ REST (``nbfeed/api/...``) for providers, symbols and history, one websocket
 (``nbfeed/api/stream``, wire protocol v1) for every live stream of this Feed. The websocket runs
 on a background thread with its own event loop; if it drops (server restart), it reconnects
 with backoff and subscribes every open stream again, so streams resume without user action.
+While it is down every stream's status is ``restarting`` (``connection lost``), and ``running``
+again once it is back. Candle streams heal: the bars that ended while the socket was down come
+from the server's history before live bars go on (:mod:`.heal`).
 Authentication: ``Authorization: token <token>`` on every request (JupyterHub ignores
 ``?token=`` for API calls).
 """
@@ -22,6 +25,7 @@ from ..errors import NBFeedError, UpstreamError
 from ..jsonfast import dumps, loads
 from ..providers.registry import ProviderSpec
 from .feed import Feed
+from .heal import Heal
 from .http import ServerInfo, request
 from .remote_recordings import RemoteRecordings
 from .stream import Stream
@@ -42,6 +46,8 @@ class RemoteFeed(RemoteRecordings, Feed):
         self._streams: dict[str, Stream] = {}
         self._specs: dict[str, dict] = {}
         self._pending: dict[str, Future] = {}
+        self._requests: dict[str, asyncio.Future] = {}  # socket requests (history) by id
+        self._heals: dict[str, Heal] = {}  # subscription id -> its healing after a reconnect
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ws: Any = None
         self._connected = threading.Event()
@@ -108,6 +114,7 @@ class RemoteFeed(RemoteRecordings, Feed):
 
         ws_url = "ws" + self.url[4:] + "nbfeed/api/stream"
         delay = 0.25
+        lost = False  # the socket dropped: streams said "restarting" and must hear "running"
         while not self._closed:
             try:
                 self._ws = await websocket_connect(
@@ -122,7 +129,14 @@ class RemoteFeed(RemoteRecordings, Feed):
                 continue
             delay = 0.25
             for rid, spec in list(self._specs.items()):  # after a reconnect: resubscribe
+                stream = self._streams.get(rid)
+                if stream is not None and stream.interval != "tick":
+                    self._heal(rid, stream)
                 await self._ws.write_message(dumps({"type": "subscribe", "id": rid, **spec}))
+                if stream is not None and lost:
+                    stream._push_event({"type": "status", "source": stream.source,
+                                        "state": "running", "detail": "reconnected"})
+            lost = False
             self._connected.set()
             while True:
                 text = await self._ws.read_message()
@@ -130,9 +144,39 @@ class RemoteFeed(RemoteRecordings, Feed):
                     break
                 self._on_frame(loads(text))
             self._connected.clear()
+            lost = True
+            for fut in self._requests.values():
+                if not fut.done():
+                    fut.set_exception(UpstreamError("the nbfeed websocket closed"))
             for stream in self._streams.values():
                 stream._push_event({"type": "status", "source": stream.source,
                                     "state": "restarting", "detail": "connection lost"})
+
+    def _heal(self, rid: str, stream: Stream) -> None:
+        """Before subscribing ``rid`` again: fill what it misses once the server answers."""
+        old = self._heals.pop(rid, None)
+        if old is not None:
+            old.cancel()
+
+        async def fetch(symbol: str, start: int, end: int, count: int | None) -> list[dict]:
+            return await self._socket_history(stream.source, symbol, stream.interval, start,
+                                              end, count)
+
+        self._heals[rid] = Heal(stream, fetch)
+
+    async def _socket_history(self, source: str, symbol: str, interval: str, start: int,
+                              end: int, count: int | None = None) -> list[dict]:
+        """Bars of ``[start, end)`` (the newest ``count``) over the websocket (socket loop)."""
+        rid = f"h{next(self._ids)}"
+        assert self._loop is not None
+        fut = self._requests[rid] = self._loop.create_future()
+        try:
+            await self._ws.write_message(dumps({
+                "type": "history", "id": rid, "source": source, "symbol": symbol,
+                "interval": interval, "start": start, "end": end, "count": count}))
+            return await asyncio.wait_for(fut, self.timeout)
+        finally:
+            self._requests.pop(rid, None)
 
     def _on_frame(self, frame: dict) -> None:
         if self._on_session_frame(frame):
@@ -141,11 +185,26 @@ class RemoteFeed(RemoteRecordings, Feed):
         rid = frame.get("id")
         if kind in ("data_init", "data_update"):
             stream = self._streams.get(rid)
+            heal = self._heals.get(rid)
             if stream is not None and frame.get("rows"):
-                stream._push(frame["rows"])
+                if heal is not None:
+                    heal.rows(frame["rows"])
+                    if heal.done:
+                        self._heals.pop(rid, None)
+                else:
+                    stream._push(frame["rows"])
             fut = self._pending.pop(rid, None) if kind == "data_init" else None
             if fut is not None and not fut.done():
                 fut.set_result(True)
+        elif kind == "history":
+            request = self._requests.get(rid)
+            if request is not None and not request.done():
+                request.set_result(frame.get("rows") or [])
+        elif kind == "error" and rid in self._requests:
+            request = self._requests[rid]
+            if not request.done():
+                request.set_exception(NBFeedError.from_wire(frame.get("code"),
+                                                            frame.get("message", "")))
         elif kind == "error":
             fut = self._pending.pop(rid, None)
             if fut is not None and not fut.done():
@@ -154,9 +213,14 @@ class RemoteFeed(RemoteRecordings, Feed):
             elif rid in self._streams:
                 self._streams[rid]._push_event(frame)
         elif kind == "status":
+            symbol = frame.get("symbol")
             for stream in self._streams.values():
-                if stream.source == frame.get("source"):
-                    stream._push_event(frame)
+                if stream.source != frame.get("source"):
+                    continue
+                if symbol is not None and (symbol not in stream.symbols
+                                           or frame.get("interval") != stream.interval):
+                    continue  # one stream's health: only its subscribers
+                stream._push_event(frame)
 
     def _subscribe(self, source: str, symbols: list[str], interval: str) -> Stream:
         self._ensure_socket()
@@ -192,6 +256,9 @@ class RemoteFeed(RemoteRecordings, Feed):
             return
         self._streams.pop(rid, None)
         self._specs.pop(rid, None)
+        heal = self._heals.pop(rid, None)
+        if heal is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(heal.cancel)
         if self._loop is not None and self._ws is not None and not self._closed:
             asyncio.run_coroutine_threadsafe(
                 self._send_frame({"type": "unsubscribe", "id": rid}), self._loop)

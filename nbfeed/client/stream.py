@@ -9,6 +9,15 @@ conflated (newest wins), which bounds memory whatever the upstream rate.
 Thread-safety: every public method may be called from any thread. Callbacks run on the
 dispatcher thread; an exception in one is logged and the stream goes on.
 
+Health: :attr:`Stream.status` says whether the data can be trusted right now (``live``,
+``stale``, ``closed`` - its market is -, ``waiting`` for a first row, ``restarting`` while the
+provider or the connection to the server is down, ``failed``), :attr:`Stream.statuses` the same
+per symbol, and :attr:`Stream.age` / :attr:`Stream.ages` how many seconds ago the newest row
+arrived. They follow the hub's per-stream ``status`` events (:mod:`nbfeed.hub.staleness`),
+which :meth:`Stream.on_event` callbacks receive too - the hooks a widget uses to dim stale rows.
+Bars a stream missed during an interruption arrive late but in order, marked
+``backfilled: True`` (:mod:`nbfeed.hub.backfill`).
+
 Rows belong to the stream: a callback gets the same dicts as the stream's other callbacks and
 :attr:`Stream.latest`, so treat them as read-only (copy one before changing it). They are never
 the hub's own: an embedded hub shares each row with every subscriber and with the snapshot new
@@ -25,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +43,8 @@ from ..clock import WallClock
 log = logging.getLogger("nbfeed.client")
 
 MAX_INBOX_ROWS = 50_000
+#: Source states during which no row can be trusted to come (the provider or the link is down).
+_DOWN = ("failed", "restarting", "starting", "stopped")
 
 
 class Stream:
@@ -61,7 +73,11 @@ class Stream:
         self.closed = False
         self.rows_received = 0
         self.conflated_rows = 0
-        self.status: dict[str, Any] = {}
+        #: The newest ``status`` event of the source (provider running, restarting, ...).
+        self.source_status: dict[str, Any] = {}
+        self._states: dict[str, str] = {}  # symbol -> live | stale | closed (hub's events)
+        self._arrived: dict[Any, float] = {}  # symbol -> monotonic arrival of its newest row
+        self._newest: dict[Any, int] = {}  # symbol -> newest bar time pushed (candles)
         self.error: dict | None = None
         #: The clock this stream's rows run on (see the module docstring).
         self.clock: Any = WallClock()
@@ -75,7 +91,14 @@ class Stream:
 
     def _push(self, rows: list[dict]) -> None:
         """Called by the transport thread with new rows; never blocks for long."""
+        now = time.monotonic()
         with self._lock:
+            for row in rows:
+                symbol = row.get("symbol")
+                self._arrived[symbol] = now
+                t = row.get("time")
+                if isinstance(t, int) and t > self._newest.get(symbol, t - 1):
+                    self._newest[symbol] = t
             self._inbox.extend(rows)
             if len(self._inbox) > MAX_INBOX_ROWS:
                 self._conflate()
@@ -135,9 +158,17 @@ class Stream:
     def _consumed(self, rows: list[dict]) -> None:
         """Dispatcher thread, after every callback has had ``rows``."""
 
+    def newest_time(self, symbol: str) -> int | None:
+        """The newest bar (candles) or row time received for ``symbol``, None before any."""
+        with self._lock:
+            return self._newest.get(symbol)
+
     def _handle_event(self, event: dict) -> None:
         if event.get("type") == "status":
-            self.status[event.get("source")] = event
+            if "symbol" in event:
+                self._states[event["symbol"]] = str(event.get("state"))
+            else:
+                self.source_status[event.get("source")] = event
         elif event.get("type") == "error":
             self.error = event
             log.warning("nbfeed stream %s: %s", self.source, event.get("message"))
@@ -162,7 +193,9 @@ class Stream:
         return callback
 
     def on_event(self, callback: Callable[[dict], Any]) -> Callable[[dict], Any]:
-        """Call ``callback(event)`` for status (provider restarting/running) and error events."""
+        """Call ``callback(event)`` for status and error events: the provider's (``source``,
+        ``state`` restarting/running/...) and each symbol's (``symbol``, ``state`` live/stale/
+        closed, ``age``), on the dispatcher thread."""
         with self._lock:
             self._event_callbacks.append(callback)
         return callback
@@ -194,6 +227,48 @@ class Stream:
         from .frames import latest_frame
 
         return latest_frame(self.latest_rows())
+
+    @property
+    def status(self) -> str:
+        """Whether the data can be trusted now (see the module docstring): ``restarting``,
+        ``failed``... while the source is down, else ``stale`` if any symbol is, ``closed`` if
+        every symbol's market is, ``waiting`` before the first row, else ``live``."""
+        if self.closed:
+            return "unsubscribed"
+        for event in self.source_status.values():
+            if event.get("state") in _DOWN:
+                return str(event["state"])
+        states = self.statuses
+        if "stale" in states.values():
+            return "stale"
+        if states and all(v == "closed" for v in states.values()):
+            return "closed"
+        if not self._arrived:
+            return "waiting"
+        return "live"
+
+    @property
+    def statuses(self) -> dict[str, str]:
+        """Per symbol: ``live``, ``stale``, ``closed`` or ``waiting`` (no row yet)."""
+        with self._lock:
+            arrived = set(self._arrived)
+        return {s: self._states.get(s, "live" if s in arrived else "waiting")
+                for s in self.symbols}
+
+    @property
+    def age(self) -> float | None:
+        """Seconds since the newest row of any symbol arrived; None before the first."""
+        with self._lock:
+            newest = max(self._arrived.values(), default=None)
+        return None if newest is None else time.monotonic() - newest
+
+    @property
+    def ages(self) -> dict[str, float | None]:
+        """Per symbol, seconds since its newest row arrived (None before its first)."""
+        now = time.monotonic()
+        with self._lock:
+            return {s: (now - self._arrived[s]) if s in self._arrived else None
+                    for s in self.symbols}
 
     def latest_rows(self) -> list[dict]:
         """The newest row per symbol as plain row dicts (copies; epoch-ms ``time``), in

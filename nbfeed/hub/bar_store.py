@@ -12,7 +12,8 @@ Writing a bar whose time is already stored replaces it.
 
 Rows in and out: ``bar_record`` checks one row and turns it into a ``Record``; a row that is not
 a dict, has no integer epoch-ms ``time`` (or one outside 1900..2999), has a non-string field name
-or symbol, or a non-numeric field raises ``MalformedBar`` saying what is wrong. ``parse_fetched``
+or symbol, or a field that is neither a number nor a flag (``True``/``False``, such as Binance's
+``closed``) raises ``MalformedBar`` saying what is wrong. ``parse_fetched``
 does the same for a whole fetch answer (a list) and names the row. A row holding exactly
 ``time``, the five OHLCV numbers and at most the series' own ``symbol`` comes back with those
 numbers as floats; any other row comes back with its fields exactly as stored. Rows without
@@ -396,8 +397,8 @@ def _row_time(value: Any) -> int:
 
 
 def _row_number(key: str, value: Any) -> Any:
-    if value is None or type(value) in _FAST_NUMBERS:
-        return value
+    if value is None or type(value) in _FAST_NUMBERS or type(value) is bool:
+        return value  # a flag stays a flag (JSON true/false), not 1/0
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return int(value) if isinstance(value, numbers.Integral) else float(value)
     raise MalformedBar(f"field {key!r} = {value!r:.60} is not a number")

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..providers.registry import ProviderSpec
+from .backfill import BackfillRules
+from .staleness import StalenessRules
 
 
 def default_home() -> Path:
@@ -58,6 +60,10 @@ class HubConfig:
     #: Options configured for providers that are not loaded, used only to tell whether they
     #: could run (e.g. an API key given in configuration).
     known_options: dict[str, dict] = field(default_factory=dict)
+    #: When a silent stream is reported stale (see :mod:`nbfeed.hub.staleness`).
+    staleness: StalenessRules = field(default_factory=StalenessRules)
+    #: How candle streams' holes are filled from history (see :mod:`nbfeed.hub.backfill`).
+    backfill: BackfillRules = field(default_factory=BackfillRules)
     #: How the hub reaches its sources (:class:`nbfeed.hub.transport.TransportFactory`):
     #: ``None`` runs each provider in a local child process; ``nbfeed.bus.BusClient`` reaches
     #: the providers of a shared feed server through Redis.

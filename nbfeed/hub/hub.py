@@ -5,7 +5,10 @@ transport of :mod:`nbfeed.hub.transport`), routes live subscriptions reference-c
 ``(source, symbol, interval)`` (first subscriber -> the provider's ``start_streaming``, last one
 gone -> ``on_close``), fans every batch out to each subscriber's bounded outbox, keeps the symbol
 catalog and the history cache, and re-subscribes every stream a restarted provider was serving,
-so subscribers only see ``status`` events, never silence.
+so subscribers only see ``status`` events, never silence. Two helpers keep the data trustworthy:
+:mod:`.staleness` reports each stream that goes silent for too long as ``stale`` (or ``closed``
+when its provider says the market is), and :mod:`.backfill` fills the bars a candle stream missed
+during an interruption from history, in order, before live bars continue.
 
 All public coroutines must be awaited on the hub's event loop. Errors are
 :mod:`nbfeed.errors` exceptions naming the bad value.
@@ -35,6 +38,7 @@ from ..providers.registry import (
     check_source_name,
     describe_unloaded,
 )
+from .backfill import Backfill, Span, gap_event
 from .config import HubConfig
 from .outbox import StreamBatch
 from .requests import check_name, history_request
@@ -45,6 +49,7 @@ from .sessions import (
     check_options,
     split_interval,
 )
+from .staleness import StreamHealth
 from .subscription import Subscription
 from .transport import ProviderTransport, local_process
 
@@ -94,6 +99,12 @@ class Hub:
         # started (a server answers HTTP before its extensions' start hooks run) wait too.
         self._ready: dict[str, asyncio.Event] = {
             spec.name: asyncio.Event() for spec in self.config.providers}
+        #: Each live stream's health (live, stale, closed) and its expected cadence.
+        self.health = StreamHealth(self.config.staleness, emit=self._stream_status)
+        #: Fills the holes of candle streams after interruptions.
+        self.backfill = Backfill(self.config.backfill, fetch=self._backfill_fetch,
+                                 filled=self._backfilled)
+        self._health_task: asyncio.Task | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -116,6 +127,7 @@ class Hub:
         opener = getattr(cfg.transport, "open", None)
         if opener is not None:  # e.g. the shared feed's Redis connection
             await opener(self)
+        self._health_task = asyncio.ensure_future(self._watch_health())
         await asyncio.gather(*(self.add_provider(spec) for spec in cfg.providers))
 
     async def stop(self) -> None:
@@ -134,6 +146,8 @@ class Hub:
         closer = getattr(self.config.transport, "close", None)
         if closer is not None and self.started:
             await closer()
+        if self._health_task is not None:
+            self._health_task.cancel()
         if self.catalog is not None:
             self.catalog.close()
         if self.cache is not None:
@@ -471,9 +485,13 @@ class Hub:
             stream = self._streams.get(key)
             if stream is None:
                 stream = self._streams[key] = _Stream()
+                self.health.track(key)
             stream.subs.add(sub)
             if len(stream.subs) == 1:
                 proc.send(("sub", self.client_id, key[1], key[2]))
+            health = self.health.status(key)
+            if health is not None and health["state"] != "live":
+                sub.put_event(health)  # a new subscriber learns at once that it is stale/closed
         if proc.status[0] not in ("running", "starting"):
             state, detail = proc.status
             sub.put_event({"type": "status", "source": source, "state": state,
@@ -506,6 +524,8 @@ class Hub:
             stream.subs.discard(sub)
             if not stream.subs:
                 del self._streams[key]
+                self.health.forget(key)
+                self.backfill.forget(key)
                 if proc is not None:
                     proc.send(("unsub", self.client_id, key[1], key[2]))
         if sub.session is not None:
@@ -529,12 +549,11 @@ class Hub:
                 stream = self._streams.get(key)
                 if stream is None or not rows:
                     continue  # late rows of a stream nobody wants any more
-                plain, session = split_interval(interval)
-                if session is None:
-                    self._remember(key, stream, rows)
-                batch = StreamBatch(source, symbol, plain, rows)
-                for sub in stream.subs:
-                    sub.put_batch(batch)
+                self.health.saw_rows(key)
+                self._deliver(key, stream, rows)
+        elif op == "market":
+            _, state, symbols, detail = msg
+            self.health.market(source, symbols, state, detail)
         elif op == "stream_error":
             _, symbol, interval, error = msg
             key = (source, symbol, interval)
@@ -547,6 +566,24 @@ class Hub:
                      "symbol": symbol, "interval": interval}
             for sub in stream.subs:
                 sub.put_event(event)
+
+    def _deliver(self, key: tuple[str, str, str], stream: _Stream, rows: list[dict]) -> None:
+        """Hand live rows to every subscriber - unless they reveal a hole in a candle stream:
+        then they wait until the hole is filled (:mod:`.backfill`)."""
+        plain, session = split_interval(key[2])
+        if session is not None:
+            # A session's rows (a replay) are its subscriber's own: no snapshot, no cache, no
+            # holes to fill - the batch carries the plain interval the subscriber asked for.
+            batch = StreamBatch(key[0], key[1], plain, rows)
+        else:
+            if key[2] != TICK:
+                last = stream.bars[-1].get("time") if stream.bars else None
+                if self.backfill.holds(key, last, rows):
+                    return
+            self._remember(key, stream, rows)
+            batch = StreamBatch(key[0], key[1], key[2], rows)
+        for sub in stream.subs:
+            sub.put_batch(batch)
 
     def _remember(self, key: tuple[str, str, str], stream: _Stream, rows: list[dict]) -> None:
         """Keep what a new subscriber starts from, and hand final candles to the cache.
@@ -585,6 +622,10 @@ class Hub:
         for sub in self._subs:
             if sub.source == source:
                 sub.put_event(event)
+        if state != "running":
+            # The process restarts or the provider reports trouble upstream: its candle streams
+            # may lose bars; their next later bar opens a fill from the last one delivered.
+            self.backfill.interrupt(k for k in self._streams if k[0] == source and k[2] != TICK)
         proc = self._processes.get(source)
         if origin == "process" and state == "running" and proc is not None:
             # A (re)started process knows nothing: subscribe it to every stream of its source,
@@ -618,6 +659,53 @@ class Hub:
             for key in sub.keys:
                 if key in self._streams:
                     proc.send(("sub", self.client_id, key[1], key[2]))
+
+    # ---- stream health and holes (see .staleness and .backfill) ----------------------------
+
+    async def _watch_health(self) -> None:
+        every = self.config.staleness.check_every
+        while True:
+            await asyncio.sleep(every)
+            try:
+                self.health.check()
+            except Exception:  # a bug here must not stop the watch
+                log.exception("checking stream health failed")
+
+    def _stream_status(self, key: tuple[str, str, str], event: dict) -> None:
+        stream = self._streams.get(key)
+        if stream is None:
+            return
+        if event["state"] == "stale" and key[2] != TICK:
+            self.backfill.interrupt([key])
+        for sub in stream.subs:
+            sub.put_event(event)
+
+    async def _backfill_fetch(self, source: str, symbol: str, interval: str, start: int,
+                              end: int, count: int | None) -> list[dict]:
+        return await self.history(source, symbol, interval, start=start, end=end, count=count)
+
+    def _backfilled(self, key: tuple[str, str, str], bars: list[dict], held: list[dict],
+                    error: Exception | None, span: Span) -> None:
+        """A fill ended: its bars go out first (marked ``backfilled``), then the held rows."""
+        stream = self._streams.get(key)
+        if stream is None:
+            return
+        if bars:
+            # The bars are final (history) and already in the cache; the stream starts over
+            # from them, so the hub never takes the bar open before the hole for final.
+            stream.bars = [dict(b) for b in bars[-2:]]
+            batch = StreamBatch(key[0], key[1], key[2],
+                                [{**b, "backfilled": True} for b in bars])
+            for sub in stream.subs:
+                sub.put_batch(batch)
+        elif error is not None:
+            stream.bars = []  # the bar open before the hole is not known final: not cached
+        if error is not None:
+            event = gap_event(key, span, error)
+            for sub in stream.subs:
+                sub.put_event(event)
+        if held:
+            self._deliver(key, stream, held)
 
 
 __all__ = ["Hub"]

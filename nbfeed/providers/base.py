@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from ..intervals import INTERVALS
 from .rows import normalize_rows, reference_message_rows
 
 STATUS_STATES = ("running", "degraded", "failed")
+MARKET_STATES = ("open", "closed")
 
 
 class Provider:
@@ -240,6 +241,27 @@ class Provider:
             self._sink.status(state, str(detail))
         else:
             self.log.info("status %s: %s", state, detail)
+
+    def set_market_state(self, state: str, symbols: Iterable[str] | None = None,
+                         detail: str = "") -> None:
+        """Say whether the market of ``symbols`` (default: every symbol of this source) is
+        ``"open"`` or ``"closed"``, from any thread.
+
+        While a stream's market is closed, its silence is reported to subscribers as
+        ``closed`` (with ``detail``, e.g. ``"NYSE closed until 09:30 ET"``), never as
+        ``stale``: a closed market is not a dead feed. ``"open"`` ends that; a stream silent
+        for too long after it is stale again. Say it when it changes (and for a symbol whose
+        first subscriber arrives while its market is closed); the hub remembers the last word
+        per symbol until the provider process restarts.
+        """
+        if state not in MARKET_STATES:
+            raise ValueError(f"state must be one of {MARKET_STATES}, got {state!r}")
+        names = None if symbols is None else [str(s) for s in (
+            [symbols] if isinstance(symbols, str) else symbols)]
+        if self._sink is not None:
+            self._sink.send(("market", state, names, str(detail)))
+        else:
+            self.log.info("market %s for %s: %s", state, names or "every symbol", detail)
 
     def clients(self, symbol: str, interval: str) -> frozenset:
         """The clients currently subscribed to ``(symbol, interval)`` (reference level)."""

@@ -23,6 +23,7 @@ provider -> hub::
     ("reply", req_id, ok, value_or_error)
     ("stream_error", symbol, interval, error)
     ("status", state, detail)
+    ("market", "open"|"closed", [symbol, ...] or None, detail)   set_market_state
 
 Failure behaviour: when the hub's end of the pipe closes (the hub stopped or died, even by
 SIGKILL) or the parent process disappears, this process exits within about a second, so no

@@ -15,6 +15,8 @@ Failure modes common to all fakes:
   through a frame, without a close frame;
 * ``close_sockets(code, reason)`` - a clean server-initiated close (a scheduled disconnect);
 * ``reject_sockets(count)`` - the next ``count`` websocket handshakes are refused with 503;
+* ``cut_sockets(seconds, mid_frame=True)`` - an outage of the upstream socket: every websocket is
+  dropped and every handshake refused (503) for ``seconds``; returns the monotonic time it ends;
 * ``send_raw(text)`` - push an arbitrary frame (malformed JSON, say) to every open websocket.
 """
 
@@ -90,6 +92,7 @@ class FakeServer:
         self._cond = threading.Condition()
         self._faults: deque[tuple] = deque()
         self._socket_rejects = 0
+        self._sockets_blocked_until = 0.0  # time.monotonic() before which handshakes fail
         self._live: dict[RecordedSocket, tornado.websocket.WebSocketHandler] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -245,10 +248,23 @@ class FakeServer:
 
     def take_socket_reject(self) -> bool:
         with self._cond:
+            if time.monotonic() < self._sockets_blocked_until:
+                return True
             if self._socket_rejects > 0:
                 self._socket_rejects -= 1
                 return True
             return False
+
+    def cut_sockets(self, seconds: float, mid_frame: bool = True) -> float:
+        """An outage: drop every websocket now and refuse handshakes for ``seconds``.
+
+        Returns the ``time.monotonic()`` at which handshakes are accepted again (the moment the
+        upstream is "back")."""
+        with self._cond:
+            self._sockets_blocked_until = time.monotonic() + seconds
+            until = self._sockets_blocked_until
+        self.drop_sockets(mid_frame=mid_frame)
+        return until
 
     def drop_sockets(self, mid_frame: bool = True) -> int:
         """Cut every open websocket's TCP connection without a close frame; returns how many.

@@ -17,6 +17,16 @@ Websocket (``fb.ws_url``, like ``wss://stream.binance.com:9443``)
     than ``max_messages_per_second`` client frames in a second closes the connection (1008), as
     Binance does; more than ``max_streams_per_connection`` streams is refused.
 
+Payload shapes are Binance's documented ones, field by field (the samples in ``data/``); where
+they could not be checked against a recording this says so. The symbol list includes
+``这是测试币456`` (base ``这是测试币``, quote ``456``), the UTF-8 symbol Binance added to its spot
+testnet on 2025-12-18 to exercise UTF-8 handling (changelog of 2025-12-15/18: "the response may
+contain non-ASCII characters encoded in UTF-8"); its REST and stream payloads are the ASCII ones
+with that name, which is a guess: no recording of them was found. Stream names lower-case the
+symbol, so that symbol's streams are ``这是测试币456@kline_1m`` etc.; in ``/stream?streams=``
+the names arrive percent-encoded and are decoded by the server. ``3d`` klines open at epoch
+multiples of three days.
+
 Prices come from a deterministic model, so the same span always returns the same klines; symbols
 do not exist before their listing time. ``announce_shutdown()`` sends the ``serverShutdown``
 event; the failure modes of :class:`~tests.fakes._server.FakeServer` apply.

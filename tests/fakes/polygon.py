@@ -2,13 +2,20 @@
 
 Wire formats follow Polygon's public docs field by field (samples in ``data/polygon_*.json``):
 
-REST (``fp.rest_url``, like ``https://api.polygon.io``); the key goes in ``apiKey=`` or
-``Authorization: Bearer``. An unknown key answers 401 ``{"status": "ERROR", "error": ...}``; a
-market the key is not entitled to answers 403 ``NOT_AUTHORIZED``.
+REST (``fp.rest_url``, like ``https://api.polygon.io``; with ``path_prefix`` the routes sit under
+that path, as behind a gateway); the key goes in ``apiKey=`` or ``Authorization: Bearer``. An
+unknown key answers 401 ``{"status": "ERROR", "error": ...}``; a market the key is not entitled
+to answers 403 ``NOT_AUTHORIZED``.
     ``/v3/reference/tickers`` (``market``, ``active``, ``ticker``, ``limit`` <= 1000) paged with
     ``next_url`` + ``cursor``; ``/v2/aggs/ticker/{t}/range/{mult}/{timespan}/{from}/{to}``
     (``adjusted``, ``sort``, ``limit`` <= 50000; ``from``/``to`` as dates or epoch ms, ``to``
-    inclusive) paged with ``next_url``; ``/v2/aggs/ticker/{t}/prev``. Stocks and indices use
+    inclusive) paged with ``next_url``; ``/v2/aggs/ticker/{t}/prev``; ``/v1/marketstatus/now``
+    (shape from Polygon's docs: ``market``, ``exchanges``, ``currencies``, ``serverTime``...;
+    set ``fp.markets_open``). ``next_url`` is an absolute link to Polygon's own host
+    (``https://api.polygon.io/...``, as in recorded answers - see ``data/polygon_rest_responses``)
+    whatever host was asked; ``next_url_base`` changes it. Index aggregates (``I:``) carry no
+    ``v``, ``vw`` or ``n`` (REST and websocket alike), as Polygon's index aggregates do: they
+    are built from index values, not trades. Stocks and indices use
     US Eastern (standard time, UTC-5) session days, so daily bars start at 05:00 UTC and weekly
     bars on Sunday, as Polygon's do; crypto and forex days are UTC. ``page_cap`` makes pages
     shorter than ``limit`` to exercise paging. AAPL split 4:1 on 2020-08-31: ``adjusted=false``
@@ -22,8 +29,16 @@ Websocket (``fp.ws_url`` + ``/stocks``, ``/crypto``, ``/forex``, ``/indices``; t
     ``V``/``A`` (indices). Per-second aggregates are sent once per elapsed second (twice with
     ``repeat_aggregates``); a second authenticated connection to the same cluster with the same
     key gets ``max_connections``. ``revoke_key(key)`` makes a key invalid from then on.
+    Each channel of a ``subscribe`` is answered by one status, in order: ``success``
+    ("subscribed to: A.AAPL"), or, for a per-second aggregate channel (``A``, ``XAS``, ``CAS``)
+    on a key missing from ``second_aggregates`` (a plan with per-minute aggregates only), an
+    ``error`` whose message is ``refusal_message`` (``{channel}`` is replaced). The wording of
+    Polygon's refusal was not found in a recording: the default, a bare ``"not authorized"``,
+    is a guess, and clients should not depend on it.
 
-Trading hours are not modelled: every market trades around the clock here.
+Trading hours are only modelled through ``markets_open``: while a market is closed its clusters
+send no events (per market: ``"stocks"`` also covers indices, ``"crypto"``, ``"fx"``); otherwise
+every market trades around the clock here.
 """
 
 from __future__ import annotations
@@ -79,8 +94,18 @@ class FakePolygon(FakeServer):
     name = "fake-polygon"
 
     def __init__(self, *, api_keys: dict[str, set[str]] | None = None, push_interval: float = 0.1,
-                 page_cap: int = 50000, max_connections_per_cluster: int = 1) -> None:
+                 page_cap: int = 50000, max_connections_per_cluster: int = 1,
+                 path_prefix: str = "", next_url_base: str = "https://api.polygon.io",
+                 second_aggregates: set[str] | None = None,
+                 refusal_message: str = "not authorized") -> None:
         super().__init__(push_interval=push_interval)
+        self.path_prefix = path_prefix.rstrip("/")
+        self.next_url_base = next_url_base.rstrip("/")
+        #: Keys whose plan has per-second aggregates (None: every key).
+        self.second_aggregates = second_aggregates
+        self.refusal_message = refusal_message
+        #: Which markets trade now: "stocks" (stocks and indices), "crypto", "fx".
+        self.markets_open = {"stocks": True, "crypto": True, "fx": True}
         self.api_keys = {k: set(v) for k, v in (api_keys or {"test-key": set(ALL_MARKETS)}).items()}
         self.page_cap = page_cap
         self.max_connections_per_cluster = max_connections_per_cluster
@@ -100,7 +125,7 @@ class FakePolygon(FakeServer):
 
     @property
     def rest_url(self) -> str:
-        return self.http_url
+        return self.http_url + self.path_prefix
 
     @property
     def ws_url(self) -> str:
@@ -111,12 +136,30 @@ class FakePolygon(FakeServer):
         return self.ws_base + "/delayed"
 
     def routes(self) -> list:
+        at = self.path_prefix
         return [
-            (r"/v3/reference/tickers", _Tickers),
-            (r"/v2/aggs/ticker/([^/]+)/prev", _Prev),
-            (r"/v2/aggs/ticker/([^/]+)/range/([^/]+)/([^/]+)/([^/]+)/([^/]+)", _Aggs),
+            (at + r"/v3/reference/tickers", _Tickers),
+            (at + r"/v1/marketstatus/now", _MarketStatus),
+            (at + r"/v2/aggs/ticker/([^/]+)/prev", _Prev),
+            (at + r"/v2/aggs/ticker/([^/]+)/range/([^/]+)/([^/]+)/([^/]+)/([^/]+)", _Aggs),
             (r"/(delayed/)?(stocks|crypto|forex|indices|options)", _Cluster),
         ]
+
+    def market_open(self, ticker: str) -> bool:
+        market = self.market_of(ticker)
+        key = {"crypto": "crypto", "fx": "fx"}.get(market or "", "stocks")
+        return self.markets_open.get(key, True)
+
+    def market_status(self) -> dict:
+        """The ``/v1/marketstatus/now`` body for the current ``markets_open``."""
+        stocks = "open" if self.markets_open.get("stocks", True) else "closed"
+        return {"afterHours": False, "earlyHours": False, "market": stocks,
+                "serverTime": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "exchanges": {"nasdaq": stocks, "nyse": stocks, "otc": stocks},
+                "currencies": {"crypto": "open" if self.markets_open.get("crypto", True)
+                               else "closed",
+                               "fx": "open" if self.markets_open.get("fx", True) else "closed"},
+                "indicesGroups": {"s_and_p": stocks, "nasdaq": stocks, "dow_jones": stocks}}
 
     def rate_limit_body(self) -> dict:
         return self.responses["rate_limited"]
@@ -161,6 +204,9 @@ class FakePolygon(FakeServer):
         if not adjusted and ticker == "AAPL" and start < SPLIT_AAPL[0]:
             factor = SPLIT_AAPL[1]
         v = v / factor
+        if ticker.startswith("I:"):  # index aggregates: values, no trades, so no v/vw/n
+            return {"o": round(o, 4), "c": round(c, 4), "h": round(h, 4), "l": round(low, 4),
+                    "t": start}
         return {"v": round(v, 4) if ticker.startswith(("X:", "C:")) else float(int(v)),
                 "vw": round((o + c) / 2 * factor, 4), "o": round(o * factor, 4),
                 "c": round(c * factor, 4), "h": round(h * factor, 4),
@@ -273,7 +319,7 @@ class _Tickers(_PolygonHandler):
         if offset + size < len(items):
             nxt = dict(args, offset=str(offset + size))
             token = base64.urlsafe_b64encode(urlencode(nxt).encode()).decode()
-            body["next_url"] = f"{fake.rest_url}/v3/reference/tickers?cursor={token}"
+            body["next_url"] = f"{fake.next_url_base}/v3/reference/tickers?cursor={token}"
         self.write_json(body)
 
 
@@ -340,9 +386,15 @@ class _Aggs(_PolygonHandler):
                 nfrom, nto = bars[size]["t"], end
             else:
                 nfrom, nto = start, bars[size]["t"]
-            body["next_url"] = (f"{fake.rest_url}/v2/aggs/ticker/{ticker}/range/{mult}/"
+            body["next_url"] = (f"{fake.next_url_base}/v2/aggs/ticker/{ticker}/range/{mult}/"
                                 f"{timespan}/{nfrom}/{nto}?cursor={token}")
         self.write_json(body)
+
+
+class _MarketStatus(_PolygonHandler):
+    def get(self) -> None:
+        if self.check_key(None):
+            self.write_json(self.fake.market_status())
 
 
 class _Prev(_PolygonHandler):
@@ -408,6 +460,11 @@ class _Cluster(FakeSocketHandler):
         for channel in (p.strip() for p in params.split(",")):
             if not channel:
                 continue
+            if action == "subscribe" and not self.plan_allows(channel):
+                replies.append({"ev": "status", "status": "error",
+                                "message": self.fake.refusal_message.replace("{channel}",
+                                                                             channel)})
+                continue
             if action == "subscribe":
                 self.subs.add(channel)
                 self._cursor[channel] = int(time.time()) * 1000
@@ -420,6 +477,12 @@ class _Cluster(FakeSocketHandler):
         self.record.data["subs"] = sorted(self.subs)
         if replies:
             self.send_json(replies)
+
+    def plan_allows(self, channel: str) -> bool:
+        """Per-second aggregates only for keys in ``second_aggregates`` (None: all keys)."""
+        allowed = self.fake.second_aggregates
+        return (allowed is None or self.key in allowed
+                or channel.partition(".")[0] not in ("A", "XAS", "CAS"))
 
     def authenticate(self, key: Any) -> None:
         fake = self.fake
@@ -451,7 +514,7 @@ class _Cluster(FakeSocketHandler):
         for channel in sorted(self.subs):
             ev, _, name = channel.partition(".")
             ticker = ticker_of(self.cluster, name)
-            if self.fake.market_of(ticker) is None:
+            if self.fake.market_of(ticker) is None or not self.fake.market_open(ticker):
                 continue
             events.extend(self.events_for(ev, name, ticker, channel, now))
         self._previous_aggs = [e for e in events if "s" in e and "e" in e]
@@ -501,10 +564,17 @@ class _Cluster(FakeSocketHandler):
         if self._volume.get(f"{ticker}:day") != day:
             self._volume[f"{ticker}:day"] = day
             self._volume[ticker] = float(int(5_000_000 * unit("av", ticker, day)))
-        self._volume[ticker] += bar["v"]
+        self._volume[ticker] += bar.get("v", 0.0)
         base = "A" if ev == "AM" else ("XAS" if ev == "XA" else ("CAS" if ev == "CA" else ev))
         event = copy.deepcopy(fake.messages["events"][base])
         event.update(ev=ev, o=bar["o"], h=bar["h"], l=bar["l"], c=bar["c"], s=start, e=end)
+        if ticker.startswith("I:"):
+            # Index aggregates: ev, sym, op, o, c, h, l, s, e - values, not trades.
+            for key in ("v", "av", "vw", "a", "z"):
+                event.pop(key, None)
+            event["op"] = round(fake.model.price(ticker, day), 4)
+            event["sym"] = name
+            return event
         if "v" in event:
             event["v"] = bar["v"]
         if "vw" in event:

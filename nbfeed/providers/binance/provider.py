@@ -12,6 +12,16 @@ ask) streams per symbol; ``prev_close`` is the 24 h window's open, so ``change``
 ``change_percent`` match Binance's own. A stream silent for ``idle_timeout`` has its connection
 renewed (Binance pushes every stream at least every 2 s).
 
+Symbols: every symbol the exchange lists is accepted, UTF-8 ones included (Binance lists such
+symbols since 2025-12, e.g. ``这是测试币456`` on the spot testnet): letters and digits of any
+script and ``-``, ``_``, ``.``, at most 50 characters. Anything else (``/``, ``@``, ``?``, ``%``,
+spaces, control characters, lone surrogates) could break a URL or a stream name and is refused
+before it reaches Binance.
+
+Rows keep the fields users of Binance rely on beyond OHLCV: candles carry ``closed`` (the
+kline's ``x``), ``quote_volume`` (``q``) and ``trades`` (``n``); quotes carry ``vwap`` (the 24 h
+ticker's ``w``).
+
 Failure behaviour: a malformed symbol or one not trading on spot raises
 :class:`~nbfeed.errors.UnknownSymbol`; when the symbol list cannot be loaded (rate limited or
 upstream down) the name is let through and an unknown stream simply stays silent. Stream trouble
@@ -23,12 +33,12 @@ Configuration (provider options, else environment, else Binance's public endpoin
 ``NBFEED_BINANCE_WS_URL`` (default ``wss://stream.binance.com:9443``). Other options:
 ``quote_assets`` (list: only list symbols quoted in these), ``max_history_bars`` (default
 200,000), ``max_wait`` (longest rate-limit wait a request sits through, default 90 s),
-``max_streams_per_connection`` (default 1024), ``request_timeout`` (default 15 s).
+``max_streams_per_connection`` (default 1024), ``request_timeout`` (default 15 s),
+``max_backoff`` (longest wait between reconnect attempts, default 3 s).
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from typing import Any
@@ -42,7 +52,21 @@ from ..dataset import CANDLE_OUTPUTS
 from .rest import DEFAULT_REST_URL, BinanceREST
 from .stream import DEFAULT_WS_URL, CombinedStreams, kline_row, stream_names
 
-_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+MAX_SYMBOL_CHARS = 50
+_SYMBOL_PUNCTUATION = frozenset("-_.")
+
+
+def symbol_problem(symbol: object) -> str | None:
+    """Why ``symbol`` cannot be a Binance symbol (it could break a URL or a stream name), or
+    None. Letters and digits of any script are fine: Binance symbols may be UTF-8."""
+    if not isinstance(symbol, str) or not symbol:
+        return "a symbol is a non-empty string"
+    if len(symbol) > MAX_SYMBOL_CHARS:
+        return f"a symbol has at most {MAX_SYMBOL_CHARS} characters"
+    for ch in symbol:
+        if not (ch.isalnum() or ch in _SYMBOL_PUNCTUATION):
+            return f"{ch!r} is not a letter, a digit, '-', '_' or '.'"
+    return None
 
 
 class BinanceProvider(Provider):
@@ -66,7 +90,9 @@ class BinanceProvider(Provider):
             self.ws_url, self._on_event, stop=self.stopping, log=self.log,
             max_streams_per_connection=positive_int(opts, "binance",
                                                     "max_streams_per_connection", 1024),
-            max_backoff=positive_number(opts, "binance", "max_backoff", 30.0),
+            # A feed should be back within seconds of the exchange: reconnect attempts at most
+            # 3 s apart stay far below Binance's 300 connection attempts per 5 minutes per IP.
+            max_backoff=positive_number(opts, "binance", "max_backoff", 3.0),
             on_state=self._on_stream_state)
         self._symbols: set[str] | None = None
         self._symbols_at = 0.0
@@ -90,9 +116,11 @@ class BinanceProvider(Provider):
         } for s in items]
 
     def _check_symbol(self, symbol: Any) -> str:
-        if not isinstance(symbol, str) or not _SYMBOL_RE.match(symbol):
-            raise UnknownSymbol(f"binance symbols are 2-20 upper-case letters/digits like "
-                                f"'BTCUSDT', got {symbol!r:.60}")
+        problem = symbol_problem(symbol)
+        if problem is not None:
+            raise UnknownSymbol(f"binance symbols are letters and digits (any script) and "
+                                f"'-', '_', '.', like 'BTCUSDT' or '这是测试币456': {problem}; "
+                                f"got {symbol!r:.60}")
         with self._symbols_lock:
             known, age = self._symbols, time.monotonic() - self._symbols_at
         stale = known is None or (symbol not in known and age > 600)
@@ -108,7 +136,8 @@ class BinanceProvider(Provider):
             with self._symbols_lock:
                 self._symbols, self._symbols_at = known, time.monotonic()
         if symbol not in known:
-            raise UnknownSymbol(f"binance has no spot symbol {symbol!r} trading now")
+            hint = f"; did you mean {symbol.upper()!r}?" if symbol.upper() in known else ""
+            raise UnknownSymbol(f"binance has no spot symbol {symbol!r} trading now{hint}")
         return symbol
 
     # ---- history ------------------------------------------------------------------------------
@@ -148,10 +177,13 @@ class BinanceProvider(Provider):
             elif kind == "24hrTicker":
                 # prev_close is the rolling window's open, so change == price - prev_close
                 # and change_percent match Binance's own p and P.
-                self._quote(data["s"], int(data["E"]), price=float(data["c"]),
-                            prev_close=float(data["o"]), change=float(data["p"]),
-                            change_percent=float(data["P"]), volume=float(data["v"]),
-                            bid=float(data["b"]), ask=float(data["a"]))
+                fields = dict(price=float(data["c"]), prev_close=float(data["o"]),
+                              change=float(data["p"]), change_percent=float(data["P"]),
+                              volume=float(data["v"]), bid=float(data["b"]),
+                              ask=float(data["a"]))
+                if "w" in data:  # the 24 h volume-weighted average price
+                    fields["vwap"] = float(data["w"])
+                self._quote(data["s"], int(data["E"]), **fields)
             elif stream.endswith("@bookTicker"):
                 self._quote(data["s"], now_ms(), bid=float(data["b"]), ask=float(data["a"]))
         except (KeyError, TypeError, ValueError) as exc:

@@ -4,7 +4,9 @@
   ``TRADING``. A symbol that is halted or not tradable on spot is not listed.
 * **History** from ``GET /api/v3/klines``: 1,000 bars per call, paged forwards (``startTime``) or
   backwards (``endTime``) and stitched by open time, so pages never overlap (no duplicates) and
-  each page starts right after the previous one (no gaps we introduce).
+  each page starts right after the previous one (no gaps we introduce). Rows keep the quote
+  volume (``quote_volume``), the trade count (``trades``) and whether the bar has closed
+  (``closed``), besides OHLCV.
 * **Rate limits**: every answer's ``X-MBX-USED-WEIGHT-<n><unit>`` header is compared with the
   ``REQUEST_WEIGHT`` limits ``exchangeInfo`` announces; before a request that would cross the
   limit the client waits for the window to roll over. A 429/418 answer holds *all* requests for
@@ -32,6 +34,7 @@ from typing import Any
 import httpx
 
 from ...errors import BadRequest, LimitExceeded, UnknownSymbol, UpstreamError
+from ...timeutil import now_ms
 from .._http import HttpError, RateGate, RestClient
 
 DEFAULT_REST_URL = "https://api.binance.com"
@@ -212,7 +215,8 @@ class BinanceREST:
                        and (end is None or t < end))
         if count is not None:
             times = times[-count:]
-        return [_candle(symbol, bars[t]) for t in times]
+        now = now_ms()
+        return [_candle(symbol, bars[t], now) for t in times]
 
 
 def _is_spot(item: dict) -> bool:
@@ -237,10 +241,21 @@ def _check_rows(page: list, symbol: str) -> list[list]:
     return out
 
 
-def _candle(symbol: str, k: list) -> dict:
+def _candle(symbol: str, k: list, now: int) -> dict:
+    """One kline array as a candle row, keeping what users of Binance rely on beyond OHLCV:
+    ``quote_volume`` (index 7), ``trades`` (index 8) and ``closed`` (its close time, index 6,
+    is behind ``now``: the same flag as a stream kline's ``x``). A field Binance did not send
+    (a short array) is left out, never made up."""
     try:
-        return {"time": k[0], "symbol": symbol, "open": float(k[1]), "high": float(k[2]),
-                "low": float(k[3]), "close": float(k[4]), "volume": float(k[5])}
+        row = {"time": k[0], "symbol": symbol, "open": float(k[1]), "high": float(k[2]),
+               "low": float(k[3]), "close": float(k[4]), "volume": float(k[5])}
+        if len(k) > 7:
+            row["quote_volume"] = float(k[7])
+        if len(k) > 8 and isinstance(k[8], int) and not isinstance(k[8], bool):
+            row["trades"] = k[8]
+        if len(k) > 6 and isinstance(k[6], int) and not isinstance(k[6], bool):
+            row["closed"] = k[6] < now
+        return row
     except (TypeError, ValueError):
         raise UpstreamError(f"binance klines for {symbol}: non-numeric price in {k!r:.120}"
                             ) from None

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import quote
 
 from ...intervals import TICK
 from .._ws import Backoff, ReconnectingSocket
@@ -55,7 +56,10 @@ class _Combined:
     def _url(self) -> str:
         with self.pool.lock:
             self._initial = sorted(self.desired - self.rejected)[:self.pool.url_streams]
-        query = "?streams=" + "/".join(self._initial) if self._initial else ""
+        # Symbols may be UTF-8 (Binance, 2025-12): names are percent-encoded in the URL, the
+        # '/' between them stays the separator. SUBSCRIBE messages carry them as JSON text.
+        query = ("?streams=" + "/".join(quote(n, safe="@_.-") for n in self._initial)
+                 if self._initial else "")
         return f"{self.pool.ws_url}/stream{query}"
 
     def _opened(self, conn: Any) -> None:
@@ -240,7 +244,8 @@ class CombinedStreams:
 
 
 def stream_names(symbol: str, interval: str) -> list[str]:
-    """The Binance streams behind one nbfeed stream."""
+    """The Binance streams behind one nbfeed stream (stream names use the lower-cased symbol;
+    a UTF-8 symbol such as ``这是测试币456`` has no case and stays as it is)."""
     sym = symbol.lower()
     if interval == TICK:
         return [f"{sym}@ticker", f"{sym}@bookTicker"]
@@ -248,9 +253,21 @@ def stream_names(symbol: str, interval: str) -> list[str]:
 
 
 def kline_row(data: dict) -> tuple[str, str, dict]:
-    """A kline event -> (symbol, interval, candle row)."""
+    """A kline event -> (symbol, interval, candle row).
+
+    Besides OHLCV the row keeps ``closed`` (the kline's ``x``: Binance's own word that this is
+    the bar's final version), ``quote_volume`` (``q``) and ``trades`` (``n``); a field the event
+    lacks is left out. Raises KeyError/TypeError/ValueError for an event that lacks or garbles
+    OHLCV."""
     k = data["k"]
     symbol = k.get("s") or data["s"]
-    return symbol, k["i"], {"time": int(k["t"]), "symbol": symbol, "open": float(k["o"]),
-                            "high": float(k["h"]), "low": float(k["l"]),
-                            "close": float(k["c"]), "volume": float(k["v"])}
+    row = {"time": int(k["t"]), "symbol": symbol, "open": float(k["o"]),
+           "high": float(k["h"]), "low": float(k["l"]), "close": float(k["c"]),
+           "volume": float(k["v"])}
+    if "q" in k:
+        row["quote_volume"] = float(k["q"])
+    if isinstance(k.get("n"), int) and not isinstance(k.get("n"), bool):
+        row["trades"] = k["n"]
+    if isinstance(k.get("x"), bool):
+        row["closed"] = k["x"]
+    return symbol, k["i"], row

@@ -19,11 +19,19 @@ Behaviour and options:
 * **History**: aggregates with ``adjusted`` (option, default true), on nbfeed's UTC grid.
 * **Live**: candles from per-second aggregates (``A``, ``XAS``, ``CAS``), one builder per
   (ticker, interval); the first live bar is completed from REST second aggregates
-  (``seed_bars`` option, default true). Quotes (``tick``) merge trades (``T``/``XT``: price),
-  quotes (``Q``/``XQ``/``C``: bid, ask), index values (``V``) and the day's volume (``av``),
-  with ``prev_close`` from ``/v2/aggs/ticker/{ticker}/prev``. Channels are reference-counted
-  across streams, so unsubscribing ``AAPL 1m`` keeps ``A.AAPL`` while ``AAPL 5m`` or
-  ``AAPL tick`` still need it.
+  (``seed_bars`` option, default true). Plans without per-second aggregates get live candles
+  from the per-minute ones (``AM``, ``XA``, ``CA``): option ``aggregates`` = ``"auto"``
+  (default: per-second until the server refuses them for a cluster, then per-minute for that
+  cluster), ``"second"`` or ``"minute"``. Per-minute aggregates serve every interval from
+  ``1m`` up; a ``1s`` stream on such a plan is refused with ``BadInterval``. Quotes (``tick``)
+  merge trades (``T``/``XT``: price), quotes (``Q``/``XQ``/``C``: bid, ask), index values
+  (``V``) and the day's volume (``av``), with ``prev_close`` from
+  ``/v2/aggs/ticker/{ticker}/prev``. Channels are reference-counted across streams, so
+  unsubscribing ``AAPL 1m`` keeps ``A.AAPL`` while ``AAPL 5m`` or ``AAPL tick`` still need it.
+* **Market hours**: ``/v1/marketstatus/now`` is polled every ``market_status_every`` seconds
+  (default 60; ``market_status=False`` turns it off) while streams are subscribed, and each
+  stream's market is reported open or closed (:meth:`Provider.set_market_state`), so a closed
+  market shows as ``closed``, not as a dead feed.
 * **Feeds**: ``feed="realtime"`` (``ws_url``, ``NBFEED_POLYGON_WS_URL``, default
   ``wss://socket.polygon.io``) or ``feed="delayed"`` (``delayed_ws_url``,
   ``NBFEED_POLYGON_DELAYED_WS_URL``, default ``wss://delayed.polygon.io``). REST base:
@@ -31,20 +39,24 @@ Behaviour and options:
 
 Failure behaviour: ``auth_failed`` on a cluster stops that socket for good and sets the provider
 status (``failed`` when no cluster works, else ``degraded``) with the reason; everything else
-keeps running, and a new subscription gives a refused cluster one fresh try. Drops and server
-closes reconnect with backoff and resubscribe. REST follows the rate-limit policy of
+keeps running, and a new subscription gives a refused cluster one fresh try. A channel the plan
+does not include (a refused ``subscribe``) is reported as ``degraded`` naming it, except refused
+per-second aggregates in ``auto`` mode, which switch that cluster to per-minute ones. Drops and
+server closes reconnect with backoff (at most ``max_backoff``, default 3 s, so a feed is back
+within seconds of the vendor) and resubscribe. REST follows the rate-limit policy of
 :mod:`nbfeed.providers._http` (a 429 without ``Retry-After`` waits 15 s, Polygon's free tier
 allows 5 calls a minute). Unreadable events are logged and skipped.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
 from typing import Any
 
-from ...errors import BadRequest, UnknownSymbol, UpstreamError
+from ...errors import BadInterval, BadRequest, UnknownSymbol, UpstreamError
 from ...intervals import BAR_INTERVALS, INTERVALS, TICK, check_interval
 from ...timeutil import now_ms
 from .._config import positive_number, resolve_url, switch
@@ -63,6 +75,9 @@ from .stream import (
     AGGREGATE_EVENTS,
     DEFAULT_DELAYED_WS_URL,
     DEFAULT_WS_URL,
+    MINUTE_AGGREGATES,
+    MINUTE_OF,
+    SECOND_AGGREGATES,
     PolygonCluster,
     aggregate,
     event_symbol,
@@ -77,6 +92,7 @@ _TICKER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:.\-]{0,39}$")
 # channel prefixes per cluster: (per-second aggregate, trades, quotes)
 _CHANNELS = {"stocks": ("A", "T", "Q"), "crypto": ("XAS", "XT", "XQ"), "forex": ("CAS", None, "C"),
              "indices": ("A", None, "V")}
+AGGREGATE_MODES = ("auto", "second", "minute")
 
 
 class PolygonProvider(Provider):
@@ -122,7 +138,20 @@ class PolygonProvider(Provider):
                                 max_wait=positive_number(opts, "polygon", "max_wait", 90.0),
                                 adjusted=switch(opts, "polygon", "adjusted", True))
         self.seed_bars = switch(opts, "polygon", "seed_bars", True)
-        self.max_backoff = positive_number(opts, "polygon", "max_backoff", 30.0)
+        # A market-data feed should be back within seconds of the vendor: reconnect attempts
+        # are at most 3 s apart (Polygon does not limit reconnects; one socket per cluster).
+        self.max_backoff = positive_number(opts, "polygon", "max_backoff", 3.0)
+        self.aggregates = opts.get("aggregates", "auto")
+        if self.aggregates not in AGGREGATE_MODES:
+            raise BadRequest(f"polygon option aggregates must be one of "
+                             f"{', '.join(AGGREGATE_MODES)}, got {self.aggregates!r:.40}")
+        #: Clusters whose live bars come from per-minute aggregates.
+        self.minute_clusters: set[str] = (set(_CHANNELS) if self.aggregates == "minute"
+                                          else set())
+        self.market_status = switch(opts, "polygon", "market_status", True)
+        self.market_status_every = positive_number(opts, "polygon", "market_status_every", 60.0)
+        self._market_thread: threading.Thread | None = None
+        self._market_said: dict[str, tuple[str, str]] = {}  # symbol -> (state, detail) sent
         self._lock = threading.RLock()
         self._meta: dict[str, dict] = {}
         self._known: set[str] | None = None
@@ -221,6 +250,8 @@ class PolygonProvider(Provider):
     def _stream_channels(self, symbol: str, interval: str) -> tuple[str, list[str]]:
         cluster = CLUSTER[market_of(symbol)]
         agg, trade, quote = _CHANNELS[cluster]
+        if cluster in self.minute_clusters:
+            agg = MINUTE_OF[agg]
         with self._lock:
             name = ws_name(symbol, self._meta.get(symbol))
             self._names[(cluster, name)] = symbol
@@ -237,6 +268,9 @@ class PolygonProvider(Provider):
         check_interval(interval, INTERVALS)
         self._check_symbol(symbol)
         cluster, channels = self._stream_channels(symbol, interval)
+        if interval == "1s" and cluster in self.minute_clusters:
+            raise BadInterval(f"polygon: 1s bars need per-second aggregates, and the {cluster} "
+                              "feed of this plan has per-minute ones only; use 1m or longer")
         start = None
         with self._lock:
             for ch in channels:
@@ -255,10 +289,12 @@ class PolygonProvider(Provider):
                 conn = self._clusters[cluster] = start = PolygonCluster(
                     f"{self.ws_url}/{cluster}", cluster, api_key=self.api_key,
                     on_events=self._on_events, on_state=self._cluster_state,
-                    stop=self.stopping, log=self.log, max_backoff=self.max_backoff)
+                    stop=self.stopping, log=self.log, max_backoff=self.max_backoff,
+                    on_refused=self._refused)
             conn.add(channels)
         if start is not None:
             start.start()
+        self._watch_market()
         if interval == TICK:
             threading.Thread(target=self._load_prev_close, args=(symbol,), daemon=True,
                              name=f"polygon-prev-{symbol}").start()
@@ -283,6 +319,8 @@ class PolygonProvider(Provider):
                 if not users:
                     del self._channels[ch]
                     unused.append(ch)
+            if symbol not in self._builders and symbol not in self._tick_symbols:
+                self._market_said.pop(symbol, None)  # told again if subscribed again
             conn = self._clusters.get(cluster)
             if conn is not None and conn.remove(unused):
                 del self._clusters[cluster]
@@ -310,7 +348,8 @@ class PolygonProvider(Provider):
                     continue
                 try:
                     if ev.get("ev") in AGGREGATE_EVENTS:
-                        self._add_second(symbol, aggregate(ev), bars, seeds)
+                        self._add_aggregate(symbol, aggregate(ev), ev["ev"] in MINUTE_AGGREGATES,
+                                            bars, seeds)
                         if "av" in ev:  # the day's volume so far
                             quotes[symbol] = self._merge_quote(symbol, ev.get("e"),
                                                                volume=float(ev["av"]))
@@ -329,18 +368,22 @@ class PolygonProvider(Provider):
             threading.Thread(target=self._seed, args=(builder, start, first), daemon=True,
                              name=f"polygon-seed-{builder.symbol}").start()
 
-    def _add_second(self, symbol: str, second: tuple[int, float, float, float, float, float],
-                    bars: dict[tuple[str, str], dict],
-                    seeds: list[tuple[BarBuilder, int, int]]) -> None:
-        """Fold one second into every bar stream of ``symbol`` (lock held); a stream's first
-        live bar that began before this second is queued for seeding from REST."""
+    def _add_aggregate(self, symbol: str, agg: tuple[int, float, float, float, float, float,
+                                                     float],
+                       per_minute: bool, bars: dict[tuple[str, str], dict],
+                       seeds: list[tuple[BarBuilder, int, int]]) -> None:
+        """Fold one per-second (or per-minute) aggregate into every bar stream of ``symbol``
+        (lock held); a stream's first live bar that began before it is queued for seeding
+        from REST. A per-minute aggregate never feeds a 1s bar."""
         for interval, builder in self._builders.get(symbol, {}).items():
+            if per_minute and interval == "1s":
+                continue
             fresh = builder.start is None
-            row = builder.add(*second)
+            row = builder.add(*agg)
             if row is not None:
                 bars[(symbol, interval)] = row
-                if fresh and self.seed_bars and row["time"] < second[0]:
-                    seeds.append((builder, row["time"], second[0]))
+                if fresh and self.seed_bars and row["time"] < agg[0]:
+                    seeds.append((builder, row["time"], agg[0]))
 
     def _merge_quote(self, symbol: str, t: Any, **fields: float) -> dict | None:
         """Update the quote row of a ``tick`` stream (lock held); None if nobody wants it."""
@@ -366,8 +409,10 @@ class PolygonProvider(Provider):
 
     def _seed(self, builder: BarBuilder, start: int, first: int) -> None:
         """Complete a stream's first live bar with the seconds before we subscribed."""
+        cluster = CLUSTER[market_of(builder.symbol)]
+        span = "minute" if cluster in self.minute_clusters else "second"
         try:
-            aggs = self.rest.second_aggs(builder.symbol, start, first)
+            aggs = self.rest.second_aggs(builder.symbol, start, first, span)
         except UpstreamError as exc:
             self.log.warning("polygon: cannot complete the first %s %s bar: %s",
                              builder.symbol, builder.interval, exc)
@@ -380,10 +425,97 @@ class PolygonProvider(Provider):
                 r = agg_row(builder.symbol, a)
                 if r is not None:
                     row = builder.add(r["time"], r["open"], r["high"], r["low"], r["close"],
-                                      r["volume"]) or row
+                                      r["volume"], r.get("vwap", math.nan)) or row
             row = builder.row() if row is not None else None
         if row is not None:
             self.publish([row], interval=builder.interval)
+
+    # ---- refusals and market hours --------------------------------------------------------------
+
+    def _refused(self, cluster: str, channel: str, message: str) -> None:
+        """The server refused ``channel`` (socket thread): per-second aggregates switch the
+        cluster to per-minute ones in ``auto`` mode; anything else is the status's business."""
+        prefix = channel.partition(".")[0]
+        if prefix in SECOND_AGGREGATES and self.aggregates == "auto":
+            self._use_minute_aggregates(cluster, message)
+            return
+        self._set_status("degraded", f"polygon refused {channel} on the {cluster} feed: "
+                                     f"{message}; the plan may not include it")
+
+    def _use_minute_aggregates(self, cluster: str, why: str) -> None:
+        with self._lock:
+            if cluster in self.minute_clusters:
+                return
+            self.minute_clusters.add(cluster)
+            conn = self._clusters.get(cluster)
+            old, new = [], []
+            for channel, users in list(self._channels.items()):
+                prefix, _, name = channel.partition(".")
+                if prefix not in SECOND_AGGREGATES or not users or CLUSTER[
+                        market_of(next(iter(users))[0])] != cluster:
+                    continue
+                minute = f"{MINUTE_OF[prefix]}.{name}"
+                self._channels.setdefault(minute, set()).update(users)
+                del self._channels[channel]
+                old.append(channel)
+                new.append(minute)
+            if conn is not None:
+                conn.remove(old)
+                conn.add(new)
+            one_second = sorted(s for s, by in self._builders.items() if "1s" in by
+                                and CLUSTER[market_of(s)] == cluster)
+        self.log.warning("polygon %s: per-second aggregates refused (%s); live bars now come "
+                         "from per-minute aggregates (%s)", cluster, why, ", ".join(new))
+        if one_second:
+            self._set_status("degraded", f"polygon {cluster}: 1s bars of {', '.join(one_second)} "
+                                         "need per-second aggregates, which this plan lacks")
+
+    def _watch_market(self) -> None:
+        """Start the market-hours thread once (see the module docstring)."""
+        if not self.market_status or self._market_thread is not None:
+            return
+        self._market_thread = threading.Thread(target=self._market_loop, daemon=True,
+                                               name="polygon-market-status")
+        self._market_thread.start()
+
+    def _market_loop(self) -> None:
+        while not self.stopping.is_set():
+            with self._lock:
+                symbols = {s for s in self._builders} | set(self._tick_symbols)
+            if symbols:
+                try:
+                    self._report_markets(self.rest.market_status(), symbols)
+                except HttpError as exc:
+                    if exc.status in (403, 404):  # not in this plan: asking again will not help
+                        self.log.warning("polygon: no market status (%s); closed markets will "
+                                         "show as stale streams", exc)
+                        return
+                    self.log.warning("polygon: cannot read the market status: %s", exc)
+                except UpstreamError as exc:
+                    self.log.warning("polygon: cannot read the market status: %s", exc)
+            self.stopping.wait(self.market_status_every)
+
+    def _report_markets(self, status: dict, symbols: set[str]) -> None:
+        by_state: dict[tuple[str, str], list[str]] = {}
+        for symbol in sorted(symbols):
+            market = market_of(symbol)
+            if market in ("crypto", "fx"):
+                value = (status.get("currencies") or {}).get(market)
+                label = "crypto" if market == "crypto" else "forex"
+            else:
+                value = status.get("market")
+                label = "US market"
+            if not isinstance(value, str):
+                continue
+            state = "closed" if value == "closed" else "open"
+            detail = f"{label} {value} (polygon market status)"
+            with self._lock:
+                if self._market_said.get(symbol) == (state, detail):
+                    continue
+                self._market_said[symbol] = (state, detail)
+            by_state.setdefault((state, detail), []).append(symbol)
+        for (state, detail), names in by_state.items():
+            self.set_market_state(state, names, detail)
 
     # ---- status -------------------------------------------------------------------------------
 

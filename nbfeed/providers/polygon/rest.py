@@ -4,12 +4,19 @@
   logs.
 * **Symbols** from ``/v3/reference/tickers`` per market, paged by following ``next_url`` (a
   ``next_url`` seen before or a page without results ends the chain).
+* **``next_url``** is an absolute link to Polygon's own host (``https://api.polygon.io/...``),
+  whatever host was asked. When the REST base is configured to another host (a proxy, a
+  gateway, a local fake), the link's path and query are followed on the configured base
+  instead (its path prefix kept); the key, which travels in a header, therefore only ever goes
+  to the configured host.
 * **History** from ``/v2/aggs/ticker/{ticker}/range/{mult}/{timespan}/{from}/{to}`` with
   ``adjusted`` (default true), ``sort`` and ``limit=50000``, following ``next_url``. Bar times are
   put on nbfeed's grid (UTC-aligned, weeks on Monday): Polygon's stock day bars start at midnight
   New York time and its weeks on Sunday, so each bar is floored to the nbfeed bar that holds it
   (Sunday weeks move to their Monday, see :func:`bar_time`) and bars that land on the same time
-  are merged.
+  are merged. Rows keep ``vwap`` (``vw``) and ``trades`` (``n``) when Polygon sends them; a field
+  Polygon does not send is missing, never made up: index aggregates carry no ``v``, so their
+  ``volume`` is NaN (null on the wire), not 0.
 
 Failure behaviour: a rejected key (401) raises :class:`PolygonAuthError`; other HTTP errors
 (e.g. 403 for a market the key is not entitled to) raise
@@ -25,9 +32,11 @@ not used: its REST pager has no shared rate gate.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from ...errors import LimitExceeded, UpstreamError
 from ...intervals import floor_bar, interval_ms
@@ -39,7 +48,9 @@ _DAY = 86_400_000
 _SPANS = {"1s": (1, "second"), "1m": (1, "minute"), "3m": (3, "minute"), "5m": (5, "minute"),
           "15m": (15, "minute"), "30m": (30, "minute"), "1h": (1, "hour"), "2h": (2, "hour"),
           "4h": (4, "hour"), "6h": (6, "hour"), "8h": (8, "hour"), "12h": (12, "hour"),
-          "1d": (1, "day"), "1w": (1, "week"), "1M": (1, "month")}
+          "1d": (1, "day"), "3d": (1, "day"), "1w": (1, "week"), "1M": (1, "month")}
+# 3d bars are built from daily aggregates merged onto nbfeed's 3-day grid (Polygon's own
+# 3-day multiple would start wherever the request's ``from`` falls).
 
 
 class PolygonAuthError(UpstreamError):
@@ -109,7 +120,19 @@ class PolygonREST:
             if max_items is not None and seen >= max_items:
                 return
             visited.add(nxt)
-            url = nxt
+            url = self.on_configured_host(nxt)
+
+    def on_configured_host(self, link: str) -> str:
+        """A ``next_url`` as a request to the configured REST base: a link to that base's own
+        host is followed as it is; a link to any other host (Polygon's, when the base is a
+        proxy) keeps only its path and query, so nothing is ever sent elsewhere."""
+        parts = urlsplit(link)
+        if not parts.scheme and not parts.netloc:
+            return link
+        base = urlsplit(self.http.base_url)
+        if (parts.scheme, parts.netloc.lower()) == (base.scheme, base.netloc.lower()):
+            return link
+        return parts.path + (f"?{parts.query}" if parts.query else "")
 
     def tickers(self, market: str) -> list[dict]:
         """Active tickers of one market; raises HttpError 403 when the key is not entitled."""
@@ -128,14 +151,22 @@ class PolygonREST:
             return float(results[0]["c"])
         return None
 
-    def second_aggs(self, ticker: str, start: int, end: int) -> list[dict]:
-        """Raw per-second aggregates with ``t`` in ``[start, end)``, ascending."""
+    def second_aggs(self, ticker: str, start: int, end: int, span: str = "second"
+                    ) -> list[dict]:
+        """Raw per-second (or, with ``span="minute"``, per-minute) aggregates with ``t`` in
+        ``[start, end)``, ascending: what completes a live bar that began before we
+        subscribed."""
         if end <= start:
             return []
         return [a for a in self.pages(
-            f"/v2/aggs/ticker/{ticker}/range/1/second/{start}/{end - 1}",
+            f"/v2/aggs/ticker/{ticker}/range/1/{span}/{start}/{end - 1}",
             {"adjusted": _flag(self.adjusted), "sort": "asc", "limit": 50000})
             if isinstance(a.get("t"), int) and start <= a["t"] < end]
+
+    def market_status(self) -> dict:
+        """``/v1/marketstatus/now``: ``{"market": "open"|"closed"|"extended-hours",
+        "exchanges": {...}, "currencies": {"crypto": ..., "fx": ...}, ...}``."""
+        return self._get("/v1/marketstatus/now")
 
     def aggs(self, ticker: str, interval: str, start: int | None, end: int | None,
              count: int | None) -> list[dict]:
@@ -182,18 +213,42 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
+def _number(agg: dict, key: str) -> float:
+    """A numeric field of an aggregate; NaN when Polygon did not send it (or sent null)."""
+    value = agg.get(key)
+    return math.nan if value is None else float(value)
+
+
 def agg_row(ticker: str, agg: dict) -> dict | None:
-    """An aggregate (``t, o, h, l, c, v``) as a candle row; None if a field is missing or bad."""
+    """An aggregate (``t, o, h, l, c`` and, when sent, ``v``, ``vw``, ``n``) as a candle row;
+    None if a price or the time is missing or bad. A missing ``v`` (index aggregates carry
+    none) is a NaN volume, never 0; ``vwap`` and ``trades`` are present only when sent."""
     try:
-        return {"time": int(agg["t"]), "symbol": ticker, "open": float(agg["o"]),
-                "high": float(agg["h"]), "low": float(agg["l"]), "close": float(agg["c"]),
-                "volume": float(agg.get("v") or 0.0)}
+        row = {"time": int(agg["t"]), "symbol": ticker, "open": float(agg["o"]),
+               "high": float(agg["h"]), "low": float(agg["l"]), "close": float(agg["c"]),
+               "volume": _number(agg, "v")}
+        if agg.get("vw") is not None:
+            row["vwap"] = float(agg["vw"])
+        n = agg.get("n")
+        if isinstance(n, (int, float)) and not isinstance(n, bool):
+            row["trades"] = int(n)
+        return row
     except (KeyError, TypeError, ValueError):
         return None
 
 
 def _merge(a: dict, b: dict, newer_first: bool) -> dict:
+    """Two aggregates that land on one nbfeed bar, as one bar. ``vwap`` is volume-weighted and
+    ``trades`` summed when both have them; otherwise the merged bar has none (a missing part
+    would make it wrong)."""
     first, last = (b, a) if newer_first else (a, b)
-    return {**a, "open": first["open"], "close": last["close"],
-            "high": max(a["high"], b["high"]), "low": min(a["low"], b["low"]),
-            "volume": a["volume"] + b["volume"]}
+    out = {**a, "open": first["open"], "close": last["close"],
+           "high": max(a["high"], b["high"]), "low": min(a["low"], b["low"]),
+           "volume": a["volume"] + b["volume"]}
+    out.pop("vwap", None)
+    out.pop("trades", None)
+    if "vwap" in a and "vwap" in b and out["volume"] > 0:
+        out["vwap"] = (a["vwap"] * a["volume"] + b["vwap"] * b["volume"]) / out["volume"]
+    if "trades" in a and "trades" in b:
+        out["trades"] = a["trades"] + b["trades"]
+    return out

@@ -12,7 +12,14 @@ Failure behaviour: ``auth_failed`` stops that socket for good (a
 :class:`~nbfeed.providers._ws.PermanentStreamError`) and records the reason in ``auth_error``;
 no answer to ``auth`` within 15 s or ``max_connections`` is a connection error, retried with
 backoff. Drops and server closes reconnect with backoff and resubscribe every channel.
-Malformed frames are logged and skipped; status messages other than success are logged.
+Malformed frames are logged and skipped.
+
+A channel the plan does not include is refused with an ``error`` status. Polygon answers every
+channel of a ``subscribe``/``unsubscribe`` with one status, in order, so a refusal is matched to
+its channel by the name it carries or, when it names none (a bare ``"not authorized"``), by that
+order; the refused channel is left out of the wanted set (not retried on every reconnect) and
+reported through ``on_refused(cluster, channel, message)``. The exact wording of a refusal was
+not found in a recording; matching by order does not depend on it.
 
 Client library: ``websockets`` (why: see ``_ws.py``). Polygon's official ``polygon-api-client``
 was not used: its websocket client is asyncio-only, ignores ``auth_failed`` and gives up after a
@@ -23,8 +30,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -62,17 +71,23 @@ class PolygonCluster:
                  on_events: Callable[[str, list[dict]], None],
                  on_state: Callable[[PolygonCluster, str, str], None],
                  stop: threading.Event | None = None, log: logging.Logger | None = None,
-                 max_backoff: float = 30.0) -> None:
+                 max_backoff: float = 30.0,
+                 on_refused: Callable[[str, str, str], None] | None = None) -> None:
         self.url = url
         self.cluster = cluster
         self._api_key = api_key
         self._on_events = on_events
         self._on_state = on_state
+        self._on_refused = on_refused
         self._stop = stop
         self._max_backoff = max_backoff
         self.log = log or logging.getLogger("nbfeed.provider.polygon")
         self.desired: set[str] = set()
         self.live: set[str] = set()
+        self.refused: dict[str, str] = {}  # channel -> why the server refused it
+        # (action, channel) sent and not yet answered, in order: how a refusal that names no
+        # channel is matched to one.
+        self._unanswered: deque[tuple[str, str]] = deque()
         self.lock = threading.Lock()
         self.dirty = True
         self.auth_error = ""
@@ -87,9 +102,12 @@ class PolygonCluster:
         self.socket.start()
 
     def add(self, channels: list[str]) -> None:
-        """Carry ``channels`` too (sent from the socket thread at its next chance)."""
+        """Carry ``channels`` too (sent from the socket thread at its next chance); a channel
+        refused before gets one more try."""
         with self.lock:
             self.desired.update(channels)
+            for ch in channels:
+                self.refused.pop(ch, None)
             self.dirty = True
 
     def remove(self, channels: list[str]) -> bool:
@@ -104,7 +122,8 @@ class PolygonCluster:
         feed gets one new try when a user subscribes again)."""
         fresh = PolygonCluster(self.url, self.cluster, api_key=self._api_key,
                                on_events=self._on_events, on_state=self._on_state,
-                               stop=self._stop, log=self.log, max_backoff=self._max_backoff)
+                               stop=self._stop, log=self.log, max_backoff=self._max_backoff,
+                               on_refused=self._on_refused)
         with self.lock:
             fresh.desired = set(self.desired)
         return fresh
@@ -143,6 +162,7 @@ class PolygonCluster:
                 if status == "auth_success":
                     with self.lock:
                         self.live = set()
+                        self._unanswered.clear()
                         self.dirty = True
                     self.auth_error = ""
                     return
@@ -162,12 +182,13 @@ class PolygonCluster:
         with self.lock:
             self.dirty = False
             remove = sorted(self.live - self.desired)
-            add = sorted(self.desired - self.live)
+            add = sorted(self.desired - self.live - set(self.refused))
         for action, names in (("unsubscribe", remove), ("subscribe", add)):
             for i in range(0, len(names), 500):
                 chunk = names[i:i + 500]
                 conn.send(json.dumps({"action": action, "params": ",".join(chunk)}))
                 with self.lock:
+                    self._unanswered.extend((action, ch) for ch in chunk)
                     if action == "subscribe":
                         self.live.update(chunk)
                     else:
@@ -182,13 +203,34 @@ class PolygonCluster:
         events = []
         for item in items:
             if item.get("ev") == "status":
-                if item.get("status") not in ("success", "connected", "auth_success"):
-                    self.log.warning("polygon %s: %s: %s", self.cluster, item.get("status"),
-                                     item.get("message"))
+                self._status(item)
             else:
                 events.append(item)
         if events:
             self._on_events(self.cluster, events)
+
+    def _status(self, item: dict) -> None:
+        """A status message: the answer to one channel of a (un)subscribe, or news."""
+        status, message = item.get("status"), str(item.get("message") or "")
+        if status in ("connected", "auth_success", "auth_failed", "max_connections"):
+            return
+        with self.lock:
+            named = next((entry for entry in self._unanswered
+                          if _names_channel(message, entry[1])), None)
+            entry = named or (self._unanswered[0] if self._unanswered else None)
+            if entry is not None:
+                self._unanswered.remove(entry)
+        if status == "success":
+            return
+        self.log.warning("polygon %s: %s: %s", self.cluster, status, message)
+        if entry is None or entry[0] != "subscribe":
+            return
+        channel = entry[1]
+        with self.lock:
+            self.refused[channel] = message or str(status)
+            self.live.discard(channel)
+        if self._on_refused is not None:
+            self._on_refused(self.cluster, channel, message or str(status))
 
     def _state(self, state: str, detail: str) -> None:
         self._on_state(self, state, detail)
@@ -197,7 +239,12 @@ class PolygonCluster:
 # ---- reading events --------------------------------------------------------------------------
 
 #: Per-second aggregates: stocks and indices (``A``), crypto (``XAS``), forex (``CAS``).
-AGGREGATE_EVENTS = frozenset({"A", "XAS", "CAS"})
+SECOND_AGGREGATES = frozenset({"A", "XAS", "CAS"})
+#: Per-minute aggregates, the live bars of plans without per-second ones: ``AM``, ``XA``, ``CA``.
+MINUTE_AGGREGATES = frozenset({"AM", "XA", "CA"})
+AGGREGATE_EVENTS = SECOND_AGGREGATES | MINUTE_AGGREGATES
+#: The per-minute channel standing in for each per-second one.
+MINUTE_OF = {"A": "AM", "XAS": "XA", "CAS": "CA"}
 
 
 def event_symbol(event: dict) -> Any:
@@ -205,12 +252,16 @@ def event_symbol(event: dict) -> Any:
     return event.get("sym") or event.get("pair") or event.get("p") or event.get("T")
 
 
-def aggregate(event: dict) -> tuple[int, float, float, float, float, float]:
-    """A per-second aggregate as ``(second, open, high, low, close, volume)``.
+def aggregate(event: dict) -> tuple[int, float, float, float, float, float, float]:
+    """A per-second or per-minute aggregate as ``(start, open, high, low, close, volume,
+    vwap)``. Volume and vwap are NaN when the event has none (index aggregates carry no ``v``
+    or ``vw``): missing, never 0.
 
-    Raises KeyError/TypeError/ValueError for an event that lacks or garbles a field."""
+    Raises KeyError/TypeError/ValueError for an event that lacks or garbles a price or ``s``."""
+    v, vw = event.get("v"), event.get("vw")
     return (int(event["s"]), float(event["o"]), float(event["h"]), float(event["l"]),
-            float(event["c"]), float(event.get("v") or 0.0))
+            float(event["c"]), math.nan if v is None else float(v),
+            math.nan if vw is None else float(vw))
 
 
 def _forex_quote(event: dict) -> tuple[Any, dict[str, float]]:
@@ -235,6 +286,23 @@ def quote_update(event: dict) -> tuple[Any, dict[str, float]] | None:
     Raises KeyError/TypeError/ValueError for an event that lacks or garbles a field."""
     read = _QUOTE_FIELDS.get(event.get("ev"))  # type: ignore[arg-type]
     return None if read is None else read(event)
+
+
+def _names_channel(message: str, channel: str) -> bool:
+    """Whether a status message names ``channel`` as a whole word (``A.AAPL`` is not named by
+    ``"subscribed to: A.AAPLX"``)."""
+    at = message.find(channel)
+    while at >= 0:
+        end = at + len(channel)
+        if (at == 0 or not _channel_char(message[at - 1])) and (
+                end == len(message) or not _channel_char(message[end])):
+            return True
+        at = message.find(channel, at + 1)
+    return False
+
+
+def _channel_char(ch: str) -> bool:
+    return ch.isalnum() or ch in ".:-/"
 
 
 def _items(text: Any) -> list[dict]:
