@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -192,7 +193,7 @@ def test_the_password_may_come_from_the_environment(acl_redis, monkeypatch):
 
 def test_feed_server_command_reports_bad_credentials_without_the_password(acl_redis, tmp_path):
     proc = subprocess.run(
-        ["python", "-m", "nbfeed.bus", "--redis",
+        [sys.executable, "-m", "nbfeed.bus", "--redis",
          f"redis://nbfeed-feed:wrong-{FEED_PW}@127.0.0.1:{acl_redis.port}/0",
          "--provider", "simulated", "--home", str(tmp_path / "home"), "--lease-ttl", "2"],
         capture_output=True, text=True, timeout=60, cwd=REPO)
