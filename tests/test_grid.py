@@ -382,6 +382,29 @@ def test_stream_status_events_reach_the_status_line_and_dim_stale_rows(make_grid
     assert grid._status["state"] == "live"
 
 
+def test_per_symbol_stream_events_dim_only_their_rows(make_grid):
+    class EventStream(FakeStream):
+        def on_event(self, callback):
+            self.events = callback
+
+    stream = EventStream()
+    grid = make_grid(stream, columns=["symbol", "price"])
+    event = {"type": "status", "source": "sim", "interval": "tick"}
+    stream.events({**event, "symbol": "MSFT", "state": "stale"})
+    stream.events({**event, "symbol": "AAPL", "state": "closed"})
+    assert grid._status == {"state": "stale", "symbols": ["AAPL", "MSFT"],
+                            "detail": "2 stale: AAPL, MSFT"}
+    stream.events({**event, "symbol": "MSFT", "state": "live"})
+    assert grid._status["state"] == "closed" and grid._status["symbols"] == ["AAPL"]
+    # The provider going down dims every row, whatever the symbols say; back up, they rule.
+    stream.events({"type": "status", "source": "sim", "state": "restarting"})
+    assert grid._status["state"] == "restarting" and grid._status["symbols"] is None
+    stream.events({"type": "status", "source": "sim", "state": "running"})
+    assert grid._status["symbols"] == ["AAPL"]
+    stream.events({**event, "symbol": "AAPL", "state": "live"})
+    assert grid._status == {"state": "live", "symbols": None, "detail": ""}
+
+
 # --------------------------------------------------------------------------- candles
 
 

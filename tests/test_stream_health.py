@@ -178,3 +178,37 @@ async def test_a_notebooks_reconnect_heals_its_bars_and_reports_its_status(
           f"{resume:.2f} s after the link was back")
     assert resume < 5.0
     assert floor_bar  # bars are aligned by the hub's intervals
+
+
+def test_a_livegrid_dims_the_rows_of_a_stale_stream_and_a_chart_marks_its_last_bar(tmp_path, fb):
+    """What a user sees: the grid's status line says which symbols went stale and their rows
+    dim; the chart marks its last bar; both come back to live with the first fresh row."""
+    feed = nbfeed.connect(embedded=True, home=str(tmp_path / "home"), providers=[
+        ProviderSpec("binance", "nbfeed.providers.binance:BinanceProvider",
+                     {"rest_url": fb.rest_url, "ws_url": fb.ws_url})])
+    try:
+        stream = feed.subscribe("binance", ["ETHUSDT", "SOLUSDT"], "1s")
+        grid = nbfeed.LiveGrid(stream, columns=["symbol", "time", "close", "age"])
+        chart = nbfeed.LiveChart(stream)
+        log = BarLog()
+        stream.on_update(log.add_rows)
+        stream.on_event(log.add_event)
+        log.wait_sync(lambda g: stream.status == "live", "the stream live")
+        assert grid._status["state"] == "live" and chart._stale == ""
+        fb.cut_sockets(4.0)
+        # The provider says its connection dropped (every row dims), then each symbol's stream
+        # goes stale; the grid and the chart say so until fresh rows arrive.
+        log.wait_sync(lambda g: stream.status == "stale", "the stream stale")
+        status = grid._status
+        assert status["state"] in ("degraded", "stale"), status
+        assert status["symbols"] in (None, ["ETHUSDT", "SOLUSDT"]), status
+        assert status["detail"], status  # the status line says why
+        log.wait_sync(lambda g: chart._stale in ("degraded", "stale"),
+                      "the chart marks its last bar")
+        log.wait_sync(lambda g: grid._status.get("state") == "live" and chart._stale == "",
+                      "the grid and the chart live again", timeout=20)
+        grid.close()
+        chart.close()
+        stream.close()
+    finally:
+        feed.close()

@@ -50,6 +50,12 @@ class HubConfig:
     backoff_max: float = 30.0
     stable_after: float = 10.0
     start_timeout: float = 60.0
+    #: Seconds between heartbeats to each provider process (0 disables stall detection).
+    heartbeat_interval: float = 1.0
+    #: Seconds without a heartbeat answer before a provider is reported ``stalled``.
+    stall_timeout: float = 5.0
+    #: Seconds a provider may stay ``stalled`` before it is killed and restarted (0: never).
+    stall_restart_after: float = 15.0
     #: Populate the catalog for sources that have no entries yet, when the hub starts.
     populate_on_start: bool = True
     provider_log_level: str = "WARNING"

@@ -30,6 +30,7 @@ from ..errors import (
     UnknownSource,
     UnknownSymbol,
     UpstreamError,
+    shown,
 )
 from ..intervals import TICK, check_interval
 from ..providers.registry import (
@@ -233,7 +234,7 @@ class Hub:
             await self._start_on_demand(source)
         if (isinstance(source, str) and source in self._ready
                 and await self.wait_ready([source]) and source not in self._processes):
-            raise UpstreamError(f"source {source!r} is still starting; try again shortly")
+            raise UpstreamError(f"source {shown(source)} is still starting; try again shortly")
         return self._process(source)
 
     async def _start_on_demand(self, source: str) -> None:
@@ -253,7 +254,8 @@ class Hub:
             await self.populate(["replay"])
 
     def providers_info(self, include_available: bool = False) -> list[dict]:
-        """Name, status (running|starting|restarting|degraded|failed|stopped), reason, datasets.
+        """Name, status (running|starting|stalled|restarting|degraded|failed|stopped), reason,
+        datasets.
 
         With ``include_available``, also every provider nbfeed could run but this hub does not
         (built-ins and the ``nbfeed.providers`` entry points), after the loaded ones: status
@@ -293,7 +295,7 @@ class Hub:
 
     def _process(self, source: Any) -> ProviderTransport:
         if not isinstance(source, str) or source not in self._processes:
-            raise UnknownSource(f"unknown source {source!r}; available: "
+            raise UnknownSource(f"unknown source {shown(source)}; available: "
                                 f"{', '.join(self._processes) or '(none)'}")
         return self._processes[source]
 
@@ -320,7 +322,7 @@ class Hub:
         if not self._listed(source):
             supported = proc.intervals
             if interval not in supported:
-                raise BadInterval(f"interval {interval!r} is not supported by {source!r}; "
+                raise BadInterval(f"interval {shown(interval)} is not supported by {source!r}; "
                                   f"supported: {', '.join(supported)}")
             return symbols
         known = []
@@ -336,7 +338,7 @@ class Hub:
                 hint = f"; did you mean {', '.join(near)}?" if near else ""
                 raise UnknownSymbol(f"unknown symbol {symbol!r} for source {source!r}{hint}")
             else:
-                raise BadInterval(f"interval {interval!r} is not available for "
+                raise BadInterval(f"interval {shown(interval)} is not available for "
                                   f"{source}/{symbol}; available: {', '.join(intervals)}")
         return known
 
@@ -425,7 +427,7 @@ class Hub:
         try:
             symbols = list(dict.fromkeys(symbols))
         except TypeError:
-            raise BadRequest(f"symbols must be a list of strings, got {symbols!r:.80}") from None
+            raise BadRequest(f"symbols must be a list of strings, got {shown(symbols)}") from None
         if not symbols:
             raise BadRequest("symbols must name at least one symbol")
         limit = self.config.max_symbols_per_subscription
@@ -630,7 +632,9 @@ class Hub:
         if origin == "process" and state == "running" and proc is not None:
             # A (re)started process knows nothing: subscribe it to every stream of its source,
             # including those requested while it was still starting. Sessions are opened
-            # again first (their streams are sent once the provider has them).
+            # again first (their streams are sent once the provider has them). (One back from
+            # a stall, origin "heartbeat", kept its streams and gets the queued commands in
+            # order.)
             for (src, symbol, interval) in list(self._streams):
                 if src == source and split_interval(interval)[1] is None:
                     proc.send(("sub", self.client_id, symbol, interval))

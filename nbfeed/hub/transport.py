@@ -100,4 +100,5 @@ def local_process(spec: ProviderSpec, *, on_message: OnMessage, on_state: OnStat
                   "log_level": config.provider_log_level},
         max_restarts=config.max_restarts, backoff_base=config.backoff_base,
         backoff_max=config.backoff_max, stable_after=config.stable_after,
-        start_timeout=config.start_timeout)
+        start_timeout=config.start_timeout, heartbeat_interval=config.heartbeat_interval,
+        stall_timeout=config.stall_timeout, stall_restart_after=config.stall_restart_after)

@@ -12,6 +12,7 @@ hub -> provider::
                                             "close_session" | "control" (the last two are
                                             answered on the reader thread, at once; id 0
                                             means nobody waits for the reply)
+    ("ping", seq)                           heartbeat
     ("stop",)
 
 provider -> hub::
@@ -24,6 +25,13 @@ provider -> hub::
     ("stream_error", symbol, interval, error)
     ("status", state, detail)
     ("market", "open"|"closed", [symbol, ...] or None, detail)   set_market_state
+    ("pong", seq)                           heartbeat answer, from the control thread
+    ("busy", seq, hook, seconds)            the control thread is still in ``hook``
+
+The heartbeat: the command reader hands each ``ping`` to the control thread, the one that runs
+the subscription hooks, and that thread answers ``pong``. A hook that never returns therefore
+stops the answers even while other threads keep publishing rows, and the hub calls the process
+stalled; the reader meanwhile says which hook it is stuck in (``busy``) so the hub can tell why.
 
 Failure behaviour: when the hub's end of the pipe closes (the hub stopped or died, even by
 SIGKILL) or the parent process disappears, this process exits within about a second, so no
@@ -144,6 +152,16 @@ class _Sink:
                 return
 
 
+def _hook_name(msg: tuple) -> str:
+    """The hook a control message runs, as the hub shows it (``start_streaming('AAPL', '1m')``)."""
+    if msg[0] in ("sub", "unsub"):
+        name = "start_streaming" if msg[0] == "sub" else "on_close"
+        return f"{name}({msg[2]!r:.40}, {msg[3]!r:.10})"
+    if msg[0] == "idle":
+        return f"no_update({msg[1]!r:.40}, {msg[2]!r:.10})"
+    return str(msg[0])[:40]
+
+
 def _default_intervals(streams: list[tuple[str, str]]) -> dict[Any, str]:
     """The interval a row without one belongs to, per symbol: ``tick`` when the symbol is
     subscribed to ticks, else its one (first) subscribed interval; unknown symbols: ``tick``."""
@@ -177,6 +195,8 @@ class ProviderRuntime:
                                           thread_name_prefix=f"nbfeed-{name}-worker")
         self.idle_timeout = float(settings.get("idle_timeout", 30.0))
         self._idle_reported: dict[tuple[str, str], float] = {}
+        #: The hook the control thread is running and since when (``time.monotonic()``).
+        self._in_hook: tuple[str, float] | None = None
 
     # ---- threads --------------------------------------------------------------------------
 
@@ -208,6 +228,11 @@ class ProviderRuntime:
                 break
             if op in ("sub", "unsub"):
                 self.control.put(msg)
+            elif op == "ping":
+                self.control.put(msg)
+                hook = self._in_hook
+                if hook is not None and time.monotonic() - hook[1] >= 1.0:
+                    self._safe_send(("busy", msg[1], hook[0], time.monotonic() - hook[1]))
             elif op == "req":
                 if msg[2] in ("control", "close_session"):
                     self._answer(*msg[1:])  # quick by contract; must not queue behind history
@@ -222,6 +247,10 @@ class ProviderRuntime:
             if msg is None:
                 return
             op = msg[0]
+            if op == "ping":
+                self._safe_send(("pong", msg[1]))
+                continue
+            self._in_hook = (_hook_name(msg), time.monotonic())
             try:
                 if op == "sub":
                     _, client, symbol, interval = msg
@@ -239,6 +268,8 @@ class ProviderRuntime:
                     self._safe_send(("stream_error", msg[2], msg[3], _wire_error(exc)))
                 else:
                     log.exception("provider %s: %s hook raised", self.name, op)
+            finally:
+                self._in_hook = None
 
     def _answer(self, req_id: int, kind: str, args: tuple) -> None:
         p = self.provider

@@ -85,6 +85,15 @@ class NBFeed(ExtensionApp):
                             "answer a history request.").tag(config=True)
     idle_timeout = Float(HubConfig.idle_timeout, help="Seconds without data before a provider's "
                          "no_update hook.").tag(config=True)
+    heartbeat_interval = Float(HubConfig.heartbeat_interval, help="Seconds between heartbeats "
+                               "to each provider process (0 disables stall detection)."
+                               ).tag(config=True)
+    stall_timeout = Float(HubConfig.stall_timeout, help="Seconds without a heartbeat answer "
+                          "before a provider is reported 'stalled' (its requests then fail "
+                          "fast).").tag(config=True)
+    stall_restart_after = Float(HubConfig.stall_restart_after, help="Seconds a provider may "
+                                "stay 'stalled' before it is killed and restarted (0: never)."
+                                ).tag(config=True)
     bus = Unicode("", help="Redis URL of a shared feed server (redis://user:password@host:port/0"
                   " or rediss:// for TLS). When set, no provider runs in this server: every "
                   "source comes from the feed server through Redis. Default: $NBFEED_BUS. "
@@ -182,7 +191,20 @@ class NBFeed(ExtensionApp):
 
     def initialize_settings(self) -> None:
         # No asyncio work here: the loop is not running yet. The hub starts in the start hook.
+        self._route_nbfeed_logs()
         self.hub = Hub(self.hub_config())
+
+    def _route_nbfeed_logs(self) -> None:
+        """nbfeed's loggers (``nbfeed.hub``, ``nbfeed.wire``, ...) write through this server's
+        log, with its format and level - as Jupyter does for tornado's - instead of only
+        reaching stderr from WARNING up, unformatted. A logger configured on purpose (one with
+        handlers of its own) is left alone."""
+        import logging
+
+        logger = logging.getLogger("nbfeed")
+        if not logger.handlers:
+            logger.parent = self.log
+            logger.propagate = True
 
     def initialize_handlers(self) -> None:
         # Handlers get what they use (the hub, the limits, the Workspace backend), not the app.

@@ -124,6 +124,9 @@ class LiveChart(anywidget.AnyWidget):
     title = traitlets.Unicode(None, allow_none=True).tag(sync=True)
     symbol = traitlets.Unicode(None, allow_none=True).tag(sync=True)
     volume = traitlets.Bool(True).tag(sync=True)
+    #: "" while the stream is live, else its state ("stale", "closed", "restarting"...): the
+    #: page marks the last bar so a dead feed never looks like a quiet market.
+    _stale = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, data: Any = None, stream: Any = None, *, kind: str = "auto",
                  field: str | None = None, symbol: str | None = None, interval: str | None = None,
@@ -441,11 +444,21 @@ class LiveChart(anywidget.AnyWidget):
         source = self._source
         if source is None:
             return
-        source.attach(lambda rows: self._ingest(rows, strict=False))
+        source.attach(lambda rows: self._ingest(rows, strict=False), self._on_stream_event)
         if fetch_history:
             # Live rows are already flowing; history fills in around them without overwriting
             # newer values of the open bar.
             self._load_history(source)
+
+    def _on_stream_event(self, event: dict) -> None:
+        """The shown symbol's own status events (and the provider's) mark the last bar."""
+        if not isinstance(event, dict) or event.get("type") != "status":
+            return
+        symbol = event.get("symbol")
+        if symbol is not None and self._symbol is not None and symbol != self._symbol:
+            return
+        state = str(event.get("state") or "")
+        self._stale = "" if state in ("live", "running", "starting") else state[:20]
 
     def _load_history(self, source: StreamSource) -> None:
         """Start from the stream's recent bars (a tick line from 1 s, else 1 m, closes)."""

@@ -216,6 +216,8 @@ class LiveGrid(anywidget.AnyWidget):
                       "acks": 0}
         self._click_callbacks: list[Callable[[dict[str, Any]], Any]] = []
         self.selected: dict[str, Any] | None = None
+        self._source_state = "live"
+        self._symbol_states: dict[str, str] = {}
         if source is not None:
             source.attach(self.update, self._on_stream_event)
 
@@ -272,6 +274,13 @@ class LiveGrid(anywidget.AnyWidget):
             **grid_options,
         )
         self.on_msg(self._on_front_msg)
+        # A stream that was already stale before this grid existed says so here, not only on
+        # its next change of state.
+        statuses = getattr(getattr(source, "stream", None), "statuses", None)
+        if isinstance(statuses, dict):
+            for symbol, state in statuses.items():
+                if state in ("stale", "closed"):
+                    self._on_stream_event({"type": "status", "symbol": symbol, "state": state})
         self._ready = True
         self._loop.start()
         self._loop.poke()
@@ -534,16 +543,41 @@ class LiveGrid(anywidget.AnyWidget):
                 log.exception("a LiveGrid on_click callback raised")
 
     def _on_stream_event(self, event: dict) -> None:
+        """Status events of the stream: the provider's (no ``symbol``: every row) and each
+        symbol's own (``stale``/``closed``/``live``: only that symbol's rows dim)."""
         if not isinstance(event, dict) or event.get("type") != "status":
             return
         state = str(event.get("state") or "")
         symbols = event.get("symbols")
-        shown = "live" if state in _LIVE_STATES else state
+        if isinstance(symbols, list):  # a whole set at once (hand-made or older events)
+            shown, stale, detail = ("live" if state in _LIVE_STATES else state), symbols, ""
+        elif isinstance(event.get("symbol"), str):
+            states = self._symbol_states
+            if state in _LIVE_STATES:
+                states.pop(event["symbol"], None)
+            else:
+                states[event["symbol"]] = state
+            shown, stale, detail = self._summary()
+        else:  # the provider's own state: every row
+            self._source_state = "live" if state in _LIVE_STATES else state
+            shown, stale, detail = self._summary()
         try:
-            self.set_status(shown, symbols if isinstance(symbols, list) else None,
-                            str(event.get("detail") or ""))
+            self.set_status(shown, stale, detail or str(event.get("detail") or ""))
         except BadRequest:
             pass
+
+    def _summary(self) -> tuple[str, list[str] | None, str]:
+        """What the status line says and which rows dim, from the provider's state and each
+        symbol's: a provider that is down dims everything."""
+        if self._source_state != "live":
+            return self._source_state, None, ""
+        states = self._symbol_states
+        if not states:
+            return "live", None, ""
+        worst = "stale" if "stale" in states.values() else next(iter(states.values()))
+        names = sorted(states)
+        listed = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        return worst, names, f"{len(names)} {worst}: {listed}"
 
     # ------------------------------------------------------------------ helpers
 

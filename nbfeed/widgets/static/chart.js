@@ -267,6 +267,23 @@ export function priceDecimals(step) {
   return step > 0 ? clamp(Math.ceil(-Math.log10(step) - 1e-9), 0, 10) : 2;
 }
 
+// The decimals the data itself carries (a stock quoted in cents: 2; EURUSD: 5), read from up to
+// 200 values of the view: the values are shown as the source sent them, not finer.
+export function dataDecimals(values, i0, i1) {
+  let most = -1;
+  const stride = Math.max(1, Math.floor((i1 - i0 + 1) / 200));
+  for (let i = Math.max(0, i0); i <= i1; i += stride) {
+    const v = values[i];
+    if (!Number.isFinite(v)) continue;
+    let d = 0;
+    for (let x = v; d < 8 && Math.abs(x - Math.round(x)) > 1e-6 * Math.max(1, Math.abs(x)); d++) {
+      x = v * 10 ** (d + 1);
+    }
+    if (d > most) most = d;
+  }
+  return most;
+}
+
 export function formatPrice(v, decimals) {
   if (!Number.isFinite(v)) return "";
   return v.toLocaleString("en-US", { minimumFractionDigits: decimals,
@@ -415,7 +432,9 @@ function paint(ctx, W, H, s) {
   // grid and price axis
   const { step, ticks } = niceTicks(lo, hi, Math.max(2, Math.floor((priceBottom - top) / 40)));
   const tickDec = priceDecimals(step);
-  const dec = Math.min(10, Math.max(2, tickDec + 1)); // values read finer than the grid
+  // Values as precise as the data (else a little finer than the grid), never fewer than 2.
+  const carried = dataDecimals(kind === "candle" ? store.col("close") : store.cols[0], i0, i1);
+  const dec = Math.min(10, Math.max(2, carried >= 0 ? carried : tickDec + 1));
   ctx.strokeStyle = th.grid;
   ctx.lineWidth = 1;
   ctx.beginPath();
@@ -490,7 +509,8 @@ function paint(ctx, W, H, s) {
   const last = lastCol[n - 1];
   if (Number.isFinite(last)) {
     const up = kind === "candle" ? last >= store.col("open")[n - 1] : true;
-    const color = kind === "candle" ? (up ? th.up : th.down) : PALETTE[0];
+    // A stale stream's last value is drawn muted: it is where the data stopped, not a price.
+    const color = s.stale ? th.muted : kind === "candle" ? (up ? th.up : th.down) : PALETTE[0];
     const y = Math.round(yOf(last)) + 0.5;
     if (y >= top && y <= priceBottom) {
       ctx.strokeStyle = color;
@@ -612,6 +632,7 @@ function drawHeader(ctx, s, i, x, y, dec = 2) {
   if (s.title) name = s.symbol && !s.title.includes(s.symbol) ? `${s.symbol}  ${s.title}` : s.title;
   else name = [s.symbol, s.interval].filter(Boolean).join(" \u00b7 ");
   if (name) parts.push([name, th.fg, true]);
+  if (s.stale) parts.push([`\u25cf ${s.stale}`, th.down, true]);
   if (store && i != null && i >= 0 && i < store.length) {
     parts.push([formatFullTime(store.times[i], (s.intervalMs || MIN) < MIN), th.muted]);
     if (kind === "candle") {
@@ -725,7 +746,7 @@ function render({ model, el }) {
     layout = paint(ctx, W, H, {
       store, view, kind, hover, theme: themeOf(el), showVolume: model.get("volume"),
       symbol: model.get("symbol"), title: model.get("title"), intervalMs: model.get("_interval_ms"),
-      interval: model.get("_interval"),
+      interval: model.get("_interval"), stale: model.get("_stale"),
     });
     draws++;
     // Debug hook for browser tests: what the last draw showed.
@@ -737,6 +758,7 @@ function render({ model, el }) {
     d.draws = String(draws);
     d.resyncs = String(resyncs);
     d.pinned = String(view.pinned);
+    d.stale = model.get("_stale") || "";
     if (n) {
       const lastCol = kind === "candle" ? store.col("close") : store.cols[0];
       d.lastTime = String(store.times[n - 1]);
@@ -823,7 +845,8 @@ function render({ model, el }) {
   };
   model.on("change:_snapshot", loadSnapshot);
   model.on("msg:custom", onMessage);
-  model.on("change:height change:title change:symbol change:volume change:_interval", onConfig);
+  model.on("change:height change:title change:symbol change:volume change:_interval change:_stale",
+    onConfig);
   model.on("change:_generation", onGeneration);
   const resizeObserver = new ResizeObserver(() => schedule());
   resizeObserver.observe(root);
@@ -842,7 +865,8 @@ function render({ model, el }) {
     themeObserver.disconnect();
     model.off("change:_snapshot", loadSnapshot);
     model.off("msg:custom", onMessage);
-    model.off("change:height change:title change:symbol change:volume change:_interval", onConfig);
+    model.off("change:height change:title change:symbol change:volume change:_interval change:_stale",
+      onConfig);
     model.off("change:_generation", onGeneration);
     root.remove();
   };
