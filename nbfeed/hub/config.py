@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..providers.registry import ProviderSpec
 from .backfill import BackfillRules
@@ -69,6 +70,10 @@ class HubConfig:
     staleness: StalenessRules = field(default_factory=StalenessRules)
     #: How candle streams' holes are filled from history (see :mod:`nbfeed.hub.backfill`).
     backfill: BackfillRules = field(default_factory=BackfillRules)
+    #: How the hub reaches its sources (:class:`nbfeed.hub.transport.TransportFactory`):
+    #: ``None`` runs each provider in a local child process; ``nbfeed.bus.BusClient`` reaches
+    #: the providers of a shared feed server through Redis.
+    transport: Any = None
 
     def resolved_home(self) -> Path:
         return Path(self.home) if self.home is not None else default_home()
