@@ -121,7 +121,9 @@ def test_an_embedded_streams_status_and_age_follow_its_health(tmp_path, fb):
                       "rows of both symbols")
         assert stream.status == "live" and stream.age < 1.0
         assert stream.statuses == {"ETHUSDT": "live", "SOLUSDT": "live"}
-        fb.cut_sockets(4.0)
+        # Longer than the longest silence that may still count as live (4 expected gaps of a
+        # 1s stream that has not learned its cadence yet), so the stream must go stale.
+        fb.cut_sockets(8.0)
         log.wait_sync(lambda g: stream.status == "stale", "the stream stale")
         assert stream.statuses == {"ETHUSDT": "stale", "SOLUSDT": "stale"}
         assert stream.age >= 2.0 and all(a >= 2.0 for a in stream.ages.values())
