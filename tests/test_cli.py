@@ -35,6 +35,12 @@ def _env() -> dict[str, str]:
     return env
 
 
+def in_a_terminal() -> None:
+    """``preexec_fn`` giving a child the Ctrl-C of a terminal: SIGINT at its default even when
+    the test run itself ignores it (a suite started in the background with ``&`` does)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _argv(home: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "nbfeed.cli", "--home", str(home), *args]
 
@@ -248,7 +254,8 @@ def _alive(pid: int) -> bool:
 def test_ctrl_c_ends_a_stream_cleanly_and_stops_its_provider(home):
     proc = subprocess.Popen(_argv(home, "stream", "simulated", "AAPL", "--option",
                                   "simulated.rate=20"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=REPO,
+                            preexec_fn=in_a_terminal)
     try:
         # Wait for the header and one row: the provider is running and streaming.
         lines: list[bytes] = []

@@ -11,7 +11,7 @@ import time
 import pandas as pd
 
 from nbfeed.recorder.layout import Layout
-from tests.test_cli import TIMEOUT, _argv, _env, assert_user_error, nbfeed
+from tests.test_cli import TIMEOUT, _argv, _env, assert_user_error, in_a_terminal, nbfeed
 
 
 def test_record_for_a_duration_then_list_show_export_and_delete(tmp_path):
@@ -60,7 +60,7 @@ def test_ctrl_c_stops_a_recording_and_writes_every_row(tmp_path):
     home = tmp_path / "home"
     proc = subprocess.Popen(_argv(home, "record", "simulated", "EURUSD", "--name", "open-ended"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(), start_new_session=True)
+                            env=_env(), start_new_session=True, preexec_fn=in_a_terminal)
     try:
         layout = Layout(home)
         deadline = time.monotonic() + TIMEOUT
