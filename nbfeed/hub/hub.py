@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..columns import BadRows, Columns
 from ..errors import (
     BadInterval,
     BadRequest,
@@ -122,7 +123,8 @@ class Hub:
 
         self.recordings = RecordingService(self, cfg.resolved_home())
         self.catalog = Catalog(cfg.path_for(cfg.catalog_path, "catalog.sqlite"))
-        self.cache = HistoryCache(cfg.path_for(cfg.cache_path, "history.sqlite"))
+        self.cache = HistoryCache(cfg.path_for(cfg.cache_path, "history.sqlite"),
+                                  fetch_bars=cfg.history_fetch_bars)
         self._health_task = asyncio.ensure_future(self._watch_health())
         await asyncio.gather(*(self.add_provider(spec) for spec in cfg.providers))
 
@@ -377,26 +379,42 @@ class Hub:
     async def history(self, source: str, symbol: str, interval: str, start: Any = None,
                       end: Any = None, count: Any = None, *,
                       options: dict | None = None) -> list[dict]:
-        """Bars in time order (UTC), served from the cache, fetching only missing spans.
+        """Bars in time order (UTC) as row dicts: :meth:`history_columns`, as rows."""
+        return (await self.history_columns(source, symbol, interval, start, end, count,
+                                           options=options)).rows()
+
+    async def history_columns(self, source: str, symbol: str, interval: str, start: Any = None,
+                              end: Any = None, count: Any = None, *,
+                              options: dict | None = None) -> Columns:
+        """Bars in time order (UTC) as :class:`~nbfeed.columns.Columns`, served from the
+        cache, fetching only missing spans (in pieces of ``history_fetch_bars``).
 
         The request is checked once (:func:`~nbfeed.hub.requests.history_request`), and every
         provider answer goes through the cache: checked, stored and marked complete. A source
         that takes options (``replay``: ``recording=...``) answers directly, never through the
-        cache: its bars depend on the options, not only on the symbol.
+        cache: its bars depend on the options, not only on the symbol. Cancelling the call
+        cancels the provider's work for it (unless another request shares that fetch).
         """
         proc = await self._ready_process(source)
         request = history_request(source, symbol, interval, start, end, count)
         if proc.session_options or options:
             options = check_options(source, options or {}, proc.session_options)
-            return await proc.request(
+            answer = await proc.request(
                 "history", (request.symbol, request.interval, request.start, request.end,
                             request.count, options), self.config.request_timeout)
+            if isinstance(answer, Columns):
+                return answer
+            try:
+                return Columns.from_rows(answer or [], request.symbol)
+            except (BadRows, TypeError) as exc:
+                raise UpstreamError(f"history of {source}/{request.symbol}: malformed answer "
+                                    f"from the provider: {exc}") from None
         self.check_symbols(source, [request.symbol], request.interval)
         if self.cache is None:
             raise UpstreamError("the hub is not running")
         timeout = self.config.request_timeout
 
-        async def fetch(span_start: int | None, span_end: int, bars: int | None) -> list[dict]:
+        async def fetch(span_start: int | None, span_end: int, bars: int | None) -> Any:
             return await proc.request(
                 "history", (symbol, request.interval, span_start, span_end, bars), timeout)
 
