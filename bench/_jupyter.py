@@ -21,11 +21,13 @@ TOKEN = "bench-token"
 
 
 def start_server(folder: Path, providers: list[str], provider_options: dict | None = None,
-                 extra: list[str] | None = None) -> tuple[subprocess.Popen, str, str]:
+                 extra: list[str] | None = None, code: Path | None = None
+                 ) -> tuple[subprocess.Popen, str, str]:
+    """``code``: the nbfeed tree the server imports (default: this one)."""
     runtime = folder / "runtime"
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime),
            "NBFEED_HOME": str(folder / "home"), "JUPYTER_CONFIG_DIR": str(folder / "config"),
-           "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent),
+           "PYTHONPATH": os.pathsep.join([str(code or HERE.parent), str(HERE),
                                           os.environ.get("PYTHONPATH", "")])}
     args = [sys.executable, "-m", "jupyter_server", "--no-browser", "--port=0", "--allow-root",
             '--ServerApp.jpserver_extensions={"nbfeed": True}',

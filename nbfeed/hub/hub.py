@@ -40,6 +40,7 @@ from ..providers.registry import (
 )
 from .backfill import Backfill, Span, gap_event
 from .config import HubConfig
+from .memory import BIG_ANSWER_BARS, release_freed_memory
 from .outbox import StreamBatch
 from .process import ProviderProcess
 from .requests import check_name, history_request
@@ -418,7 +419,10 @@ class Hub:
             return await proc.request(
                 "history", (symbol, request.interval, span_start, span_end, bars), timeout)
 
-        return await self.cache.get(request, fetch)
+        bars = await self.cache.get(request, fetch)
+        if len(bars) >= BIG_ANSWER_BARS:  # what fetching and reading it left behind
+            await asyncio.to_thread(release_freed_memory)
+        return bars
 
     # ---- live -----------------------------------------------------------------------------
 

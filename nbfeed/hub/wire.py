@@ -32,6 +32,7 @@ from ..errors import BadRequest, LimitExceeded, NBFeedError
 from ..jsonfast import dumpb, loads
 from .config import HubConfig
 from .hub import Hub
+from .memory import BIG_ANSWER_BARS, release_freed_memory
 from .outbox import StreamBatch
 from .subscription import Subscription
 from .wire_recordings import RecordingMessages
@@ -190,6 +191,9 @@ class WireSession(RecordingMessages):
                     else bars.json_rows())
             await self._write(b'{"type":"history","id":' + dumpb(rid) + b',"rows":[' + body
                               + b"]}")
+            if len(bars) >= BIG_ANSWER_BARS:
+                del bars, body
+                await asyncio.to_thread(release_freed_memory)
         except NBFeedError as exc:
             await self._write(dumpb(exc.to_wire(rid)))
         except Exception as exc:

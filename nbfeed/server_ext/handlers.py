@@ -25,6 +25,7 @@ from ..columns import Columns
 from ..columns_io import ARROW_STREAM, ArrowStream
 from ..errors import BadRequest, UpstreamError
 from ..hub import Hub
+from ..hub.memory import BIG_ANSWER_BARS, release_freed_memory
 from ..jsonfast import dumpb, loads
 from ..providers.registry import ProviderSpec, resolve_spec
 from ..tabular import columns_csv, columns_order
@@ -181,6 +182,12 @@ class HistoryHandler(NBFeedAPIHandler):
             await self._write_bars(bars, fmt, source, symbol, interval)
         except StreamClosedError:
             return
+        finally:
+            big = len(bars) >= BIG_ANSWER_BARS
+            del bars
+            self._request_task = None  # it holds the answer too
+            if big:
+                await asyncio.to_thread(release_freed_memory)
 
     def on_connection_close(self) -> None:
         """The client went away: stop its request (and the provider's work for it)."""
