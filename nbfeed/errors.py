@@ -7,6 +7,28 @@ same classes travel from provider processes to the hub, from the hub to the serv
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
+#: How :func:`shown` abbreviates: a few levels, a few items, short strings.
+_SHOWN = reprlib.Repr()
+for _attr in ("maxtuple", "maxlist", "maxarray", "maxdict", "maxset", "maxfrozenset",
+              "maxdeque"):
+    setattr(_SHOWN, _attr, 4)
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxlong, _SHOWN.maxother = 3, 60, 40, 60
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` abbreviated to at most ``limit`` characters: how an error message echoes
+    a bad value. Safe and cheap for anything a client can send - a 100,000-character string, a
+    list nested 5,000 levels deep, text with lone surrogates (escaped, as repr does) - where a
+    plain ``f"{value!r:.80}"`` would build the whole repr first, or hit the recursion limit."""
+    try:
+        text = _SHOWN.repr(value)
+    except Exception:  # a hostile __repr__: say what it is, not what it claims
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
+
 
 class NBFeedError(Exception):
     """Base class: ``code`` is the wire protocol's error code, ``str(err)`` the message."""

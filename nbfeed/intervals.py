@@ -13,7 +13,7 @@ from __future__ import annotations
 import calendar
 from datetime import datetime, timezone
 
-from .errors import BadInterval
+from .errors import BadInterval, shown
 
 TICK = "tick"
 BAR_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h",
@@ -42,7 +42,8 @@ def check_interval(interval: object, supported: tuple[str, ...] | list[str] | No
             raise BadInterval(
                 f"interval {interval!r} is not supported here; supported: {', '.join(allowed)}"
             )
-        raise BadInterval(f"unknown interval {interval!r}; valid intervals: {', '.join(allowed)}")
+        raise BadInterval(f"unknown interval {shown(interval, 40)}; valid intervals: "
+                          f"{', '.join(allowed)}")
     return interval
 
 

@@ -4,6 +4,11 @@ Rules, stated once for all of nbfeed: naive datetimes and ISO strings without an
 numbers are epoch seconds when below 1e11 (before year 5138), milliseconds below 1e14,
 microseconds below 1e17 and nanoseconds above. Anything else raises :class:`BadRequest` naming the
 value and the field it was given for.
+
+The number rule is for what people write. Code that already holds epoch ms must not send them
+through it: ms times from 1966-11 to 1973-03 are below 1e11 and would be read as seconds. Such
+code hands on ISO text (:func:`ms_to_iso` is exact to the millisecond) - or, for a provider's
+rows, plain ints, which :mod:`nbfeed.providers.rows` takes as ms.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import re
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from .errors import BadRequest
+from .errors import BadRequest, shown
 
 _RELATIVE = re.compile(r"^\s*(?:\$?currentDate|now)\s*(?:([+-])\s*(\d+)\s*([smhdwMy]))?\s*$")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -51,7 +56,11 @@ def to_ms(value: Any, field: str = "time") -> int:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
-        return int(round(value.timestamp() * 1000))
+        try:
+            return int(round(value.timestamp() * 1000))
+        except (OverflowError, ValueError):
+            raise BadRequest(f"{field}: {value.isoformat()} is outside the years 1..9999"
+                             ) from None
     if isinstance(value, date):
         return int(datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp()
                    * 1000)
@@ -67,7 +76,7 @@ def to_ms(value: Any, field: str = "time") -> int:
         return int(value.astype("datetime64[ms]").astype("int64"))
     if hasattr(value, "item"):
         return to_ms(value.item(), field)
-    raise BadRequest(f"{field}: expected a time, got {type_name} {value!r:.80}")
+    raise BadRequest(f"{field}: expected a time, got {type_name} {shown(value)}")
 
 
 def _parse_string(text: str, field: str) -> int:
@@ -78,7 +87,10 @@ def _parse_string(text: str, field: str) -> int:
         raise BadRequest(f"{field}: time string too long ({len(s)} characters)")
     m = _RELATIVE.match(s)
     if m:
-        return _relative(m)
+        try:
+            return _relative(m)
+        except (OverflowError, ValueError):
+            raise BadRequest(f"{field}: {text!r} is outside the years 1..9999") from None
     try:
         return number_to_ms(float(s)) if _looks_numeric(s) else _iso(s)
     except (ValueError, OverflowError):

@@ -471,7 +471,8 @@ def test_chart_js_parses():
 
 NODE_SCRIPT = r"""
 import { readFileSync } from "node:fs";
-import { decodeFrame, FeedState, Viewport, niceTicks, formatTimeLabel } from "./chart.mjs";
+import { decodeFrame, FeedState, Viewport, niceTicks, formatTimeLabel, dataDecimals }
+  from "./chart.mjs";
 const read = (name) => {
   const b = readFileSync(name);
   // An odd byte offset, as a DataView into a larger message buffer would have.
@@ -505,6 +506,9 @@ out.startTimeKept = s2.times[Math.floor(view.right(s2) - view.span)] === startTi
 out.ticks = niceTicks(0.13, 0.97, 5).ticks;
 out.label = formatTimeLabel(Date.UTC(2026, 0, 2, 9, 30), 15 * 60000, Date.UTC(2026, 0, 2, 9, 0));
 out.dayLabel = formatTimeLabel(Date.UTC(2026, 0, 3), 3600000, Date.UTC(2026, 0, 2, 23, 0));
+// Values are shown with the decimals the data carries: cents, FX pips, whole numbers.
+out.decimals = [[208.68, 208.7, 208.71], [1.05871, 1.0586], [62264, 62270], [0.1, 0.25]].map(
+  (v) => dataDecimals(v, 0, v.length - 1));
 console.log(JSON.stringify(out));
 """
 
@@ -556,6 +560,7 @@ def test_browser_data_logic_matches_the_kernel(tmp_path):
     assert out["pinnedAfterPan"] is False and out["startTimeKept"] is True
     assert out["ticks"] == pytest.approx([0.2, 0.4, 0.6, 0.8])
     assert out["label"] == "09:30" and out["dayLabel"] == "Jan 03"
+    assert out["decimals"] == [2, 5, 0, 2]
     chart.close()
 
 

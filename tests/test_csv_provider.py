@@ -404,7 +404,7 @@ def test_a_missing_folder_is_reported_not_fatal(tmp_path):
     provider = Watched(folder=str(tmp_path / "nowhere"))
     provider.init()
     assert provider.get_dataset() == []
-    assert statuses == [("degraded", f"csv: folder {tmp_path / 'nowhere'} does not exist")]
+    assert statuses == [("degraded", "csv: folder 'nowhere' does not exist")]
     with pytest.raises(UnknownSymbol, match=r"no file 'ACME\.csv'"):
         provider.get_history("ACME", "1d", None, None, None)
 

@@ -44,6 +44,7 @@ LIVE_WIDGETS = {
     "live_chart": ["chart", "line"],
     "write_a_provider": ["grid"],
     "recorder": ["chart", "grid"],
+    "shared_feed": ["grid"],
 }
 
 

@@ -39,7 +39,8 @@ def wait_until(pred, timeout: float, what: str) -> None:
 class Server:
     """``python -m jupyter_server`` with nbfeed on a free port; output collected in a thread."""
 
-    def __init__(self, tmp: Path, providers: tuple[str, ...] = ("simulated",)) -> None:
+    def __init__(self, tmp: Path, providers: tuple[str, ...] = ("simulated",),
+                 args: tuple[str, ...] = ()) -> None:
         self.runtime = tmp / "runtime"
         env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(self.runtime),
                "JUPYTER_CONFIG_DIR": str(tmp / "config"), "JUPYTER_DATA_DIR": str(tmp / "data"),
@@ -48,7 +49,7 @@ class Server:
             [sys.executable, "-m", "jupyter_server", "--no-browser", "--port=0",
              ENABLE, f"--IdentityProvider.token={TOKEN}",
              *(f"--NBFeed.providers={name}" for name in providers),
-             "--allow-root", f"--ServerApp.root_dir={tmp}"],
+             "--allow-root", f"--ServerApp.root_dir={tmp}", *args],
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
         self.output: list[str] = []

@@ -202,6 +202,9 @@ def test_volume_adds_up_across_intervals_and_quotes(sim):
     assert sum(b["volume"] for b in hours) == daily["volume"] > 0
     busy = [b["volume"] for b in hours]
     assert max(busy) > 1.5 * min(busy)  # an intraday profile, not a flat line
+    seconds = provider.get_history("MSFT", "1s", at - 60_000, at, None)
+    assert sum(b["volume"] for b in seconds) == minutes[-1]["volume"]
+    assert len({b["volume"] for b in seconds}) > 30  # bursty seconds, not one even rate
 
 
 def test_the_seed_decides_the_volume_series(sim):

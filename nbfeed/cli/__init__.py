@@ -11,14 +11,19 @@
     nbfeed recordings [show|export|delete|repair]     # manage recordings
     nbfeed new-provider my_feed --dir .               # scaffold a provider and its test
     nbfeed serve ...                                  # a Jupyter server with nbfeed
+    nbfeed feed-server --redis redis://...            # providers once for a whole JupyterHub
+    nbfeed bus-acl > users.acl                        # Redis ACL users for the shared feed
 
 Each command (except ``new-provider`` and ``serve``) runs an embedded :class:`~nbfeed.hub.Hub`
 for its own duration, with the providers it needs: those named with ``--provider``, else the
 command's source (``history``/``stream``/``populate SOURCE``/``symbols --source``), else
-``simulated`` and ``csv``. The hub is always stopped before the command returns - after success,
+``simulated`` and ``csv``. With ``--bus URL`` (or ``$NBFEED_BUS`` when no ``--provider`` is
+given) the hub runs no provider at all and takes every source from the shared feed server through
+Redis (:mod:`nbfeed.bus`). The hub is always stopped before the command returns - after success,
 errors, Ctrl-C or SIGTERM - so no provider process outlives it.
 
 Modules: :mod:`.parser` (the argument parser), :mod:`.commands` (what each command does),
+:mod:`.feed_server` (``feed-server``),
 :mod:`.runner` (the providers a command loads, and a hub that always stops), :mod:`.output`
 (tables, CSV and JSON), :mod:`.scaffold` (``new-provider`` and its ``templates/``),
 :mod:`.record` (``record`` and ``recordings``).
@@ -64,6 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             except UsageError as exc:
                 parser.exit(EXIT_USAGE, f"nbfeed: error: {exc}\n")
         return cmd_serve(extra)
+    if args.command == "feed-server":
+        from .feed_server import main as feed_server_main
+
+        return feed_server_main(extra)
+    if args.command == "bus-acl":
+        from ..bus.acl import main as acl_main
+
+        return acl_main(extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:

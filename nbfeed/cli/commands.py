@@ -35,14 +35,34 @@ def _hub_command(args: argparse.Namespace, wanted: Sequence[str] | None, body: B
                  populate_on_start: bool = True, interrupted_code: int = EXIT_INTERRUPTED) -> int:
     from ..hub import HubConfig
 
-    specs = provider_specs(args.providers, args.options, wanted)
-    config = HubConfig(home=set_home(args), providers=specs, request_timeout=args.timeout,
-                       start_timeout=max(args.timeout, 5.0), populate_on_start=populate_on_start,
-                       enable_hint=_CLI_ENABLE_HINT)
+    settings = {"home": set_home(args), "request_timeout": args.timeout,
+                "start_timeout": max(args.timeout, 5.0), "populate_on_start": populate_on_start}
+    bus = bus_url(args)
+    if bus:
+        from ..bus import BusClient
+
+        config = BusClient(bus).hub_config(**settings)
+    else:
+        specs = provider_specs(args.providers, args.options, wanted)
+        config = HubConfig(providers=specs, enable_hint=_CLI_ENABLE_HINT, **settings)
     try:
         return asyncio.run(run_with_hub(config, body, interrupted_code=interrupted_code))
     except KeyboardInterrupt:
         return interrupted_code
+
+
+def bus_url(args: argparse.Namespace) -> str | None:
+    """The shared feed this command uses: ``--bus``, else ``$NBFEED_BUS`` unless the command
+    names its own providers. Raises UsageError for ``--bus`` with ``--provider``/``--option``."""
+    explicit = getattr(args, "bus", None)
+    if explicit and (args.providers or args.options):
+        raise UsageError("--bus takes every source from the shared feed server: --provider and "
+                         "--option belong to the feed server's command line")
+    if explicit:
+        return explicit
+    if args.providers or args.options:
+        return None
+    return os.environ.get("NBFEED_BUS") or None
 
 
 def set_home(args: argparse.Namespace) -> Path:

@@ -43,6 +43,10 @@ def _common_options(with_defaults: bool) -> argparse.ArgumentParser:
                        default=default(None),
                        help="a provider option (repeatable); VALUE is read as JSON if it can be, "
                             "e.g. --option simulated.rate=10")
+    group.add_argument("--bus", metavar="URL", default=default(None),
+                       help="take the sources from a shared feed server through Redis "
+                            "(redis:// or rediss:// URL; default: $NBFEED_BUS unless "
+                            "--provider is given); no provider runs in this command")
     group.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
                        default=default(30.0),
                        help="how long a provider may take to start or to answer (default 30)")
@@ -111,8 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default=".", help="where to write the files (default: here)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
 
-    # Everything after 'serve' belongs to the serve command's own parser (add_help=False so
-    # that 'nbfeed serve --help' reaches it too).
+    # Everything after 'serve' (and 'feed-server', 'bus-acl') belongs to that command's own
+    # parser (add_help=False so that 'nbfeed serve --help' reaches it too).
     commands.add_parser("serve", add_help=False, allow_abbrev=False,
                         help="Run a Jupyter server with nbfeed (options: nbfeed serve --help).")
+    commands.add_parser("feed-server", add_help=False, allow_abbrev=False,
+                        help="Run providers once for a whole JupyterHub and serve them to "
+                             "every Jupyter server through Redis (nbfeed feed-server --help).")
+    commands.add_parser("bus-acl", add_help=False, allow_abbrev=False,
+                        help="Print the Redis ACL users for the shared feed's two roles "
+                             "(nbfeed bus-acl --help).")
     return parser

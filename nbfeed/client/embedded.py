@@ -2,7 +2,8 @@
 
 The hub lives on its own asyncio loop in a daemon thread, so it works the same from a script,
 from a notebook cell (whose kernel loop stays free) and from other threads. Provider processes
-stop when :meth:`EmbeddedFeed.close` is called or the interpreter exits.
+stop when :meth:`EmbeddedFeed.close` is called or the interpreter exits. With ``bus=URL`` the hub
+runs no provider: its sources come from a shared feed server through Redis (:mod:`nbfeed.bus`).
 """
 
 from __future__ import annotations
@@ -29,12 +30,24 @@ class EmbeddedFeed(Feed):
     mode = "embedded"
 
     def __init__(self, providers: list[str | ProviderSpec] | None = None,
-                 home: str | None = None, timeout: float = 60.0, **config: Any) -> None:
-        specs = []
-        for p in providers if providers is not None else DEFAULT_PROVIDERS:
-            specs.append(p if isinstance(p, ProviderSpec) else resolve_spec(p))
+                 home: str | None = None, timeout: float = 60.0, *, bus: str | None = None,
+                 **config: Any) -> None:
         self.timeout = timeout
-        self.hub = Hub(HubConfig(providers=specs, home=home, **config))
+        if bus:
+            if providers is not None:
+                from ..errors import BadRequest
+
+                raise BadRequest("a hub on the shared feed runs no provider of its own: give "
+                                 "either providers or bus, not both")
+            from ..bus import BusClient
+
+            self.mode = "shared feed"
+            self.hub = Hub(BusClient(bus).hub_config(home=home, **config))
+        else:
+            specs = []
+            for p in providers if providers is not None else DEFAULT_PROVIDERS:
+                specs.append(p if isinstance(p, ProviderSpec) else resolve_spec(p))
+            self.hub = Hub(HubConfig(providers=specs, home=home, **config))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="nbfeed-embedded-hub")
@@ -195,7 +208,11 @@ class EmbeddedFeed(Feed):
         atexit.unregister(self.close)
 
     def __repr__(self) -> str:
-        return f"<nbfeed embedded feed: {', '.join(self.hub.sources())}>"
+        where = ""
+        transport = self.hub.config.transport
+        if transport is not None:
+            where = f" on the shared feed at {getattr(transport, 'where', '?')}"
+        return f"<nbfeed embedded feed{where}: {', '.join(self.hub.sources())}>"
 
 
 def _deliver_to(stream: Stream) -> Any:

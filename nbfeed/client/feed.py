@@ -11,7 +11,7 @@ from ..columns import Columns
 from ..errors import BadRequest
 from ..hub.requests import bar_count, bar_interval
 from ..intervals import check_interval, interval_ms
-from ..timeutil import now_ms, to_ms
+from ..timeutil import ms_to_iso, now_ms, to_ms
 from .frames import history_frame, table_frame
 from .recording import Recording
 from .stream import Stream
@@ -143,7 +143,7 @@ class Feed:
         return history_frame(Columns.concat(parts, symbol))
 
     def _chunks(self, interval: str, start: Any, end: Any, count: int | None
-                ) -> list[tuple[int, int]]:
+                ) -> list[tuple[str, str]]:
         if start is None:
             return []
         a = to_ms(start, "start")
@@ -154,7 +154,10 @@ class Feed:
         n = math.ceil((b - a) / step)
         if n <= 1 or count is not None:
             return []
-        return [(a + i * step, min(b, a + (i + 1) * step)) for i in range(n)]
+        # As ISO text, not ms numbers: a number is read as epoch *seconds* below 1e11 (the
+        # rule for what people type), which ms times of 1966-1973 are.
+        return [(ms_to_iso(a + i * step), ms_to_iso(min(b, a + (i + 1) * step)))
+                for i in range(n)]
 
     def subscribe(self, source: str, symbols: str | list[str], interval: str = "tick",
                   **options: Any) -> Stream:

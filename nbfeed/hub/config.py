@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..providers.registry import ProviderSpec
 from .backfill import BackfillRules
@@ -52,6 +53,12 @@ class HubConfig:
     backoff_max: float = 30.0
     stable_after: float = 10.0
     start_timeout: float = 60.0
+    #: Seconds between heartbeats to each provider process (0 disables stall detection).
+    heartbeat_interval: float = 1.0
+    #: Seconds without a heartbeat answer before a provider is reported ``stalled``.
+    stall_timeout: float = 5.0
+    #: Seconds a provider may stay ``stalled`` before it is killed and restarted (0: never).
+    stall_restart_after: float = 15.0
     #: Populate the catalog for sources that have no entries yet, when the hub starts.
     populate_on_start: bool = True
     provider_log_level: str = "WARNING"
@@ -66,6 +73,10 @@ class HubConfig:
     staleness: StalenessRules = field(default_factory=StalenessRules)
     #: How candle streams' holes are filled from history (see :mod:`nbfeed.hub.backfill`).
     backfill: BackfillRules = field(default_factory=BackfillRules)
+    #: How the hub reaches its sources (:class:`nbfeed.hub.transport.TransportFactory`):
+    #: ``None`` runs each provider in a local child process; ``nbfeed.bus.BusClient`` reaches
+    #: the providers of a shared feed server through Redis.
+    transport: Any = None
 
     def resolved_home(self) -> Path:
         return Path(self.home) if self.home is not None else default_home()

@@ -1,6 +1,7 @@
 """The hub: nbfeed's engine. Plain asyncio, no Jupyter imports.
 
-It supervises one process per provider, routes live subscriptions reference-counted per
+It supervises one process per provider (or, on a shared feed, reaches each source through the
+transport of :mod:`nbfeed.hub.transport`), routes live subscriptions reference-counted per
 ``(source, symbol, interval)`` (first subscriber -> the provider's ``start_streaming``, last one
 gone -> ``on_close``), fans every batch out to each subscriber's bounded outbox, keeps the symbol
 catalog and the history cache, and re-subscribes every stream a restarted provider was serving,
@@ -30,6 +31,7 @@ from ..errors import (
     UnknownSource,
     UnknownSymbol,
     UpstreamError,
+    shown,
 )
 from ..intervals import TICK, check_interval
 from ..providers.registry import (
@@ -42,7 +44,6 @@ from .backfill import Backfill, Span, gap_event
 from .config import HubConfig
 from .memory import BIG_ANSWER_BARS, release_freed_memory
 from .outbox import StreamBatch
-from .process import ProviderProcess
 from .requests import check_name, history_request
 from .sessions import (
     SESSION_PENDING_ROWS,
@@ -53,6 +54,7 @@ from .sessions import (
 )
 from .staleness import StreamHealth
 from .subscription import Subscription
+from .transport import ProviderTransport, local_process
 
 if TYPE_CHECKING:  # for types only: start() imports and opens them
     from .catalog import Catalog
@@ -81,7 +83,7 @@ class Hub:
     def __init__(self, config: HubConfig | None = None) -> None:
         self.config = config or HubConfig()
         self.client_id = f"nbfeed-hub-{os.getpid()}-{id(self):x}"
-        self._processes: dict[str, ProviderProcess] = {}
+        self._processes: dict[str, ProviderTransport] = {}
         self._streams: dict[tuple[str, str, str], _Stream] = {}
         self._subs: set[Subscription] = set()
         self.catalog: Catalog | None = None
@@ -126,6 +128,9 @@ class Hub:
         self.catalog = Catalog(cfg.path_for(cfg.catalog_path, "catalog.sqlite"))
         self.cache = HistoryCache(cfg.path_for(cfg.cache_path, "history.sqlite"),
                                   fetch_bars=cfg.history_fetch_bars)
+        opener = getattr(cfg.transport, "open", None)
+        if opener is not None:  # e.g. the shared feed's Redis connection
+            await opener(self)
         self._health_task = asyncio.ensure_future(self._watch_health())
         await asyncio.gather(*(self.add_provider(spec) for spec in cfg.providers))
 
@@ -142,6 +147,9 @@ class Hub:
                              return_exceptions=True)
         for task in self._populating.values():
             task.cancel()
+        closer = getattr(self.config.transport, "close", None)
+        if closer is not None and self.started:
+            await closer()
         if self._health_task is not None:
             self._health_task.cancel()
         if self.catalog is not None:
@@ -167,26 +175,23 @@ class Hub:
             spec = ProviderSpec(spec.name, spec.factory,
                                 {**spec.options, "home": str(self.config.resolved_home())})
         old = self._processes.get(spec.name)
+        if old is not None and not replace:
+            raise BadRequest(f"a provider named {spec.name!r} is already running")
+        # Built first: a transport may refuse the spec (a hub on a shared feed runs none).
+        proc = (self.config.transport or local_process)(
+            spec, on_message=self._on_message, on_state=self._on_state, config=self.config)
         if old is not None:
-            if not replace:
-                raise BadRequest(f"a provider named {spec.name!r} is already running")
             await old.stop()
         ready = self._ready.get(spec.name)
         if ready is None or ready.is_set():
             ready = self._ready[spec.name] = asyncio.Event()
         try:
-            await self._start_process(spec, replace)
+            await self._start_process(spec, proc, replace)
         finally:
             ready.set()  # failed or not: nobody may wait beyond this
 
-    async def _start_process(self, spec: ProviderSpec, replace: bool) -> None:
-        proc = ProviderProcess(
-            spec, on_message=self._on_message, on_state=self._on_state,
-            settings={"idle_timeout": spec.options.get("idle_timeout", self.config.idle_timeout),
-                      "log_level": self.config.provider_log_level},
-            max_restarts=self.config.max_restarts, backoff_base=self.config.backoff_base,
-            backoff_max=self.config.backoff_max, stable_after=self.config.stable_after,
-            start_timeout=self.config.start_timeout)
+    async def _start_process(self, spec: ProviderSpec, proc: ProviderTransport,
+                             replace: bool) -> None:
         self._processes[spec.name] = proc
         await proc.start()
         if (proc.state == "running" and self.config.populate_on_start
@@ -222,7 +227,7 @@ class Hub:
                 w.cancel()
         return [n for n in names if not self._ready[n].is_set()]
 
-    async def _ready_process(self, source: Any) -> ProviderProcess:
+    async def _ready_process(self, source: Any) -> ProviderTransport:
         """The process of ``source`` once it is ready (see :meth:`wait_ready`).
 
         An on-demand built-in (``replay``) that is not loaded yet is started here.
@@ -232,7 +237,7 @@ class Hub:
             await self._start_on_demand(source)
         if (isinstance(source, str) and source in self._ready
                 and await self.wait_ready([source]) and source not in self._processes):
-            raise UpstreamError(f"source {source!r} is still starting; try again shortly")
+            raise UpstreamError(f"source {shown(source)} is still starting; try again shortly")
         return self._process(source)
 
     async def _start_on_demand(self, source: str) -> None:
@@ -252,7 +257,8 @@ class Hub:
             await self.populate(["replay"])
 
     def providers_info(self, include_available: bool = False) -> list[dict]:
-        """Name, status (running|starting|restarting|degraded|failed|stopped), reason, datasets.
+        """Name, status (running|starting|stalled|restarting|degraded|failed|stopped), reason,
+        datasets.
 
         With ``include_available``, also every provider nbfeed could run but this hub does not
         (built-ins and the ``nbfeed.providers`` entry points), after the loaded ones: status
@@ -290,9 +296,9 @@ class Hub:
                         "populate_error": self.populate_errors.get(name)})
         return out
 
-    def _process(self, source: Any) -> ProviderProcess:
+    def _process(self, source: Any) -> ProviderTransport:
         if not isinstance(source, str) or source not in self._processes:
-            raise UnknownSource(f"unknown source {source!r}; available: "
+            raise UnknownSource(f"unknown source {shown(source)}; available: "
                                 f"{', '.join(self._processes) or '(none)'}")
         return self._processes[source]
 
@@ -319,7 +325,7 @@ class Hub:
         if not self._listed(source):
             supported = proc.intervals
             if interval not in supported:
-                raise BadInterval(f"interval {interval!r} is not supported by {source!r}; "
+                raise BadInterval(f"interval {shown(interval)} is not supported by {source!r}; "
                                   f"supported: {', '.join(supported)}")
             return symbols
         known = []
@@ -335,7 +341,7 @@ class Hub:
                 hint = f"; did you mean {', '.join(near)}?" if near else ""
                 raise UnknownSymbol(f"unknown symbol {symbol!r} for source {source!r}{hint}")
             else:
-                raise BadInterval(f"interval {interval!r} is not available for "
+                raise BadInterval(f"interval {shown(interval)} is not available for "
                                   f"{source}/{symbol}; available: {', '.join(intervals)}")
         return known
 
@@ -443,7 +449,7 @@ class Hub:
         try:
             symbols = list(dict.fromkeys(symbols))
         except TypeError:
-            raise BadRequest(f"symbols must be a list of strings, got {symbols!r:.80}") from None
+            raise BadRequest(f"symbols must be a list of strings, got {shown(symbols)}") from None
         if not symbols:
             raise BadRequest("symbols must name at least one symbol")
         limit = self.config.max_symbols_per_subscription
@@ -458,7 +464,7 @@ class Hub:
                            release=self._release, snapshot=self.snapshot, box=box)
         return self._attach(sub, proc)
 
-    async def _subscribe_session(self, proc: ProviderProcess, source: str, symbols: list[str],
+    async def _subscribe_session(self, proc: ProviderTransport, source: str, symbols: list[str],
                                  interval: str, options: dict,
                                  max_pending_rows: int | None) -> Subscription:
         options = check_options(source, options, proc.session_options)
@@ -496,7 +502,7 @@ class Hub:
             sub.session_state.update(state)
         return state
 
-    def _attach(self, sub: Subscription, proc: ProviderProcess) -> Subscription:
+    def _attach(self, sub: Subscription, proc: ProviderTransport) -> Subscription:
         source = sub.source
         self._subs.add(sub)
         for key in sub.keys:
@@ -648,7 +654,9 @@ class Hub:
         if origin == "process" and state == "running" and proc is not None:
             # A (re)started process knows nothing: subscribe it to every stream of its source,
             # including those requested while it was still starting. Sessions are opened
-            # again first (their streams are sent once the provider has them).
+            # again first (their streams are sent once the provider has them). (One back from
+            # a stall, origin "heartbeat", kept its streams and gets the queued commands in
+            # order.)
             for (src, symbol, interval) in list(self._streams):
                 if src == source and split_interval(interval)[1] is None:
                     proc.send(("sub", self.client_id, symbol, interval))
@@ -658,7 +666,7 @@ class Hub:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _reopen_sessions(self, proc: ProviderProcess, subs: list[Subscription]) -> None:
+    async def _reopen_sessions(self, proc: ProviderTransport, subs: list[Subscription]) -> None:
         for sub in subs:
             if sub.closed:
                 continue

@@ -1,11 +1,21 @@
 """One provider process seen from the hub: start, talk, supervise, restart, stop.
 
 The process is a fresh interpreter (``python -m nbfeed.providers.runtime``, spawn-like: never a
-fork of a threaded server). A reader thread receives its messages and hands
-them to the event loop in batches (one ``call_soon_threadsafe`` per burst, not per message), so a
-provider publishing 100k rows/s costs the loop a few wake-ups per millisecond at most.
+fork of a threaded server). The pipe is driven by two threads (:mod:`.channel`): nothing here
+ever reads or writes it on the event loop, so a provider that stops reading cannot block the
+server.
 
 Failure behaviour:
+
+* a heartbeat (``ping`` every ``heartbeat_interval`` seconds, answered by the provider's control
+  thread, the one that runs its hooks) tells a hung process from a busy one: rows still flowing
+  do not count, only answers do. Without an answer for ``stall_timeout`` seconds the state
+  becomes ``stalled`` (pending requests fail at once, new ones fail fast with
+  :class:`~nbfeed.errors.UpstreamError`; commands wait in the bounded queue of the channel); an
+  answer brings it back to ``running``. A stall lasting ``stall_restart_after`` seconds (0:
+  never) gets the process killed (SIGKILL: a stopped process ignores anything else) and
+  restarted like a crash. So does a process that lets its command queue overflow. Time the hub
+  itself was too busy to read is never blamed on the provider;
 
 * a request (history, dataset) carries an id and a timeout; a reply that is lost or late becomes
   :class:`~nbfeed.errors.UpstreamTimeout` for that caller only; a process that dies fails every
@@ -14,13 +24,18 @@ Failure behaviour:
   (``("cancel", id)``: not started, or its answer not sent); a history answer that arrives
   for nobody is dropped without being unpickled (it travels packed: ``packed_reply``);
 * a process that exits unexpectedly is restarted with exponential backoff (``backoff_base`` doubling
-  up to ``backoff_max``); after ``max_restarts`` restarts without ``stable_after`` seconds of
-  health in between it is marked ``failed`` and left alone until :meth:`restart` is called;
+  up to ``backoff_max``), announced once as ``restarting``; after ``max_restarts`` restarts
+  without ``stable_after`` seconds of health in between it is marked ``failed`` and left alone
+  until :meth:`restart` is called;
 * ``init()`` raising marks the provider ``failed`` with that reason (a bad key would fail again);
-* :meth:`stop` asks politely, then terminates, then kills.
+* :meth:`stop` asks politely, then terminates, then kills (a stalled process: kills at once).
 
-The owner (the hub) is told about every state change through ``on_state`` and gets data and
-stream errors through ``on_message``; it re-subscribes streams itself when a process is ready.
+The owner (the hub) is told about every state change through ``on_state(name, state, detail,
+origin)``: origin ``process`` for the process's life (``running`` then means a fresh process
+that knows no streams), ``heartbeat`` for ``stalled`` and the recovery from it (the process
+kept its streams, and the commands sent meanwhile reach it in order), ``provider`` for the
+provider's own ``set_status``. It gets data and stream errors through ``on_message``; it
+re-subscribes streams itself when a fresh process is ready.
 """
 
 from __future__ import annotations
@@ -30,10 +45,10 @@ import itertools
 import logging
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -42,11 +57,10 @@ from typing import Any
 from ..errors import UpstreamError, UpstreamTimeout
 from ..intervals import INTERVALS
 from ..providers.registry import ProviderSpec
+from .channel import ProviderChannel
+from .tasks import background
 
 log = logging.getLogger("nbfeed.hub")
-
-#: Messages (each a batch of rows) the reader thread may hold before it waits for the loop.
-MAX_INBOX_MESSAGES = 1_000
 
 
 class ProviderProcess:
@@ -55,7 +69,9 @@ class ProviderProcess:
     def __init__(self, spec: ProviderSpec, *, on_message: Callable[[str, tuple], None],
                  on_state: Callable[[str, str, str, str], None], settings: dict | None = None,
                  max_restarts: int = 5, backoff_base: float = 0.25, backoff_max: float = 30.0,
-                 stable_after: float = 10.0, start_timeout: float = 60.0) -> None:
+                 stable_after: float = 10.0, start_timeout: float = 60.0,
+                 heartbeat_interval: float = 1.0, stall_timeout: float = 5.0,
+                 stall_restart_after: float = 15.0) -> None:
         self.spec = spec
         self.name = spec.name
         self.settings = dict(settings or {})
@@ -66,7 +82,11 @@ class ProviderProcess:
         self.backoff_max = backoff_max
         self.stable_after = stable_after
         self.start_timeout = start_timeout
-        #: The process's state: starting, running, restarting, failed or stopped (+ why).
+        self.heartbeat_interval = heartbeat_interval
+        self.stall_timeout = stall_timeout
+        self.stall_restart_after = stall_restart_after
+        #: The process's state: starting, running, stalled, restarting, failed or stopped
+        #: (+ why).
         self.state = "stopped"
         self.detail = ""
         #: The provider's own report about itself (``set_status``), e.g. failed auth upstream.
@@ -83,17 +103,16 @@ class ProviderProcess:
         self._recent_restarts = 0
         self._ready_at = 0.0
         self._proc: Any = None
-        self._conn: Any = None
+        self._channel: ProviderChannel | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._ready: asyncio.Future | None = None
         self._stopping = False
         self._restart_task: asyncio.Task | None = None
-        self._inbox: list[tuple] = []
-        self._inbox_lock = threading.Lock()
-        self._drained = threading.Event()
-        self._drain_scheduled = False
+        self._heartbeat_task: asyncio.Task | None = None
+        self._stalled_since = 0.0
+        self._kill_reason = ""
         self._generation = 0
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -111,24 +130,28 @@ class ProviderProcess:
 
     async def _spawn(self) -> None:
         assert self._loop is not None
-        self._set_state("starting" if self.restarts == 0 else "restarting", self.detail)
+        if self.state != "restarting":  # a crash already said "restarting", with its reason
+            self._set_state("starting" if self.restarts == 0 else "restarting", self.detail)
         try:
             payload = self.spec.payload()
         except Exception as exc:
             self._set_state("failed", str(exc))
             return
         settings = {**self.settings, "parent_pid": os.getpid(), "sys_path": list(sys.path)}
+        hello = (self.name, payload, self.spec.options, settings)
         try:
-            proc, conn = await self._loop.run_in_executor(None, _launch, self.name)
-            conn.send((self.name, payload, self.spec.options, settings))
+            # The first message may be large (a pickled class): sent off the loop, too.
+            proc, conn = await self._loop.run_in_executor(None, _launch, self.name, hello)
         except Exception as exc:
             self._set_state("failed", f"could not start the process: {exc}")
             return
         self._generation += 1
-        self._proc, self._conn = proc, conn
+        generation = self._generation
+        self._proc = proc
+        self._channel = ProviderChannel(
+            self.name, conn, self._loop, on_messages=self._on_messages,
+            on_closed=lambda: self._on_exit(proc, generation))
         self._ready = self._loop.create_future()
-        threading.Thread(target=self._read, args=(conn, proc, self._generation),
-                         name=f"nbfeed-{self.name}-reader", daemon=True).start()
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), self.start_timeout)
         except asyncio.TimeoutError:
@@ -138,8 +161,9 @@ class ProviderProcess:
     async def stop(self) -> None:
         """Stop the process for good: polite ``stop``, then SIGTERM, then SIGKILL."""
         self._stopping = True
-        if self._restart_task is not None:
-            self._restart_task.cancel()
+        for task in (self._restart_task, self._heartbeat_task):
+            if task is not None:
+                task.cancel()
         self._fail_pending(UpstreamError(f"provider {self.name!r} stopped"))
         await self._kill()
         self._set_state("stopped", "")
@@ -160,34 +184,39 @@ class ProviderProcess:
         await self._spawn()
 
     async def _kill(self) -> None:
-        proc, conn = self._proc, self._conn
+        proc, channel = self._proc, self._channel
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            self._heartbeat_task = None
         if proc is None:
             return
-        loop = asyncio.get_running_loop()
-        try:
-            conn.send(("stop",))
-        except Exception:
-            pass
-        await loop.run_in_executor(None, _reap, proc)
-        try:
-            conn.close()
-        except Exception:
-            pass
+        self._generation += 1  # its exit is ours, not a crash to restart from
+        self._fail_pending(UpstreamError(f"provider {self.name!r} is being stopped"))
+        if channel is not None:
+            channel.close(last=("stop",))
+        if self.state == "stalled":
+            _signal(proc, signal.SIGKILL)  # a stopped process would sit out SIGTERM's wait
+        await asyncio.get_running_loop().run_in_executor(None, _reap, proc)
 
     # ---- talking --------------------------------------------------------------------------
 
     def send(self, msg: tuple) -> bool:
-        """Send a command if the process is up; False when it is not (the hub resends later)."""
-        if self.state != "running" or self._conn is None:
+        """Queue a command for the process; never blocks. False when there is no process to
+        take it (the hub resends every stream to the next one). A stalled process gets its
+        commands when it answers again; one that lets them pile up is killed and restarted."""
+        channel = self._channel
+        if self.state not in ("running", "stalled") or channel is None:
             return False
-        try:
-            self._conn.send(msg)
+        if channel.send(msg):
             return True
-        except (OSError, EOFError, BrokenPipeError, ValueError):
-            return False
+        if channel.overflowed and not self._kill_reason:
+            self._kill_stuck(f"did not read its last {channel.max_outgoing} commands")
+        return False
 
     async def request(self, kind: str, args: tuple, timeout: float) -> Any:
-        """Ask the provider something; raises UpstreamTimeout/UpstreamError, never hangs."""
+        """Ask the provider something; raises UpstreamTimeout/UpstreamError, never hangs.
+
+        Fails at once while the process is not running (stalled included)."""
         if self.state != "running":
             raise UpstreamError(f"provider {self.name!r} is {self.state}"
                                 + (f": {self.detail}" if self.detail else ""))
@@ -216,47 +245,58 @@ class ProviderProcess:
         if fut is not None and not fut.done():
             self.send(("cancel", req_id))
 
-    # ---- reader thread -> loop ------------------------------------------------------------
+    # ---- heartbeat ------------------------------------------------------------------------
 
-    def _read(self, conn: Any, proc: Any, generation: int) -> None:
-        loop = self._loop
-        assert loop is not None
-        while True:
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                break
-            except Exception as exc:  # an unpicklable message: report, keep reading
-                log.warning("provider %s sent an unreadable message: %s", self.name, exc)
-                continue
-            with self._inbox_lock:
-                self._inbox.append(msg)
-                full = len(self._inbox) >= MAX_INBOX_MESSAGES
-                schedule = not self._drain_scheduled
-                self._drain_scheduled = True
-                if full:
-                    self._drained.clear()
-            if schedule:
-                try:
-                    loop.call_soon_threadsafe(self._drain)
-                except RuntimeError:  # loop closed
+    async def _heartbeat(self, channel: ProviderChannel) -> None:
+        """Ping the process and judge its answers until it is replaced or stopped."""
+        seq = 0
+        judged_at = time.monotonic()
+        evidence = judged_at  # the newest proof of life; the start counts as one
+        while self._channel is channel and not channel.closed:
+            seq += 1
+            if self.state != "stalled" or not channel.outgoing:
+                # A stalled process has pings waiting already; its first answer will do.
+                channel.send(("ping", seq))
+            await asyncio.sleep(self.heartbeat_interval)
+            now = time.monotonic()
+            if now - judged_at > self.heartbeat_interval + self.stall_timeout / 2:
+                # The hub's own loop was held up: answers may be waiting unread. Judge afresh.
+                evidence = now
+            judged_at = now
+            evidence = max(evidence, channel.last_pong, channel.held_back_at)
+            silent = now - evidence
+            if self.state == "running" and silent >= self.stall_timeout:
+                self._on_stalled(silent, channel)
+            elif self.state == "stalled":
+                if channel.last_pong > self._stalled_since:
+                    self._ready_at, self._stalled_since = now, 0.0
+                    self._set_state("running", "", origin="heartbeat")
+                elif (self.stall_restart_after > 0
+                      and now - self._stalled_since >= self.stall_restart_after):
+                    self._kill_stuck(f"stalled for {now - self._stalled_since:.0f} s")
                     return
-            if full:
-                # The loop is not keeping up: stop reading, so the pipe fills and the provider's
-                # publish() blocks (its own bounded queue) instead of our memory growing.
-                while not self._drained.wait(1.0):
-                    if loop.is_closed():
-                        return
-        try:
-            loop.call_soon_threadsafe(self._on_exit, proc, generation)
-        except RuntimeError:
-            pass
 
-    def _drain(self) -> None:
-        with self._inbox_lock:
-            inbox, self._inbox = self._inbox, []
-            self._drain_scheduled = False
-            self._drained.set()
+    def _on_stalled(self, silent: float, channel: ProviderChannel) -> None:
+        self._stalled_since = time.monotonic()
+        why = f"no heartbeat answer for {silent:.0f} s"
+        busy = channel.busy
+        if busy is not None and self._stalled_since - busy[2] < 2 * self.heartbeat_interval + 1:
+            why += f" (its control thread has been running {busy[0]} for {busy[1]:.0f} s)"
+        if self.stall_restart_after > 0:
+            why += f"; restarting it after {self.stall_restart_after:g} s of this"
+        self._set_state("stalled", why, origin="heartbeat")
+        self._fail_pending(UpstreamError(f"provider {self.name!r} stalled: {why}"))
+
+    def _kill_stuck(self, reason: str) -> None:
+        """Kill a process that stopped answering; the exit restarts it like a crash."""
+        self._kill_reason = reason
+        log.warning("provider %s %s; killing it (pid %s)", self.name, reason, self.pid)
+        if self._proc is not None:
+            _signal(self._proc, signal.SIGKILL)
+
+    # ---- messages from the process (on the loop) ------------------------------------------
+
+    def _on_messages(self, inbox: list[tuple]) -> None:
         for msg in inbox:
             op = msg[0]
             if op == "reply" or op == "packed_reply":
@@ -270,19 +310,27 @@ class ProviderProcess:
                     else:
                         fut.set_exception(value)
             elif op == "ready":
-                self.intervals = tuple(msg[1].get("intervals") or self.intervals)
-                self.description = str(msg[1].get("description") or "")[:200]
-                self.session_options = tuple(msg[1].get("session_options") or ())
-                self._ready_at = time.monotonic()
-                self._set_state("running", "")
-                if self._ready is not None and not self._ready.done():
-                    self._ready.set_result(True)
+                self._on_ready(msg[1])
             elif op == "init_failed":
                 self._on_init_failed(msg[1])
             elif op == "status":
                 self._on_provider_status(msg[1], msg[2])
             else:
                 self.on_message(self.name, msg)
+
+    def _on_ready(self, info: dict) -> None:
+        self.intervals = tuple(info.get("intervals") or self.intervals)
+        self.description = str(info.get("description") or "")[:200]
+        self.session_options = tuple(info.get("session_options") or ())
+        self._ready_at = time.monotonic()
+        self._kill_reason = ""
+        self._set_state("running", "")
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(True)
+        channel = self._channel
+        if channel is not None and self.heartbeat_interval > 0:
+            self._heartbeat_task = background(self._heartbeat(channel),
+                                              f"heartbeat of provider {self.name}")
 
     def _on_init_failed(self, error: BaseException) -> None:
         """``init()`` raised in the provider: failed for good (a bad key would fail again)."""
@@ -294,29 +342,40 @@ class ProviderProcess:
     def _on_exit(self, proc: Any, generation: int) -> None:
         if generation != self._generation:
             return  # an old process we already replaced
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            self._heartbeat_task = None
+        if self._channel is not None:
+            self._channel.close()
         self._fail_pending(UpstreamError(f"provider {self.name!r} exited"))
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(False)
         if self._stopping or self.state in ("failed", "stopped"):
             return
-        try:
-            code = proc.wait(1.0)
-        except subprocess.TimeoutExpired:
-            code = None
-        if time.monotonic() - self._ready_at >= self.stable_after:
+        code = proc.poll()  # None: it closed its pipe but lives on; reaped before the restart
+        # Time spent stalled is not health: a hook that hangs at every start must end in
+        # "failed" after max_restarts, not loop forever.
+        healthy_until = self._stalled_since or time.monotonic()
+        self._stalled_since = 0.0
+        if healthy_until - self._ready_at >= self.stable_after:
             self._recent_restarts = 0
+        why = self._kill_reason or f"exited with code {code}"
+        self._kill_reason = ""
         if self._recent_restarts >= self.max_restarts:
-            self._set_state("failed", f"exited (code {code}) {self._recent_restarts + 1} times "
-                                      f"in a row; not restarting")
+            self._set_state("failed", f"{why}; that is {self._recent_restarts + 1} times in a "
+                                      f"row; not restarting")
             return
         delay = min(self.backoff_max, self.backoff_base * (2 ** self._recent_restarts))
         self._recent_restarts += 1
         self.restarts += 1
-        self._set_state("restarting", f"exited with code {code}; restarting in {delay:.2f} s")
-        self._restart_task = asyncio.ensure_future(self._restart_after(delay))
+        self._set_state("restarting", f"{why}; restarting in {delay:.2f} s")
+        self._restart_task = background(self._restart_after(delay, proc),
+                                        f"restart of provider {self.name}")
 
-    async def _restart_after(self, delay: float) -> None:
-        await asyncio.sleep(delay)
+    async def _restart_after(self, delay: float, old: subprocess.Popen) -> None:
+        # Off the loop: a process that closed its pipe without exiting gets TERM, then KILL.
+        await asyncio.gather(asyncio.sleep(delay),
+                             asyncio.get_running_loop().run_in_executor(None, _reap, old))
         if not self._stopping:
             await self._spawn()
 
@@ -326,11 +385,11 @@ class ProviderProcess:
                 fut.set_exception(error)
         self._pending.clear()
 
-    def _set_state(self, state: str, detail: str) -> None:
+    def _set_state(self, state: str, detail: str, origin: str = "process") -> None:
         self.state, self.detail = state, detail
         if state != "running":
             self.reported, self.reported_detail = "running", ""
-        self.on_state(self.name, state, detail, "process")
+        self.on_state(self.name, state, detail, origin)
 
     def _on_provider_status(self, state: str, detail: str) -> None:
         self.reported, self.reported_detail = state, detail
@@ -352,8 +411,9 @@ def _unpacked(packed: bytes) -> tuple[bool, Any]:
         return False, UpstreamError(f"unreadable reply from the provider: {exc}")
 
 
-def _launch(name: str) -> tuple[subprocess.Popen, Connection]:
-    """Start ``python -m nbfeed.providers.runtime`` with one end of a socket pair.
+def _launch(name: str, hello: tuple) -> tuple[subprocess.Popen, Connection]:
+    """Start ``python -m nbfeed.providers.runtime`` with one end of a socket pair, and send it
+    ``hello`` (what to run) as its first message.
 
     A fresh interpreter, like multiprocessing's *spawn*, but without re-running the parent's
     ``__main__`` (a script without a main guard, or a notebook, must not run twice).
@@ -365,7 +425,22 @@ def _launch(name: str) -> tuple[subprocess.Popen, Connection]:
             pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, close_fds=True)
     finally:
         child_sock.close()
-    return proc, Connection(parent_sock.detach())
+    conn = Connection(parent_sock.detach())
+    try:
+        conn.send(hello)
+    except Exception:
+        conn.close()
+        _reap(proc)
+        raise
+    return proc, conn
+
+
+def _signal(proc: subprocess.Popen, signum: int) -> None:
+    """Send ``signum`` unless the process is already gone."""
+    try:
+        proc.send_signal(signum)
+    except (ProcessLookupError, OSError):
+        pass
 
 
 def _reap(proc: subprocess.Popen) -> None:

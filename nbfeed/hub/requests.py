@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import timeutil
-from ..errors import BadInterval, BadRequest, LimitExceeded
+from ..errors import BadInterval, BadRequest, LimitExceeded, shown
 from ..intervals import BAR_INTERVALS, INTERVALS, ceil_bar, floor_bar, interval_ms
 
 MAX_HISTORY_BARS = 1_000_000
@@ -88,7 +88,7 @@ def check_name(value: Any, what: str) -> str:
     """A source or symbol name: a non-blank string of at most MAX_NAME_CHARS characters."""
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME_CHARS:
         raise BadRequest(f"{what} must be a non-empty string of at most {MAX_NAME_CHARS} "
-                         f"characters, got {value!r:.80}")
+                         f"characters, got {shown(value)}")
     return value
 
 
@@ -97,9 +97,10 @@ def bar_interval(value: Any) -> str:
     if isinstance(value, str) and value in BAR_INTERVALS:
         return value
     if isinstance(value, str) and value in INTERVALS:
-        raise BadInterval(f"interval {value!r} has no history (quotes are not kept); use a bar "
-                          f"interval: {', '.join(BAR_INTERVALS)}")
-    raise BadInterval(f"unknown interval {value!r:.40}; bar intervals: {', '.join(BAR_INTERVALS)}")
+        raise BadInterval(f"interval {value!r} has no history (quotes are not kept); use a "
+                          f"bar interval: {', '.join(BAR_INTERVALS)}")
+    raise BadInterval(f"unknown interval {shown(value, 40)}; bar intervals: "
+                      f"{', '.join(BAR_INTERVALS)}")
 
 
 def bar_count(value: Any) -> int | None:
@@ -107,7 +108,7 @@ def bar_count(value: Any) -> int | None:
     if value is None:
         return None
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise BadRequest(f"count must be a positive whole number, got {value!r:.40} "
+        raise BadRequest(f"count must be a positive whole number, got {shown(value, 40)} "
                          f"({type(value).__name__})")
     count = int(value)
     if count <= 0:
@@ -122,7 +123,7 @@ def time_ms(value: Any, what: str) -> int:
     """A time in any form :func:`~nbfeed.timeutil.to_ms` reads, inside years 1900..2999."""
     ms = timeutil.to_ms(value, what)
     if not MIN_TIME_MS <= ms < MAX_TIME_MS:
-        raise BadRequest(f"{what}: {value!r:.40} is outside the supported years 1900..2999")
+        raise BadRequest(f"{what}: {shown(value, 40)} is outside the supported years 1900..2999")
     return ms
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .outbox import Outbox, StreamBatch
+from .tasks import background
 
 log = logging.getLogger("nbfeed.hub")
 
@@ -158,7 +159,7 @@ class Subscription:
                 except Exception:
                     log.exception("subscription callback raised")
 
-        self._pump = asyncio.ensure_future(pump())
+        self._pump = background(pump(), f"callback delivery of {self!r}")
 
     async def close(self) -> None:
         """Release every stream of this subscription. Safe to call twice; readers waiting in

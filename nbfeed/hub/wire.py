@@ -8,10 +8,15 @@ when the transport is closed (the frame is dropped; the transport then calls :me
 Failure behaviour:
 
 * every malformed, unknown, oversized or refused message is answered with an ``error`` frame
-  naming the problem; the session keeps going (errors never close the socket);
+  naming the problem (at most ``MAX_ERROR_CHARS`` characters: bad input is never echoed in
+  full); the session keeps going (errors never close the socket);
 * each subscription's rows wait in a bounded, conflating outbox; one pump task writes at most one
   ``data_update`` frame per subscription per flush and awaits the transport's write before the
   next, so a client that does not read never grows the server's memory and never delays others;
+* the pump lives as long as the session: anything but a closed transport going wrong in a
+  flush is logged at ERROR and the next flush goes on, so no subscription ever stops receiving
+  while its stream produces rows (an unsubscribe while a flush waits on a slow client only
+  drops that subscription's rows);
 * history requests run concurrently (at most ``max_concurrent_requests`` per session) and always
   end in a reply or an error frame, thanks to the hub's request timeout.
 
@@ -28,13 +33,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._version import __version__
-from ..errors import BadRequest, LimitExceeded, NBFeedError
+from ..errors import BadRequest, LimitExceeded, NBFeedError, shown
 from ..jsonfast import dumpb, loads
 from .config import HubConfig
 from .hub import Hub
 from .memory import BIG_ANSWER_BARS, release_freed_memory
 from .outbox import StreamBatch
 from .subscription import Subscription
+from .tasks import background
 from .wire_recordings import RecordingMessages
 
 log = logging.getLogger("nbfeed.wire")
@@ -42,6 +48,19 @@ log = logging.getLogger("nbfeed.wire")
 VERSION = 1
 MESSAGE_TYPES = ("subscribe", "unsubscribe", "history", "search", "ping", "record",
                  "stop_recording", "recordings", "control")
+#: Longest ``message`` of an error frame; longer ones are cut (they may quote client input).
+MAX_ERROR_CHARS = 1_000
+
+
+class _TransportClosed(Exception):
+    """The transport failed a write: the connection is gone and the session stops writing."""
+
+
+def error_frame(code: str, message: str, request_id: str | None = None) -> bytes:
+    """An ``error`` frame, its message cut to ``MAX_ERROR_CHARS``."""
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 3] + "..."
+    return dumpb({"type": "error", "id": request_id, "code": code, "message": message})
 
 
 @dataclass
@@ -71,7 +90,7 @@ class WireSession(RecordingMessages):
         self._ready = asyncio.Event()
         self._requests: set[asyncio.Task] = set()
         self._closed = False
-        self._pump_task = asyncio.ensure_future(self._pump())
+        self._pump_task = background(self._pump(), "wire session pump")
 
     def hello(self) -> bytes:
         """The first frame a transport sends: protocol version and server version."""
@@ -90,22 +109,24 @@ class WireSession(RecordingMessages):
                                     f"{self.limits.max_message_bytes}")
             try:
                 msg = loads(message)
-            except ValueError:
-                raise BadRequest("message is not valid JSON") from None
+            except ValueError as exc:
+                raise BadRequest(f"message is not valid JSON: {exc}") from None
             if not isinstance(msg, dict):
                 raise BadRequest(f"message must be a JSON object, got {type(msg).__name__}")
             req_id = self._id_of(msg)
             kind = msg.get("type")
             if kind not in MESSAGE_TYPES:
-                raise BadRequest(f"unknown message type {kind!r:.60}; expected one of "
+                raise BadRequest(f"unknown message type {shown(kind, 60)}; expected one of "
                                  f"{', '.join(MESSAGE_TYPES)}")
             await getattr(self, f"_on_{kind}")(msg, req_id)
+        except _TransportClosed:
+            return
         except NBFeedError as exc:
-            await self._write(dumpb(exc.to_wire(req_id)))
+            await self._write_quietly(error_frame(exc.code, exc.message, req_id))
         except Exception as exc:  # a bug must not take the socket down
             log.exception("wire session error")
-            await self._write(dumpb({"type": "error", "id": req_id, "code": "bad_request",
-                                      "message": f"internal error: {type(exc).__name__}"}))
+            await self._write_quietly(error_frame(
+                "bad_request", f"internal error: {type(exc).__name__}", req_id))
 
     @staticmethod
     def _id_of(msg: dict) -> str | None:
@@ -177,7 +198,7 @@ class WireSession(RecordingMessages):
         if len(self._requests) >= self.limits.max_concurrent_requests:
             raise LimitExceeded(f"at most {self.limits.max_concurrent_requests} requests at "
                                 "once per connection")
-        task = asyncio.ensure_future(self._history(msg, rid))
+        task = background(self._history(msg, rid), "wire history request")
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
 
@@ -194,12 +215,14 @@ class WireSession(RecordingMessages):
             if len(bars) >= BIG_ANSWER_BARS:
                 del bars, body
                 await asyncio.to_thread(release_freed_memory)
+        except _TransportClosed:
+            return
         except NBFeedError as exc:
-            await self._write(dumpb(exc.to_wire(rid)))
+            await self._write_quietly(error_frame(exc.code, exc.message, rid))
         except Exception as exc:
             log.exception("history request failed")
-            await self._write(dumpb({"type": "error", "id": rid, "code": "upstream",
-                                      "message": f"{type(exc).__name__}: {exc}"}))
+            await self._write_quietly(error_frame("upstream", f"{type(exc).__name__}: {exc}",
+                                                  rid))
 
     async def _on_search(self, msg: dict, req_id: str | None) -> None:
         query = msg.get("query", "")
@@ -216,38 +239,63 @@ class WireSession(RecordingMessages):
     # ---- outgoing -------------------------------------------------------------------------
 
     async def _write(self, frame: bytes) -> None:
+        """Write one frame and wait until the transport took it; raises _TransportClosed when
+        the transport failed the write (a closed transport's ``None`` just drops the frame)."""
         if self._closed:
             return
         result = self._send(frame)
         if result is not None:
-            await result
+            try:
+                await result
+            except Exception as exc:
+                raise _TransportClosed() from exc
+
+    async def _write_quietly(self, frame: bytes) -> None:
+        """:meth:`_write` for a reply on its way out anyway: a closed transport is no error."""
+        try:
+            await self._write(frame)
+        except _TransportClosed:
+            pass
 
     async def _pump(self) -> None:
         try:
             while not self._closed:
                 await self._ready.wait()
                 self._ready.clear()
-                await self.flush()
+                try:
+                    await self.flush()
+                except _TransportClosed:
+                    log.debug("wire pump stopped: the transport closed")
+                    return
+                except Exception:
+                    # A bug in one flush must not silence the socket: report it, go on.
+                    log.exception("wire session: a flush failed; delivery goes on")
+                    self._ready.set()
+                    await asyncio.sleep(0.1)  # not a hot loop if it fails again
                 if self.limits.min_flush_interval > 0:
                     await asyncio.sleep(self.limits.min_flush_interval)
         except asyncio.CancelledError:
             pass
-        except Exception:
-            # The transport failed (closed socket): stop pumping; close() tidies up.
-            log.debug("wire pump stopped", exc_info=True)
 
     async def flush(self) -> None:
-        """Write one frame per subscription with everything waiting, plus status/error events."""
+        """Write one frame per subscription with everything waiting, plus status/error events.
+
+        Each write waits for the transport, so the client may unsubscribe meanwhile: what a
+        subscription needs (its id's JSON) is taken before the first await, and a subscription
+        no longer held is skipped."""
         events_seen: set[bytes] = set()
         for rid, sub in list(self.subscriptions.items()):
-            if not sub.pending:
-                continue
+            if self.subscriptions.get(rid) is not sub or not sub.pending:
+                continue  # unsubscribed during an earlier write of this flush, or idle
+            id_json = self._ids_json[rid]
             items = sub.take()
             parts = []
             for item in items:
                 if isinstance(item, StreamBatch):
                     if item.rows:
-                        parts.append(item.json_rows())
+                        part = _json_rows(item)
+                        if part:
+                            parts.append(part)
                     continue
                 event = dict(item)
                 if event.get("type") == "status":
@@ -259,8 +307,8 @@ class WireSession(RecordingMessages):
                 else:
                     event["id"] = rid
                     await self._write(dumpb(event))
-            if parts:
-                await self._write(b'{"type":"data_update","id":' + self._ids_json[rid]
+            if parts and self.subscriptions.get(rid) is sub:
+                await self._write(b'{"type":"data_update","id":' + id_json
                                   + b',"rows":[' + b",".join(parts) + b"]}")
 
     async def close(self) -> None:
@@ -274,3 +322,13 @@ class WireSession(RecordingMessages):
         for sub in list(self.subscriptions.values()):
             await sub.close()
         self.subscriptions.clear()
+
+
+def _json_rows(batch: StreamBatch) -> bytes:
+    """The batch's JSON fragment, or nothing (logged) for rows JSON cannot hold."""
+    try:
+        return batch.json_rows()
+    except ValueError as exc:
+        log.warning("rows of %s/%s/%s dropped: %s", batch.source, batch.symbol, batch.interval,
+                    exc)
+        return b""

@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..errors import BadRequest, LimitExceeded
-from ..jsonfast import nan_to_none
+from ..errors import BadRequest, LimitExceeded, shown
+from ..jsonfast import lone_surrogate_at, nan_to_none
 from .schema import MIN_INTERVAL_MS, check_widget, column_problems
 
 MAX_ROWS = 10_000
@@ -30,7 +30,7 @@ _DEFINITION_KEYS = frozenset({"id", "name", "description", "category", "subCateg
 def _text(body: dict, key: str, default: str | None = None) -> str:
     value = body.get(key, default)
     if not isinstance(value, str) or (default is None and not value.strip()):
-        raise BadRequest(f"{key} must be a non-empty string, got {value!r:.60}")
+        raise BadRequest(f"{key} must be a non-empty string, got {shown(value, 60)}")
     if len(value) > (MAX_TEXT if key != "description" else 5 * MAX_TEXT):
         raise BadRequest(f"{key} is too long ({len(value)} characters)")
     return value
@@ -40,16 +40,27 @@ def check_id(value: Any) -> str:
     """A published table's id: 1-64 letters, digits, ``_`` or ``-``, starting alphanumeric."""
     if not isinstance(value, str) or not _ID.match(value):
         raise BadRequest(f"widget id must be 1-64 characters of letters, digits, '_' or '-' "
-                         f"starting with a letter or digit, got {value!r:.60}")
+                         f"starting with a letter or digit, got {shown(value, 60)}")
     return value
 
 
+def _refuse_lone_surrogates(value: Any, where: str = "") -> None:
+    """BadRequest naming the first text in ``value`` that is not valid Unicode (a lone
+    surrogate cannot be written as UTF-8: it would break every reply it appears in)."""
+    found = lone_surrogate_at(value, where)
+    if found is not None:
+        raise BadRequest(f"{found}: text with a lone surrogate (like \\ud800) is not valid "
+                         "Unicode")
+
+
 def check_rows(rows: Any) -> list[dict]:
-    """Rows as a list of flat objects of JSON scalars (non-finite floats become null)."""
+    """Rows as a list of flat objects of JSON scalars (non-finite floats become null); text
+    must be valid Unicode."""
     if not isinstance(rows, list):
         raise BadRequest(f"rows must be a list of objects, got {type(rows).__name__}")
     if len(rows) > MAX_ROWS:
         raise LimitExceeded(f"{len(rows)} rows; a published table holds at most {MAX_ROWS}")
+    _refuse_lone_surrogates(rows, "rows")
     out = []
     for n, row in enumerate(rows):
         if not isinstance(row, dict):
@@ -57,7 +68,7 @@ def check_rows(rows: Any) -> list[dict]:
         clean = {}
         for key, value in row.items():
             if not isinstance(key, str):
-                raise BadRequest(f"rows[{n}]: field names must be strings, got {key!r:.40}")
+                raise BadRequest(f"rows[{n}]: field names must be strings, got {shown(key, 40)}")
             value = nan_to_none(value)
             if value is not None and not isinstance(value, (str, int, float, bool)):
                 raise BadRequest(f"rows[{n}].{key}: values must be text, numbers, booleans or "
@@ -74,6 +85,7 @@ def build_entry(body: dict) -> tuple[str, dict]:
     """
     if not isinstance(body, dict):
         raise BadRequest(f"the widget definition must be a JSON object, got {type(body).__name__}")
+    _refuse_lone_surrogates({k: v for k, v in body.items() if k != "rows"})
     extra = sorted(str(k) for k in body if k not in _DEFINITION_KEYS)
     if extra:
         raise BadRequest(f"unknown field(s) {', '.join(extra)}; accepted: "
@@ -103,7 +115,7 @@ def build_entry(body: dict) -> tuple[str, dict]:
     if refetch is not None:
         if isinstance(refetch, bool) or not isinstance(refetch, int) or refetch < MIN_INTERVAL_MS:
             raise BadRequest(f"refetchInterval must be >= {MIN_INTERVAL_MS} ms, got "
-                             f"{refetch!r:.40}")
+                             f"{shown(refetch, 40)}")
         entry["refetchInterval"] = refetch
         entry["staleTime"] = refetch
     grid = body.get("gridData")

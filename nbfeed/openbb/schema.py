@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import BadRequest
+from ..errors import BadRequest, shown
 
 WIDGET_TYPES = frozenset({
     "table", "chart", "markdown", "metric", "live_grid", "newsfeed", "html", "advanced_charting",
@@ -83,12 +83,12 @@ def _text(problems: list[str], where: str, obj: Mapping, key: str, *, required: 
         return
     value = obj[key]
     if not isinstance(value, str) or (not empty_ok and not value.strip()):
-        problems.append(f"{where}: {key!r} must be a non-empty string, got {value!r:.60}")
+        problems.append(f"{where}: {key!r} must be a non-empty string, got {shown(value, 60)}")
 
 
 def _flag(problems: list[str], where: str, obj: Mapping, key: str) -> None:
     if key in obj and not isinstance(obj[key], bool):
-        problems.append(f"{where}: {key!r} must be true or false, got {obj[key]!r:.60}")
+        problems.append(f"{where}: {key!r} must be true or false, got {shown(obj[key], 60)}")
 
 
 def _unknown(problems: list[str], where: str, obj: Mapping, allowed: frozenset) -> None:
@@ -121,17 +121,17 @@ def column_problems(col: Any, where: str) -> list[str]:
     for key, allowed in (("cellDataType", CELL_DATA_TYPES), ("chartDataType", CHART_DATA_TYPES),
                          ("formatterFn", FORMATTER_FNS), ("pinned", PINNED), ("align", ALIGN)):
         if key in col and col[key] not in allowed:
-            problems.append(f"{where}: {key} {col[key]!r:.40} is not one of "
+            problems.append(f"{where}: {key} {shown(col[key], 40)} is not one of "
                             f"{', '.join(sorted(allowed))}")
     if "decimalPlaces" in col and not (_is_int(col["decimalPlaces"])
                                        and 0 <= col["decimalPlaces"] <= MAX_DECIMALS):
         problems.append(f"{where}: decimalPlaces must be a whole number 0-{MAX_DECIMALS}, got "
-                        f"{col['decimalPlaces']!r:.40}")
+                        f"{shown(col['decimalPlaces'], 40)}")
     for key in ("prefix", "suffix", "headerTooltip"):
         _text(problems, where, col, key, empty_ok=True)
     for key in ("width", "minWidth", "maxWidth", "flex"):
         if key in col and not (_is_number(col[key]) and col[key] > 0):
-            problems.append(f"{where}: {key} must be a positive number, got {col[key]!r:.40}")
+            problems.append(f"{where}: {key} must be a positive number, got {shown(col[key], 40)}")
     for key in ("hide", "enableCellChangeWs"):
         _flag(problems, where, col, key)
     if "renderFn" in col:
@@ -154,7 +154,7 @@ def column_problems(col: Any, where: str) -> list[str]:
                 color = rule.get("color") if isinstance(rule, Mapping) else None
                 if not isinstance(color, str) or not (color in NAMED_COLORS or _HEX.match(color)):
                     problems.append(f"{where}.renderFnParams.colorRules[{i}]: color must be "
-                                    f"green, red, blue or a hex code, got {color!r:.40}")
+                                    f"green, red, blue or a hex code, got {shown(color, 40)}")
     return problems
 
 
@@ -167,7 +167,7 @@ def param_problems(param: Any, where: str) -> list[str]:
     _text(problems, where, param, "paramName", required=True)
     ptype = param.get("type")
     if ptype not in PARAM_TYPES:
-        problems.append(f"{where}: type {ptype!r:.40} is not one of "
+        problems.append(f"{where}: type {shown(ptype, 40)} is not one of "
                         f"{', '.join(sorted(PARAM_TYPES))}")
     for key in ("label", "description"):
         _text(problems, where, param, key, empty_ok=True)
@@ -176,7 +176,7 @@ def param_problems(param: Any, where: str) -> list[str]:
     if ptype == "endpoint":
         _text(problems, where, param, "optionsEndpoint", required=True)
     elif "optionsEndpoint" in param:
-        problems.append(f"{where}: optionsEndpoint needs type 'endpoint', not {ptype!r:.40}")
+        problems.append(f"{where}: optionsEndpoint needs type 'endpoint', not {shown(ptype, 40)}")
     if "options" in param:
         options = param["options"]
         if not isinstance(options, list):
@@ -186,7 +186,7 @@ def param_problems(param: Any, where: str) -> list[str]:
                 if not (isinstance(opt, Mapping) and isinstance(opt.get("label"), str)
                         and isinstance(opt.get("value"), (str, int, float, bool))):
                     problems.append(f"{where}.options[{i}]: must be {{label: str, value}}, got "
-                                    f"{opt!r:.60}")
+                                    f"{shown(opt, 60)}")
     value = param.get("value")
     if isinstance(value, list):
         if not param.get("multiSelect"):
@@ -196,7 +196,7 @@ def param_problems(param: Any, where: str) -> list[str]:
     elif value is not None and not isinstance(value, (str, int, float, bool)):
         problems.append(f"{where}: value must be a string, number, boolean or list")
     if ptype == "date" and isinstance(value, str) and value and not _DATE_VALUE.match(value):
-        problems.append(f"{where}: date value {value!r:.40} is neither YYYY-MM-DD nor "
+        problems.append(f"{where}: date value {shown(value, 40)} is neither YYYY-MM-DD nor "
                         "$currentDate[+-]N[hdwMy]")
     if "optionsParams" in param and not isinstance(param["optionsParams"], Mapping):
         problems.append(f"{where}: optionsParams must be an object")
@@ -218,7 +218,7 @@ def widget_problems(widget_id: Any, widget: Any) -> list[str]:
         _text(problems, where, widget, key)
     wtype = widget.get("type", "table")
     if wtype not in WIDGET_TYPES:
-        problems.append(f"{where}: type {wtype!r:.40} is not one of "
+        problems.append(f"{where}: type {shown(wtype, 40)} is not one of "
                         f"{', '.join(sorted(WIDGET_TYPES))}")
     for key in ("runButton", "raw", "exportable"):
         _flag(problems, where, widget, key)
@@ -226,11 +226,11 @@ def widget_problems(widget_id: Any, widget: Any) -> list[str]:
         value = widget["refetchInterval"]
         if value is not False and not (_is_int(value) and value >= MIN_INTERVAL_MS):
             problems.append(f"{where}: refetchInterval must be false or >= {MIN_INTERVAL_MS} "
-                            f"ms, got {value!r:.40}")
+                            f"ms, got {shown(value, 40)}")
     if "staleTime" in widget and not (_is_int(widget["staleTime"])
                                       and widget["staleTime"] >= MIN_INTERVAL_MS):
         problems.append(f"{where}: staleTime must be >= {MIN_INTERVAL_MS} ms, got "
-                        f"{widget['staleTime']!r:.40}")
+                        f"{shown(widget['staleTime'], 40)}")
     grid = widget.get("gridData")
     if grid is not None:
         if not isinstance(grid, Mapping):
@@ -240,7 +240,7 @@ def widget_problems(widget_id: Any, widget: Any) -> list[str]:
             for key, top in (("w", MAX_GRID_W), ("h", MAX_GRID_H)):
                 if key in grid and not (_is_int(grid[key]) and 1 <= grid[key] <= top):
                     problems.append(f"{where}: gridData.{key} must be 1-{top}, got "
-                                    f"{grid[key]!r:.40}")
+                                    f"{shown(grid[key], 40)}")
     params = widget.get("params", [])
     names: set[str] = set()
     if not isinstance(params, list):
@@ -341,7 +341,7 @@ def apps_problems(apps: Any, widgets: Mapping[str, Any]) -> list[str]:
                 continue
             name = group.get("name")
             if not isinstance(name, str) or not _GROUP_NAME.match(name):
-                problems.append(f"{gw}: name must look like 'Group 1', got {name!r:.40}")
+                problems.append(f"{gw}: name must look like 'Group 1', got {shown(name, 40)}")
             else:
                 group_names.add(name)
             if group.get("type") not in GROUP_TYPES:
@@ -374,15 +374,16 @@ def _tab_problems(where: str, tab: Any, widgets: Mapping[str, Any],
         _unknown(problems, lw, item, LAYOUT_KEYS)
         wid = item.get("i")
         if wid not in widgets:
-            problems.append(f"{lw}: widget {wid!r:.60} is not in widgets.json")
+            problems.append(f"{lw}: widget {shown(wid, 60)} is not in widgets.json")
         for key in ("x", "y", "w", "h"):
             if not (_is_int(item.get(key)) and item[key] >= (1 if key in "wh" else 0)):
-                problems.append(f"{lw}: {key} must be a whole number, got {item.get(key)!r:.30}")
+                problems.append(f"{lw}: {key} must be a whole number, got "
+                                f"{shown(item.get(key), 30)}")
         if _is_int(item.get("x")) and _is_int(item.get("w")) and item["x"] + item["w"] > MAX_GRID_W:
             problems.append(f"{lw}: x + w exceeds the {MAX_GRID_W}-column grid")
         for name in item.get("groups", []):
             if name not in group_names:
-                problems.append(f"{lw}: group {name!r:.40} is not defined in the app's groups")
+                problems.append(f"{lw}: group {shown(name, 40)} is not defined in the app's groups")
         state = item.get("state", {})
         params = state.get("params", {}) if isinstance(state, Mapping) else {}
         widget = widgets.get(wid) if isinstance(wid, str) else None

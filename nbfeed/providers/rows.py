@@ -5,6 +5,11 @@ plain fields. Authors may hand us rows with ``date``/``timestamp`` keys, any tim
 :func:`nbfeed.timeutil.to_ms` reads, reference-style keys ``<source>-<symbol>-<interval>-<field>``,
 numpy scalars, or a pandas DataFrame. This module turns all of those into the one form, so the hub
 never has to guess. It runs in the provider's process, where the cost is paid once per row.
+
+Times: a whole number (``int``, numpy integer) is epoch milliseconds, the unit of the row
+contract, whatever its size - so bars of 1966-1973, whose ms values are below 1e11, are not
+taken for epoch seconds, nor 1970-01-01 (0) for anything else. Anything else (a float such as
+``time.time()``, ISO text, a datetime) is read by :func:`~nbfeed.timeutil.to_ms`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def row_time_ms(value: Any) -> int:
+    """A row's time as epoch ms: whole numbers are ms already (see the module docstring)."""
+    value = _plain(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return to_ms(value, "time")
+
+
 def normalize_row(row: Mapping[str, Any], *, source: str, symbol: str | None,
                   interval: str | None) -> dict:
     """One author row -> an nbfeed row. Raises BadRequest naming what is missing."""
@@ -43,7 +56,7 @@ def normalize_row(row: Mapping[str, Any], *, source: str, symbol: str | None,
             break
     if time_value is None:
         raise BadRequest(f"row has no time (one of {', '.join(_TIME_KEYS)}): {dict(row)!r:.200}")
-    out["time"] = to_ms(_plain(time_value), "time")
+    out["time"] = row_time_ms(time_value)
     sym = row.get("symbol", symbol)
     if sym is None:
         sym = row.get("name")

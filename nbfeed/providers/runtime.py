@@ -15,6 +15,7 @@ hub -> provider::
     ("cancel", req_id)                      the hub stopped waiting: a request not started
                                             yet is skipped, the answer of one in progress
                                             is dropped instead of sent
+    ("ping", seq)                           heartbeat
     ("stop",)
 
 provider -> hub::
@@ -30,6 +31,13 @@ provider -> hub::
     ("stream_error", symbol, interval, error)
     ("status", state, detail)
     ("market", "open"|"closed", [symbol, ...] or None, detail)   set_market_state
+    ("pong", seq)                           heartbeat answer, from the control thread
+    ("busy", seq, hook, seconds)            the control thread is still in ``hook``
+
+The heartbeat: the command reader hands each ``ping`` to the control thread, the one that runs
+the subscription hooks, and that thread answers ``pong``. A hook that never returns therefore
+stops the answers even while other threads keep publishing rows, and the hub calls the process
+stalled; the reader meanwhile says which hook it is stuck in (``busy``) so the hub can tell why.
 
 History answers are columns, built here from whatever ``get_history`` returned (rows or a
 DataFrame): one array per field instead of one object per value, so the hub reads an answer
@@ -156,6 +164,16 @@ class _Sink:
                 return
 
 
+def _hook_name(msg: tuple) -> str:
+    """The hook a control message runs, as the hub shows it (``start_streaming('AAPL', '1m')``)."""
+    if msg[0] in ("sub", "unsub"):
+        name = "start_streaming" if msg[0] == "sub" else "on_close"
+        return f"{name}({msg[2]!r:.40}, {msg[3]!r:.10})"
+    if msg[0] == "idle":
+        return f"no_update({msg[1]!r:.40}, {msg[2]!r:.10})"
+    return str(msg[0])[:40]
+
+
 def _default_intervals(streams: list[tuple[str, str]]) -> dict[Any, str]:
     """The interval a row without one belongs to, per symbol: ``tick`` when the symbol is
     subscribed to ticks, else its one (first) subscribed interval; unknown symbols: ``tick``."""
@@ -193,6 +211,8 @@ class ProviderRuntime:
         # (set operations are atomic: the reader thread adds, workers discard).
         self._open_requests: set[int] = set()
         self._cancelled: set[int] = set()
+        #: The hook the control thread is running and since when (``time.monotonic()``).
+        self._in_hook: tuple[str, float] | None = None
 
     # ---- threads --------------------------------------------------------------------------
 
@@ -224,6 +244,11 @@ class ProviderRuntime:
                 break
             if op in ("sub", "unsub"):
                 self.control.put(msg)
+            elif op == "ping":
+                self.control.put(msg)
+                hook = self._in_hook
+                if hook is not None and time.monotonic() - hook[1] >= 1.0:
+                    self._safe_send(("busy", msg[1], hook[0], time.monotonic() - hook[1]))
             elif op == "req":
                 if msg[2] in ("control", "close_session"):
                     self._answer(*msg[1:])  # quick by contract; must not queue behind history
@@ -241,6 +266,10 @@ class ProviderRuntime:
             if msg is None:
                 return
             op = msg[0]
+            if op == "ping":
+                self._safe_send(("pong", msg[1]))
+                continue
+            self._in_hook = (_hook_name(msg), time.monotonic())
             try:
                 if op == "sub":
                     _, client, symbol, interval = msg
@@ -258,6 +287,8 @@ class ProviderRuntime:
                     self._safe_send(("stream_error", msg[2], msg[3], _wire_error(exc)))
                 else:
                     log.exception("provider %s: %s hook raised", self.name, op)
+            finally:
+                self._in_hook = None
 
     def _answer(self, req_id: int, kind: str, args: tuple) -> None:
         try:

@@ -9,9 +9,10 @@ and its asset class sets the scale of what it draws.
   so that the spread of daily moves is the instrument's daily volatility, rounded to its tick.
 * **Volume**: a day total per UTC day (log-normal around the instrument's typical daily volume,
   with a slow multi-week swell) spread over the day by per-minute random weights under a
-  U-shaped profile. Volume is cumulative within each UTC day, rounded to the instrument's lot,
-  so quote volume (since midnight) equals the sum of the day's bar volumes up to that time, and
-  bars of any interval add up to the coarser bars that contain them.
+  U-shaped profile, and each minute's share over its own bursty seconds. Volume is cumulative
+  within each UTC day, rounded to the instrument's lot, so quote volume (since midnight) equals
+  the sum of the day's bar volumes up to that time, and bars of any interval add up to the
+  coarser bars that contain them.
 * **Spread**: a per-instrument typical spread in basis points (pips for FX), widened by a
   per-second random factor, never under one tick.
 
@@ -31,15 +32,14 @@ import numpy as np
 DAY = 86_400_000
 MINUTE = 60_000
 _MINUTES_PER_DAY = DAY // MINUTE
-_MINUTE_MARKS = np.arange(_MINUTES_PER_DAY + 1, dtype=np.float64)
 
 # (period ms, share of the daily volatility) - random-walk-like scaling: amplitude ~ sqrt(period)
 _OCTAVES = [(2_000, 1.0), (15_000, 1.0), (120_000, 1.0), (900_000, 1.0), (3_600_000, 1.0),
             (4 * 3_600_000, 1.0), (DAY, 1.0), (5 * DAY, 1.0), (30 * DAY, 1.0), (180 * DAY, 1.0)]
 _VECTOR_MAX = 2048  # up to this many times, price() evaluates all octaves in one 2-D array
 # Salts that keep the random lattices of one symbol independent of each other.
-_SALT_DAY, _SALT_SWELL, _SALT_MINUTE, _SALT_SPREAD = (np.uint64(s) << np.uint64(48)
-                                                      for s in (0xA1, 0xB2, 0xC3, 0xD4))
+_SALT_DAY, _SALT_SWELL, _SALT_MINUTE, _SALT_SPREAD, _SALT_SECOND = (
+    np.uint64(s) << np.uint64(48) for s in (0xA1, 0xB2, 0xC3, 0xD4, 0xE5))
 
 
 def mix(x: np.ndarray) -> np.ndarray:
@@ -125,6 +125,7 @@ class MarketPath:
         self._prev_close: tuple[int, float] = (-1, 0.0)  # (midnight, price then)
         self._intraday: dict[int, np.ndarray] = {}  # day -> cumulative volume fractions
         self._totals: dict[int, float] = {}  # day -> that day's volume
+        self._seconds: dict[int, np.ndarray] = {}  # minute -> cumulative second shares
 
     # ---- price ----------------------------------------------------------------------------
 
@@ -191,20 +192,28 @@ class MarketPath:
         total = self.inst.daily_volume * np.exp(0.3 * daily + 0.25 * swell - 0.076)
         return np.round(total, self.inst.volume_decimals)
 
-    def _fractions(self, day: int) -> np.ndarray:
-        """Cumulative share of ``day``'s volume at each minute boundary (1441 values, 0 -> 1)."""
+    def _fractions(self, day: int, keep: bool = True) -> np.ndarray:
+        """Cumulative share of ``day``'s volume at each minute boundary (1441 values, 0 -> 1).
+
+        Kept for the next call only with ``keep``: live streams ask for the same day
+        thousands of times, a history request for each day once - caching those filled 64
+        days x 11.5 KB per symbol, megabytes per provider over a day of requests."""
         cum = self._intraday.get(day)
         if cum is None:
             minutes = np.arange(_MINUTES_PER_DAY, dtype=np.uint64)
-            keys = (np.uint64(day) * np.uint64(_MINUTES_PER_DAY) + minutes) ^ self.key
+            # Days before 1970 are negative: wrap them into the key space like the arrays do
+            # (np.uint64(-1) raises instead of wrapping).
+            day_key = np.array(day, dtype=np.int64).astype(np.uint64)
+            keys = (day_key * np.uint64(_MINUTES_PER_DAY) + minutes) ^ self.key
             bursts = -np.log1p(-_uniform(keys ^ _SALT_MINUTE))  # exponential: bursty minutes
             x = (np.arange(_MINUTES_PER_DAY) + 0.5) / _MINUTES_PER_DAY
             profile = 0.55 + 1.8 * (x - 0.5) ** 2  # busier at the ends of the UTC day
             cum = np.concatenate([[0.0], np.cumsum(profile * (0.25 + bursts))])
             cum /= cum[-1]
-            if len(self._intraday) > 64:  # live streams touch one or two days; keep it small
-                self._intraday.clear()
-            self._intraday[day] = cum
+            if keep:
+                if len(self._intraday) > 4:  # live streams touch one or two days
+                    self._intraday.clear()
+                self._intraday[day] = cum
         return cum
 
     def volume_since_midnight(self, t: np.ndarray) -> np.ndarray:
@@ -214,16 +223,57 @@ class MarketPath:
         if t.size and int(t.min()) // DAY == first == int(t.max()) // DAY:
             # A live burst: one day, one cached total (the hot path of every quote).
             total = self._day_total(first)
-            share = np.interp((t - first * DAY) / MINUTE, _MINUTE_MARKS, self._fractions(first))
-            return np.round(total * share, self.inst.volume_decimals)
+            return np.round(total * self._day_share(first, t), self.inst.volume_decimals)
         days = t // DAY
         out = np.zeros(t.shape, dtype=np.float64)
         totals = self.day_volume(days)
-        tod_min = (t - days * DAY) / MINUTE
         for day in np.unique(days).tolist():
             sel = days == day
-            out[sel] = np.interp(tod_min[sel], _MINUTE_MARKS, self._fractions(day))
+            out[sel] = self._day_share(day, t[sel], keep=False)
         return np.round(totals * out, self.inst.volume_decimals)
+
+    def _day_share(self, day: int, t: np.ndarray, keep: bool = True) -> np.ndarray:
+        """Share of ``day``'s volume traded by each time ``t`` of that day: the minute's share
+        from the day's curve, spread inside the minute over its own bursty seconds (``keep``:
+        see :meth:`_fractions`)."""
+        fractions = self._fractions(day, keep=keep)
+        offset = t - day * DAY
+        minute = offset // MINUTE
+        before = fractions[minute]
+        inside = fractions[np.minimum(minute + 1, _MINUTES_PER_DAY)] - before
+        return before + inside * self._second_share(t // MINUTE, (offset % MINUTE) / MINUTE)
+
+    def _second_share(self, minutes: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Share of each minute's volume traded by fraction ``x`` of it (0 -> 1), from 60
+        random per-second weights of that minute (``minutes``: minute numbers since the epoch)."""
+        first, last = int(minutes.min()), int(minutes.max())
+        if last - first <= 1:  # a live burst: one or two minutes, remembered
+            cum = np.stack([self._seconds_of(m) for m in range(first, last + 1)])
+            where = minutes - first
+        else:
+            uniq, where = np.unique(minutes, return_inverse=True)
+            cum = self._second_fractions(uniq)
+        pos = x * 60.0
+        second = np.minimum(pos.astype(np.int64), 59)
+        a = cum[where, second]
+        return a + (cum[where, second + 1] - a) * (pos - second)
+
+    def _second_fractions(self, minutes: np.ndarray) -> np.ndarray:
+        """Per minute (rows), the cumulative share of its volume at each second (61 columns)."""
+        keys = (minutes.astype(np.uint64)[:, None] * np.uint64(60)
+                + np.arange(60, dtype=np.uint64)[None, :]) ^ self.key ^ _SALT_SECOND
+        weights = 0.15 - np.log1p(-_uniform(keys))
+        cum = np.concatenate([np.zeros((len(minutes), 1)), np.cumsum(weights, axis=1)], axis=1)
+        cum /= cum[:, -1:]
+        return cum
+
+    def _seconds_of(self, minute: int) -> np.ndarray:
+        cum = self._seconds.get(minute)
+        if cum is None:
+            if len(self._seconds) > 16:
+                self._seconds.clear()
+            cum = self._seconds[minute] = self._second_fractions(np.asarray([minute]))[0]
+        return cum
 
     def _day_total(self, day: int) -> float:
         cached = self._totals.get(day)

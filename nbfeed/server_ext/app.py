@@ -6,6 +6,11 @@ Configure with traitlets, e.g. in ``jupyter_server_config.py``::
     c.NBFeed.provider_options = {"polygon": {"api_key": "env:POLYGON_API_KEY"}}
     c.NBFeed.csv_dir = "/data/csv"
 
+On a JupyterHub whose users share one feed server (``nbfeed feed-server``), set
+``c.NBFeed.bus = "redis://..."`` (or ``NBFEED_BUS``): the server then starts no provider
+process and reaches the feed's sources through Redis (:mod:`nbfeed.bus`); everything else -
+REST, websocket, Workspace, notebooks - works unchanged.
+
 Option values written ``"env:NAME"`` are read from the environment when the server starts, so
 secrets stay out of config files. The hub starts with the server (in the start hook, once the
 event loop runs) and stops with it: ``stop_extension`` runs on SIGTERM, SIGINT, ``/api/shutdown``
@@ -21,7 +26,7 @@ import os
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Dict, Float, Int, List, Unicode
+from traitlets import Bool, Dict, Float, Int, List, Unicode, default
 
 from ..errors import NBFeedError
 from ..hub import Hub, HubConfig
@@ -80,6 +85,28 @@ class NBFeed(ExtensionApp):
                             "answer a history request.").tag(config=True)
     idle_timeout = Float(HubConfig.idle_timeout, help="Seconds without data before a provider's "
                          "no_update hook.").tag(config=True)
+    heartbeat_interval = Float(HubConfig.heartbeat_interval, help="Seconds between heartbeats "
+                               "to each provider process (0 disables stall detection)."
+                               ).tag(config=True)
+    stall_timeout = Float(HubConfig.stall_timeout, help="Seconds without a heartbeat answer "
+                          "before a provider is reported 'stalled' (its requests then fail "
+                          "fast).").tag(config=True)
+    stall_restart_after = Float(HubConfig.stall_restart_after, help="Seconds a provider may "
+                                "stay 'stalled' before it is killed and restarted (0: never)."
+                                ).tag(config=True)
+    bus = Unicode("", help="Redis URL of a shared feed server (redis://user:password@host:port/0"
+                  " or rediss:// for TLS). When set, no provider runs in this server: every "
+                  "source comes from the feed server through Redis. Default: $NBFEED_BUS. "
+                  "'env:NAME' reads it from the environment.").tag(config=True)
+    bus_namespace = Unicode("nbfeed", help="Prefix of the shared feed's Redis keys (as the "
+                            "feed server's --namespace).").tag(config=True)
+    bus_lease_ttl = Float(15.0, help="Seconds this server's demand outlives it if it dies "
+                          "without saying goodbye (renewed every third of it).").tag(config=True)
+
+    @default("bus")
+    def _bus_default(self) -> str:
+        return os.environ.get("NBFEED_BUS", "")
+
     write_runtime_file = Bool(True, help="Write nbfeed-<pid>.json in the runtime dir so kernels "
                               "find this server.").tag(config=True)
 
@@ -112,6 +139,8 @@ class NBFeed(ExtensionApp):
     def hub_config(self) -> HubConfig:
         """The hub's settings: traits named like a HubConfig field pass as they are; the
         providers, their options and the paths are resolved here."""
+        if self.bus:
+            return self._bus_hub_config()
         specs = []
         options = resolve_env(dict(self.provider_options))
         if self.csv_dir:
@@ -135,6 +164,19 @@ class NBFeed(ExtensionApp):
                               if k not in loaded and isinstance(v, dict)},
         })
 
+    def _bus_hub_config(self) -> HubConfig:
+        from ..bus import BusClient
+
+        client = BusClient(resolve_env(self.bus), namespace=self.bus_namespace,
+                           lease_ttl=self.bus_lease_ttl)
+        self.log.info("nbfeed: sources come from the shared feed at %s; no provider runs here",
+                      client.where)
+        settings = self._same_named(HubConfig)
+        settings.pop("providers", None)  # the feed server's: the hub on the bus runs none
+        return client.hub_config(**{
+            **settings, "home": self.home or None,
+            "catalog_path": self.catalog_path or None, "cache_path": self.cache_path or None})
+
     def wire_limits(self) -> WireLimits:
         """Per-connection limits of the websocket: traits named like a WireLimits field pass
         as they are; the ``_per_client`` ones and ``flush_hz`` are translated here."""
@@ -149,7 +191,20 @@ class NBFeed(ExtensionApp):
 
     def initialize_settings(self) -> None:
         # No asyncio work here: the loop is not running yet. The hub starts in the start hook.
+        self._route_nbfeed_logs()
         self.hub = Hub(self.hub_config())
+
+    def _route_nbfeed_logs(self) -> None:
+        """nbfeed's loggers (``nbfeed.hub``, ``nbfeed.wire``, ...) write through this server's
+        log, with its format and level - as Jupyter does for tornado's - instead of only
+        reaching stderr from WARNING up, unformatted. A logger configured on purpose (one with
+        handlers of its own) is left alone."""
+        import logging
+
+        logger = logging.getLogger("nbfeed")
+        if not logger.handlers:
+            logger.parent = self.log
+            logger.propagate = True
 
     def initialize_handlers(self) -> None:
         # Handlers get what they use (the hub, the limits, the Workspace backend), not the app.

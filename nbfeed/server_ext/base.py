@@ -1,4 +1,13 @@
-"""What every nbfeed HTTP handler shares: an error becomes a JSON reply in one place.
+"""What every nbfeed HTTP handler shares: an error becomes a JSON reply in one place, and no
+secret reaches a log line.
+
+Secrets travel in nbfeed's URLs: the Jupyter token or the Workspace key as ``?token=`` /
+``?api_key=``, and the live grid's socket capability as a path segment
+(``workspace/ws/<capability>/...``). Tornado, Jupyter and nbfeed all log a request by its
+``uri`` or ``path`` (access lines, refused requests, uncaught exceptions, "Opening websocket"),
+so :class:`RedactedRequestMixin` replaces both by :func:`redacted_uri` forms as soon as a
+handler is made - after routing and after the query was parsed, so nothing reads them any more
+for their meaning - and every line logged for nbfeed's routes is secret-free.
 
 A handler raises; it never formats an error itself. The reply body is ``{"detail": ...}``:
 
@@ -13,6 +22,7 @@ A handler raises; it never formats an error itself. The reply body is ``{"detail
 from __future__ import annotations
 
 import logging
+import re
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +36,36 @@ AUTH_RESOURCE = "nbfeed"
 
 log = logging.getLogger("nbfeed.server")
 
+#: Query parameters whose value is a secret when their name contains one of these.
+SECRET_PARAM_WORDS = ("token", "key", "auth", "secret", "password", "capability")
+_CAPABILITY_SEGMENT = re.compile(r"(/nbfeed/workspace/ws/)[^/?]+")
+REDACTED = "[secret]"  # the word Jupyter uses for what it scrubs
+
+
+def redacted_uri(uri: str) -> str:
+    """``uri`` with secret query values and the socket capability replaced by ``[secret]``."""
+    path, sep, query = uri.partition("?")
+    path = _CAPABILITY_SEGMENT.sub(r"\1" + REDACTED, path)
+    if not sep:
+        return path
+    parts = []
+    for part in query.split("&"):
+        name, eq, _ = part.partition("=")
+        if eq and any(word in name.lower() for word in SECRET_PARAM_WORDS):
+            part = f"{name}={REDACTED}"
+        parts.append(part)
+    return f"{path}?{'&'.join(parts)}"
+
+
+class RedactedRequestMixin:
+    """Makes the handler's request show only :func:`redacted_uri` forms (see module
+    docstring). Put it first among a handler's bases."""
+
+    def __init__(self, application: Any, request: Any, **kwargs: Any) -> None:
+        super().__init__(application, request, **kwargs)  # type: ignore[call-arg]
+        request.uri = redacted_uri(request.uri or "")
+        request.path = redacted_uri(request.path or "")
+
 
 def error_body(exc: BaseException | None, reason: str) -> dict[str, Any]:
     """The JSON body that answers ``exc`` (see module docstring)."""
@@ -37,7 +77,7 @@ def error_body(exc: BaseException | None, reason: str) -> dict[str, Any]:
     return {"detail": detail or reason}
 
 
-class JSONErrorsMixin:
+class JSONErrorsMixin(RedactedRequestMixin):
     """``write_error`` and ``log_exception`` of a tornado handler, as the module says."""
 
     _reason: str

@@ -23,11 +23,11 @@ from tornado.iostream import StreamClosedError
 
 from ..columns import Columns
 from ..columns_io import ARROW_STREAM, ArrowStream
-from ..errors import BadRequest, UpstreamError
+from ..errors import BadRequest, UpstreamError, shown
 from ..hub import Hub
 from ..hub.memory import BIG_ANSWER_BARS, release_freed_memory
 from ..jsonfast import dumpb, loads
-from ..providers.registry import ProviderSpec, resolve_spec
+from ..providers.registry import ProviderSpec, available_providers, load_class, resolve_spec
 from ..tabular import columns_csv, columns_order
 from .base import AUTH_RESOURCE, JSONErrorsMixin
 
@@ -64,7 +64,7 @@ class NBFeedAPIHandler(JSONErrorsMixin, APIHandler):
         try:
             return int(value)
         except ValueError:
-            raise BadRequest(f"parameter {name!r} must be a whole number, got {value!r:.40}"
+            raise BadRequest(f"parameter {name!r} must be a whole number, got {shown(value, 40)}"
                              ) from None
 
     def source_options(self, source: str, known: tuple[str, ...] = (
@@ -82,10 +82,33 @@ class NBFeedAPIHandler(JSONErrorsMixin, APIHandler):
         self.finish(dumpb(data))
 
 
+_installed_imported = False
+
+
+async def _import_installed_providers() -> None:
+    """Import every installed provider class once, in a thread: the first listing of what could
+    be turned on imports them all, which takes a second on a busy machine - too long to stall
+    every socket of the server for."""
+    global _installed_imported
+    if _installed_imported:
+        return
+
+    def load_all() -> None:
+        for path in available_providers().values():
+            try:
+                load_class(path)
+            except BadRequest:
+                pass  # reported by the listing itself
+
+    await asyncio.to_thread(load_all)
+    _installed_imported = True
+
+
 class ProvidersHandler(NBFeedAPIHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
+        await _import_installed_providers()
         self.reply({"providers": self.hub.providers_info(include_available=True)})
 
     @web.authenticated
@@ -116,8 +139,8 @@ def _spec_from_body(body: bytes) -> ProviderSpec:
         raise BadRequest(f"provider body of {len(body)} bytes is over {MAX_PROVIDER_BODY}")
     try:
         data = loads(body or b"null")
-    except ValueError:
-        raise BadRequest("body must be JSON") from None
+    except ValueError as exc:
+        raise BadRequest(f"body must be JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object with name, kind, value, options")
     name, kind, value = data.get("name"), data.get("kind"), data.get("value")
@@ -136,7 +159,7 @@ def _spec_from_body(body: bytes) -> ProviderSpec:
         except (binascii.Error, TypeError, ValueError):
             raise BadRequest("value must be base64 for kind 'pickled'") from None
         return ProviderSpec(name=name, factory=None, options=options, pickled=pickled)
-    raise BadRequest(f"kind must be 'builtin', 'path' or 'pickled', got {kind!r:.40}")
+    raise BadRequest(f"kind must be 'builtin', 'path' or 'pickled', got {shown(kind, 40)}")
 
 
 class SymbolsHandler(NBFeedAPIHandler):
@@ -165,7 +188,7 @@ class HistoryHandler(NBFeedAPIHandler):
         fmt = self.param("format", "json")
         if fmt not in HISTORY_FORMATS:
             raise BadRequest(f"format must be one of {', '.join(HISTORY_FORMATS)}, got "
-                             f"{fmt!r:.40}")
+                             f"{shown(fmt, 40)}")
         source = self.param("source", required=True)
         symbol = self.param("symbol", required=True)
         interval = self.param("interval", required=True)

@@ -12,7 +12,8 @@ make_session`. The shell moves frames between the socket and the session:
   the OS buffer (flow control) and raises if the connection closes first; once the socket is
   closed it returns None instead;
 - every client message goes to ``session.receive``, which never raises;
-- when the socket closes, ``session.close()`` runs as a task kept referenced until it is done.
+- when the socket closes, ``session.close()`` runs as a task kept referenced until it is done;
+- every log line about the request shows it without its secrets (:mod:`.base`).
 
 Frames larger than ``max_message_bytes`` are refused by tornado before a session sees them (the
 socket closes with 1009). WebSocketMixin pings every 30 s and closes a peer that stopped
@@ -21,7 +22,6 @@ answering; the shell never closes a healthy socket itself.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
@@ -29,7 +29,8 @@ from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-_closing: set[asyncio.Future] = set()  # keeps session.close() tasks alive until they finish
+from ..hub.tasks import background
+from .base import RedactedRequestMixin
 
 
 class Session(Protocol):
@@ -40,8 +41,11 @@ class Session(Protocol):
     async def close(self) -> None: ...
 
 
-class SessionSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
-    """A websocket that hands its frames to one :class:`Session` (see module docstring)."""
+class SessionSocket(RedactedRequestMixin, WebSocketMixin, WebSocketHandler, JupyterHandler):
+    """A websocket that hands its frames to one :class:`Session` (see module docstring).
+
+    Its request shows only redacted URIs (:mod:`.base`): the live grid's path carries a
+    capability."""
 
     #: The largest client frame tornado accepts; larger ones close the socket (1009).
     max_message_bytes = 16 * 1024 * 1024
@@ -73,6 +77,4 @@ class SessionSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
     def on_close(self) -> None:
         session, self.session = self.session, None
         if session is not None:
-            task = asyncio.ensure_future(session.close())
-            _closing.add(task)
-            task.add_done_callback(_closing.discard)
+            background(session.close(), f"closing the session of {type(self).__name__}")

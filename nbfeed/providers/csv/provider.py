@@ -214,7 +214,8 @@ class CSVProvider(Provider):
     def get_dataset(self) -> list[dict]:
         store = self.store
         if not store.folder.is_dir():
-            self.set_status("degraded", f"csv: folder {store.folder} does not exist")
+            # Statuses reach every client: the folder's name, not where it sits on the server.
+            self.set_status("degraded", f"csv: folder {store.folder.name!r} does not exist")
             return []
         entries = store.entries(self.name, self.settings.categories)
         unserved = store.unserved()
@@ -222,7 +223,7 @@ class CSVProvider(Provider):
             self.set_status("degraded", f"csv: {len(unserved)} file(s) not served: "
                             + "; ".join(unserved[:5]))
         else:
-            self.set_status("running", f"csv: {len(entries)} files in {store.folder}")
+            self.set_status("running", f"csv: {len(entries)} files in {store.folder.name!r}")
         return entries
 
     def get_history(self, symbol: str, interval: str, start: int | None, end: int | None,

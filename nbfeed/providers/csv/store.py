@@ -55,7 +55,7 @@ class CSVStore:
         try:
             mtime = os.stat(self.folder).st_mtime_ns
         except OSError:
-            return {}, [Problem(str(self.folder), None, "CSV folder does not exist")]
+            return {}, [Problem(self.folder.name, None, "CSV folder does not exist")]
         with self._lock:
             if self._listing is not None and self._listing[0] == mtime:
                 return self._listing[1], self._listing[2]
@@ -100,7 +100,8 @@ class CSVStore:
                 if p.path[:-4] == symbol:
                     raise BadRequest(f"csv: symbol {symbol!r}: {p.message}")
             some = ", ".join(list(listed)[:10])
-            raise UnknownSymbol(f"csv: no file {symbol + '.csv'!r} in {self.folder}; "
+            # Errors reach clients: never the server's absolute path.
+            raise UnknownSymbol(f"csv: no file {symbol + '.csv'!r} in the CSV folder; "
                                 f"symbols: {some}{', ...' if len(listed) > 10 else ''}")
         if not path.resolve().is_relative_to(self.folder.resolve()):
             raise BadRequest(f"csv: symbol {symbol!r} resolves outside the CSV folder; refused")

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ...hub import Hub
+from ...jsonfast import lone_surrogate_at
 from ...openbb.schema import widget_problems
 from .published import PublishedStore
 from .quotes import QuoteBoard
@@ -140,11 +141,14 @@ class WorkspaceBackend:
 
     def widgets(self, prefix: str = "", views: list[SourceView] | None = None) -> dict:
         """widgets.json; an entry that fails validation is left out (and logged), because one
-        invalid entry makes Workspace reject the whole backend."""
+        invalid entry makes Workspace reject the whole backend. So is one holding text that is
+        not valid Unicode (a lone surrogate), however it got in."""
         views = self.sources() if views is None else views
         widgets = build_widgets(views, self.capability, prefix, self.published.entries())
         for wid in list(widgets):
-            problems = widget_problems(wid, widgets[wid])
+            bad_text = lone_surrogate_at(widgets[wid])
+            problems = ([f"{bad_text}: text with a lone surrogate"] if bad_text is not None
+                        else widget_problems(wid, widgets[wid]))
             if problems:
                 log.error("nbfeed: Workspace widget %s left out: %s", wid, "; ".join(problems))
                 del widgets[wid]

@@ -28,7 +28,7 @@ from typing import Any
 
 from jupyter_server.auth.decorator import allow_unauthenticated
 
-from ...errors import BadRequest
+from ...errors import BadRequest, shown
 from . import views
 from .auth import WorkspaceHandler
 from .quotes import parse_symbols
@@ -67,7 +67,7 @@ class _Endpoint(WorkspaceHandler):
         try:
             number = int(value)
         except ValueError:
-            raise BadRequest(f"parameter {name!r} must be a whole number, got {value!r:.40}"
+            raise BadRequest(f"parameter {name!r} must be a whole number, got {shown(value, 40)}"
                              ) from None
         if not 1 <= number <= top:
             raise BadRequest(f"parameter {name!r} must be between 1 and {top}, got {number}")

@@ -32,8 +32,9 @@ from typing import Any
 from jupyter_server.auth.decorator import allow_unauthenticated
 from tornado import web
 
-from ...errors import NBFeedError
+from ...errors import NBFeedError, shown
 from ...hub import Hub, StreamBatch, Subscription
+from ...hub.tasks import background
 from ...intervals import TICK
 from ...jsonfast import dumpb, loads
 from ..sockets import SessionSocket
@@ -115,7 +116,7 @@ class LiveGridSession:
         await self._stop()
         self.symbols, self.sub = wanted, new
         if new is not None:
-            self._pump = asyncio.ensure_future(self._run(new))
+            self._pump = background(self._run(new), f"Workspace live grid {self.source}")
 
     async def _stop(self) -> None:
         pump, sub = self._pump, self.sub
@@ -154,8 +155,14 @@ class LiveGridSession:
                          item.get("type"), item.get("state") or item.get("message", ""))
 
     async def _write(self, latest: dict[str, dict]) -> bool:
-        """Send one frame; False once the socket is gone (the pump then ends)."""
-        done = self.send(dumpb([live_row(r) for r in latest.values()]))
+        """Send one frame; False once the socket is gone (the pump then ends). Rows JSON
+        cannot hold are dropped (logged), not the socket's pump."""
+        try:
+            frame = dumpb([live_row(r) for r in latest.values()])
+        except (ValueError, TypeError) as exc:
+            log.warning("nbfeed: Workspace live grid %s: rows dropped: %s", self.source, exc)
+            return True
+        done = self.send(frame)
         if done is None:
             return False
         try:
@@ -198,7 +205,7 @@ class LiveGridSocket(SessionSocket):
                         "c.NBFeed.workspace_origins", self.get_origin())
             raise web.HTTPError(403, "origin not allowed")
         if source not in self.backend.hub.sources():
-            raise web.HTTPError(404, f"unknown source {source!r:.80}")
+            raise web.HTTPError(404, f"unknown source {shown(source)}")
         if len(self.backend.sockets) >= MAX_SOCKETS:
             raise web.HTTPError(503, "too many Workspace sockets")
         self.capability = capability

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ...errors import LimitExceeded, NBFeedError
+from ...errors import LimitExceeded, NBFeedError, shown
 from ...openbb.entries import WIDGET_PREFIX, build_entry, check_rows
 
 MAX_WIDGETS = 50
@@ -74,7 +74,7 @@ class PublishedStore:
     def get(self, wid: str) -> Published:
         item = self._items.get(wid)
         if item is None:
-            raise UnknownWidget(f"no published widget {wid!r:.80}; published: "
+            raise UnknownWidget(f"no published widget {shown(wid)}; published: "
                                 f"{', '.join(sorted(self._items)) or '(none)'}")
         return item
 

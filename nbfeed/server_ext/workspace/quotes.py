@@ -22,8 +22,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ...errors import BadRequest, LimitExceeded
+from ...errors import BadRequest, LimitExceeded, shown
 from ...hub import Hub, Subscription
+from ...hub.tasks import background
 from ...intervals import TICK
 from ...jsonfast import nan_to_none
 
@@ -109,10 +110,10 @@ def parse_symbols(value: Any, *, limit: int = MAX_SYMBOLS) -> list[str]:
         parts = []
         for item in value:
             if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-                raise BadRequest(f"symbol values must be strings, got {item!r:.40}")
+                raise BadRequest(f"symbol values must be strings, got {shown(item, 40)}")
             parts.extend(str(item).split(","))
     else:
-        raise BadRequest(f"symbol must be a string or a list of strings, got {value!r:.60}")
+        raise BadRequest(f"symbol must be a string or a list of strings, got {shown(value, 60)}")
     out = list(dict.fromkeys(p.strip() for p in parts if p.strip()))
     if len(out) > limit:
         raise LimitExceeded(f"{len(out)} symbols requested; the limit is {limit}")
@@ -142,7 +143,6 @@ class QuoteBoard:
         self.max_leases = max_leases
         self._leases: dict[tuple[str, tuple[str, ...]], _Lease] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._closing: set[asyncio.Future] = set()
 
     async def snapshot(self, source: str, symbols: list[str]) -> dict[str, dict]:
         """The latest hub row per symbol (symbols without data yet are missing).
@@ -217,9 +217,7 @@ class QuoteBoard:
     def _close_soon(self, sub: Subscription) -> None:
         """Close a lease's subscription from synchronous code; the task stays referenced
         until it is done."""
-        task = asyncio.ensure_future(sub.close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        background(sub.close(), "closing a Workspace quote lease")
 
     def __len__(self) -> int:
         return len(self._leases)

@@ -100,12 +100,17 @@ async def bars(hub: Hub, source: str, symbol: str, *, interval: str | None, star
     interval = interval or default_interval(entry)
     start_ms = to_ms(start, "start") if start is not None else None
     stop_ms = end_ms(end)
-    rows = await hub.history(source, symbol, interval, start_ms, stop_ms, count)
+    # Handed on as ISO text: a number below 1e11 would be read as epoch seconds (1966-1973).
+    rows = await hub.history(source, symbol, interval, _iso(start_ms), _iso(stop_ms), count)
     if not rows and start_ms is not None:
         until = ms_to_iso(stop_ms)[:10] if stop_ms is not None else "now"
         raise NoData(f"no {interval} bars of {source}/{symbol} from "
                      f"{ms_to_iso(start_ms)[:10]} to {until}; choose other dates")
     return Bars(symbol, interval, entry, rows)
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else ms_to_iso(ms)
 
 
 def table_rows(rows: list[dict]) -> list[dict]:

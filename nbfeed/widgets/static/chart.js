@@ -267,6 +267,23 @@ export function priceDecimals(step) {
   return step > 0 ? clamp(Math.ceil(-Math.log10(step) - 1e-9), 0, 10) : 2;
 }
 
+// The decimals the data itself carries (a stock quoted in cents: 2; EURUSD: 5), read from up to
+// 200 values of the view: the values are shown as the source sent them, not finer.
+export function dataDecimals(values, i0, i1) {
+  let most = -1;
+  const stride = Math.max(1, Math.floor((i1 - i0 + 1) / 200));
+  for (let i = Math.max(0, i0); i <= i1; i += stride) {
+    const v = values[i];
+    if (!Number.isFinite(v)) continue;
+    let d = 0;
+    for (let x = v; d < 8 && Math.abs(x - Math.round(x)) > 1e-6 * Math.max(1, Math.abs(x)); d++) {
+      x = v * 10 ** (d + 1);
+    }
+    if (d > most) most = d;
+  }
+  return most;
+}
+
 export function formatPrice(v, decimals) {
   if (!Number.isFinite(v)) return "";
   return v.toLocaleString("en-US", { minimumFractionDigits: decimals,
@@ -415,7 +432,9 @@ function paint(ctx, W, H, s) {
   // grid and price axis
   const { step, ticks } = niceTicks(lo, hi, Math.max(2, Math.floor((priceBottom - top) / 40)));
   const tickDec = priceDecimals(step);
-  const dec = Math.min(10, Math.max(2, tickDec + 1)); // values read finer than the grid
+  // Values as precise as the data (else a little finer than the grid), never fewer than 2.
+  const carried = dataDecimals(kind === "candle" ? store.col("close") : store.cols[0], i0, i1);
+  const dec = Math.min(10, Math.max(2, carried >= 0 ? carried : tickDec + 1));
   ctx.strokeStyle = th.grid;
   ctx.lineWidth = 1;
   ctx.beginPath();
