@@ -67,6 +67,36 @@ async def test_history_json_and_csv(nbfeed_server, jp_fetch):
     assert float(rows[0]["close"]) == data["rows"][0]["close"]  # a finished bar; the last moves
 
 
+async def test_history_in_every_format_says_the_same_bars(nbfeed_server, jp_fetch,
+                                                          monkeypatch):
+    """3 days of 1m bars (more than one written piece): JSON, CSV and the Arrow stream the
+    notebook reads carry the same bars, and the Arrow answer is the same DataFrame as JSON's."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from nbfeed.client.frames import history_frame
+    from nbfeed.columns_io import read_arrow
+    from nbfeed.server_ext import handlers
+
+    params = {"source": "simulated", "symbol": "MSFT", "interval": "1m",
+              "end": "2026-03-06T00:00:00Z", "count": str(3 * 1440)}
+    monkeypatch.setattr(handlers, "HISTORY_PIECE_ROWS", 1000)  # five pieces
+    _, data = await fetch_json(jp_fetch, *API, "history", params=params)
+    _, text = await fetch_json(jp_fetch, *API, "history", params={**params, "format": "csv"})
+    resp = await jp_fetch(*API, "history", params={**params, "format": "arrow"})
+    rows = data["rows"]
+    assert (data["source"], data["symbol"], data["interval"]) == ("simulated", "MSFT", "1m")
+    assert len(rows) == 3 * 1440
+    assert rows[-1]["time"] == 1772755200000 - 60_000
+    assert resp.headers["Content-Type"] == "application/vnd.apache.arrow.stream"
+    table = pa.ipc.open_stream(resp.body).read_all()  # any Arrow reader takes it
+    assert table.num_rows == len(rows) and table.column("time").to_pylist()[-1] == rows[-1]["time"]
+    pd.testing.assert_frame_equal(history_frame(read_arrow(resp.body)), history_frame(rows))
+    lines = list(csv.DictReader(io.StringIO(text)))
+    assert len(lines) == len(rows)
+    assert [float(line["close"]) for line in lines] == [r["close"] for r in rows]
+
+
 @pytest.mark.parametrize(
     ("params", "status", "named"),
     [

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import UpstreamError
-from ..tabular import columns_of
+from ..tabular import columns_csv, columns_of, columns_order
 from .output import LiveTable, write_json_lines, write_rows
 from .runner import Body, UsageError, provider_specs, run_with_hub
 
@@ -158,11 +158,17 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
     _check_request(args.interval, start=args.start, end=args.end)
 
     async def body(hub: Any) -> int:
-        rows = await hub.history(args.source, args.symbol, args.interval, start=args.start,
-                                 end=args.end, count=args.count)
-        if not rows:
+        bars = await hub.history_columns(args.source, args.symbol, args.interval,
+                                         start=args.start, end=args.end, count=args.count)
+        if not bars:
             say(f"no {args.interval} bars of {args.source}/{args.symbol} in that span")
-        write_rows(rows, args.format, out)
+        if args.format == "csv":  # straight from the columns, a piece at a time
+            columns = columns_order(bars)
+            out.write(columns_csv(bars.slice(0, 0), columns))
+            for part in bars.chunks(20_000):
+                out.write(columns_csv(part, columns, header=False))
+        else:
+            write_rows(bars.rows(), args.format, out)
         return EXIT_OK
 
     return _hub_command(args, [args.source], body)

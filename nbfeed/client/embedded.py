@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
+from ..columns import Columns
 from ..errors import UpstreamTimeout
 from ..hub import Hub, HubConfig, StreamBatch
 from ..providers.registry import ProviderSpec, resolve_spec
@@ -74,8 +75,8 @@ class EmbeddedFeed(Feed):
                                           limit=limit))
 
     def _history(self, source: str, symbol: str, interval: str, start: Any, end: Any,
-                 count: int | None) -> list[dict]:
-        return self._call(self.hub.history(source, symbol, interval, start, end, count))
+                 count: int | None) -> Columns:
+        return self._call(self.hub.history_columns(source, symbol, interval, start, end, count))
 
     def _providers(self) -> list[dict]:
         return self.hub.providers_info(include_available=True)
@@ -137,8 +138,8 @@ class EmbeddedFeed(Feed):
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _history_with(self, source, symbol, interval, start, end, count, options):
-        return self._call(self.hub.history(source, symbol, interval, start, end, count,
-                                           options=options))
+        return self._call(self.hub.history_columns(source, symbol, interval, start, end, count,
+                                                   options=options))
 
     # ---- recordings -----------------------------------------------------------------------
 

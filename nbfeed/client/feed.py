@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..columns import Columns
 from ..errors import BadRequest
 from ..hub.requests import bar_count, bar_interval
 from ..intervals import check_interval, interval_ms
@@ -31,7 +32,7 @@ class Feed:
         raise NotImplementedError  # abstract
 
     def _history(self, source: str, symbol: str, interval: str, start: Any, end: Any,
-                 count: int | None) -> list[dict]:
+                 count: int | None) -> Columns:
         raise NotImplementedError  # abstract
 
     def _subscribe(self, source: str, symbols: list[str], interval: str) -> Stream:
@@ -47,7 +48,7 @@ class Feed:
         raise NotImplementedError  # abstract
 
     def _history_with(self, source: str, symbol: str, interval: str, start: Any, end: Any,
-                      count: int | None, options: dict) -> list[dict]:
+                      count: int | None, options: dict) -> Columns:
         raise NotImplementedError  # abstract
 
     def _recording_start(self, name: str, streams: list[dict], limits: dict) -> dict:
@@ -132,16 +133,14 @@ class Feed:
         if len(chunks) <= 1:
             return history_frame(self._history(source, symbol, interval, start, end, count))
         bar = _progress(len(chunks), f"{source} {symbol} {interval}", progress)
-        rows: list[dict] = []
+        parts: list[Columns] = []
         try:
             for i, (a, b) in enumerate(chunks):
-                rows.extend(self._history(source, symbol, interval, a, b, None))
+                parts.append(self._history(source, symbol, interval, a, b, None))
                 bar(i + 1)
         finally:
             bar(None)
-        if count is not None:
-            rows = rows[-count:]
-        return history_frame(rows)
+        return history_frame(Columns.concat(parts, symbol))
 
     def _chunks(self, interval: str, start: Any, end: Any, count: int | None
                 ) -> list[tuple[str, str]]:

@@ -1,30 +1,55 @@
 """Rows -> pandas DataFrames the way notebook users expect them.
 
 Times become a tz-aware UTC ``DatetimeIndex`` named ``time``; numeric fields become float
-columns; a single-symbol result drops the redundant ``symbol`` column.
+columns; a single-symbol result drops the redundant ``symbol`` column. History arrives as
+:class:`~nbfeed.columns.Columns` and becomes a DataFrame array by array, never row by row.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
+
+from ..columns import Columns
 
 _NON_FLOAT = {"symbol", "time", "source", "name", "name_label", "type", "categories",
               "intervals", "outputs"}
 
 
-def history_frame(rows: list[dict], symbol: str | None = None) -> pd.DataFrame:
-    """Bars as a DataFrame indexed by UTC bar start time, float columns."""
-    if not rows:
+def history_frame(bars: Columns | list[dict], symbol: str | None = None) -> pd.DataFrame:
+    """Bars (Columns, or row dicts) as a DataFrame indexed by UTC bar start time, float
+    columns (a field some bars lack is NaN there)."""
+    if not isinstance(bars, Columns):
+        bars = Columns.from_rows(bars) if bars else Columns.empty()
+    if not len(bars):
         return pd.DataFrame(
             {c: pd.Series(dtype="float64") for c in ("open", "high", "low", "close", "volume")},
             index=pd.DatetimeIndex([], tz="UTC", name="time"))
-    df = pd.DataFrame.from_records(rows)
-    df.index = pd.DatetimeIndex(pd.to_datetime(df.pop("time"), unit="ms", utc=True), name="time")
-    if "symbol" in df.columns and df["symbol"].nunique() <= 1:
-        df = df.drop(columns="symbol")
-    return _floats(df)
+    index = pd.DatetimeIndex(pd.to_datetime(bars.time, unit="ms", utc=True), name="time")
+    data: dict[str, Any] = {}
+    symbols = bars.fields.get("symbol")
+    if symbols is not None:
+        mask = bars.masks.get("symbol")
+        if mask is not None:
+            symbols = np.where(mask, symbols, bars.symbol)
+        if len(set(symbols.tolist())) > 1:
+            data["symbol"] = symbols
+    for name, arr in bars.fields.items():
+        if name == "symbol":
+            continue
+        mask = bars.masks.get(name)
+        if arr.dtype.kind in "fi":
+            data[name] = bars.floats(name)
+        elif arr.dtype.kind == "b" and mask is None:
+            data[name] = arr.copy()
+        else:  # flags some bars lack, or values of mixed kinds: as pandas infers them
+            values = arr.tolist()
+            if mask is not None:
+                values = [v if m else np.nan for v, m in zip(values, mask.tolist())]
+            data[name] = pd.Series(values, index=index, dtype=object).infer_objects()
+    return _floats(pd.DataFrame(data, index=index))
 
 
 def latest_frame(rows: list[dict]) -> pd.DataFrame:

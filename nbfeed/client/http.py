@@ -72,6 +72,24 @@ def request(server: ServerInfo, method: str, path: str, body: Any = None,
                             f"{getattr(err, 'reason', None) or err}") from None
 
 
+def get_bytes(server: ServerInfo, path: str, timeout: float = 30.0) -> tuple[str, bytes]:
+    """GET ``server.url + path``: ``(content type, body)``, read in pieces of 1 MB. Errors as
+    :func:`request`."""
+    req = urllib.request.Request(server.url + path, headers=server.headers())
+    context = _unverified() if server.loopback_tls else None
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
+            parts = []
+            while chunk := resp.read(1 << 20):
+                parts.append(chunk)
+            return resp.headers.get("Content-Type", ""), b"".join(parts)
+    except urllib.error.HTTPError as err:
+        raise _refused(server, path, err) from None
+    except (urllib.error.URLError, OSError) as err:
+        raise UpstreamError(f"cannot reach nbfeed at {server.url}: "
+                            f"{getattr(err, 'reason', None) or err}") from None
+
+
 def download(server: ServerInfo, path: str, target: Path, timeout: float = 600.0) -> Path:
     """GET ``server.url + path`` into the file ``target`` (written under a hidden name and
     renamed into place, so a failed download leaves nothing). Errors as :func:`request`."""

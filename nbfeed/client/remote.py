@@ -21,12 +21,14 @@ import urllib.parse
 from concurrent.futures import Future
 from typing import Any
 
-from ..errors import NBFeedError, UpstreamError
+from ..columns import Columns
+from ..columns_io import ARROW_STREAM, read_arrow
+from ..errors import BadRequest, NBFeedError, UpstreamError
 from ..jsonfast import dumps, loads
 from ..providers.registry import ProviderSpec
 from .feed import Feed
 from .heal import Heal
-from .http import ServerInfo, request
+from .http import ServerInfo, get_bytes, request
 from .remote_recordings import RemoteRecordings
 from .stream import Stream
 
@@ -58,9 +60,27 @@ class RemoteFeed(RemoteRecordings, Feed):
 
     def _get(self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None
              ) -> Any:
-        query = urllib.parse.urlencode({k: v for k, v in (params or {}).items()
-                                        if v is not None})
-        return self._request("GET", f"{path}?{query}" if query else path, None, timeout)
+        return self._request("GET", _with_query(path, params), None, timeout)
+
+    def _get_columns(self, params: dict[str, Any]) -> Columns:
+        """History bars as columns: an Arrow stream from ``nbfeed/api/history`` (JSON rows from
+        a server that does not speak Arrow)."""
+        try:
+            kind, body = get_bytes(self.server, _with_query(
+                "nbfeed/api/history", {**params, "format": "arrow"}), self.timeout)
+        except BadRequest as exc:
+            if "format" not in str(exc):
+                raise
+            return Columns.from_rows(self._get("nbfeed/api/history", params)["rows"],
+                                     params.get("symbol"))
+        if ARROW_STREAM not in kind:
+            raise UpstreamError(f"nbfeed at {self.url} answered history with {kind!r}, "
+                                "not an Arrow stream")
+        try:
+            return read_arrow(body)
+        except ValueError as exc:
+            raise UpstreamError(f"nbfeed at {self.url} sent unreadable history: {exc}"
+                                ) from None
 
     def _request(self, method: str, path: str, body: Any, timeout: float | None) -> Any:
         return request(self.server, method, path, body, timeout or self.timeout)
@@ -78,10 +98,10 @@ class RemoteFeed(RemoteRecordings, Feed):
                                                 "limit": limit})["results"]
 
     def _history(self, source: str, symbol: str, interval: str, start: Any, end: Any,
-                 count: int | None) -> list[dict]:
-        params = {"source": source, "symbol": symbol, "interval": interval,
-                  "start": _param_time(start), "end": _param_time(end), "count": count}
-        return self._get("nbfeed/api/history", params)["rows"]
+                 count: int | None) -> Columns:
+        return self._get_columns({"source": source, "symbol": symbol, "interval": interval,
+                                  "start": _param_time(start), "end": _param_time(end),
+                                  "count": count})
 
     def register_provider(self, name: str, provider: type | str | None = None,
                           **options: Any) -> None:
@@ -276,6 +296,11 @@ class RemoteFeed(RemoteRecordings, Feed):
 
     def __repr__(self) -> str:
         return f"<nbfeed remote feed at {self.url}>"
+
+
+def _with_query(path: str, params: dict[str, Any] | None) -> str:
+    query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v is not None})
+    return f"{path}?{query}" if query else path
 
 
 def _param_time(value: Any) -> Any:

@@ -107,7 +107,7 @@ class RemoteRecordings:
     def _history_with(self, source, symbol, interval, start, end, count, options):
         params = {"source": source, "symbol": symbol, "interval": interval, "start": start,
                   "end": end, "count": count, **options}
-        return self._get("nbfeed/api/history", params)["rows"]  # type: ignore[attr-defined]
+        return self._get_columns(params)  # type: ignore[attr-defined]
 
     # ---- recordings (REST) ----------------------------------------------------------------
 

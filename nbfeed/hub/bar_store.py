@@ -5,18 +5,18 @@ requests, fetches or the event loop. It keeps, per series ``(source, symbol, int
 the bars, and the spans marked complete. Its callers decide what is complete; it only stores.
 
 Layout: bars are packed per series in blocks of up to ``BLOCK_BARS`` bar slots - times as int64
-and open/high/low/close/volume as float64 columns (little-endian, so a file moves between
-machines), plus a JSON list for rows that carry other fields - because unpacking ~100 blobs is
-several times faster than stepping through 100k SQLite rows (see ``bench/history_cache.py``).
-Writing a bar whose time is already stored replaces it.
+and every field as one little-endian array (:func:`nbfeed.columns.pack`: float64, int64, bool,
+or JSON values; a mask where some bars lack the field), so a file moves between machines and a
+read is ~100 blob reads turned into numpy arrays without one Python object per bar (see
+``bench/history_cache.py``). Reads and writes are :class:`~nbfeed.columns.Columns`. Writing a
+bar whose time is already stored replaces it.
 
-Rows in and out: ``bar_record`` checks one row and turns it into a ``Record``; a row that is not
-a dict, has no integer epoch-ms ``time`` (or one outside 1900..2999), has a non-string field name
-or symbol, or a field that is neither a number nor a flag (``True``/``False``, such as Binance's
-``closed``) raises ``MalformedBar`` saying what is wrong. ``parse_fetched``
-does the same for a whole fetch answer (a list) and names the row. A row holding exactly
-``time``, the five OHLCV numbers and at most the series' own ``symbol`` comes back with those
-numbers as floats; any other row comes back with its fields exactly as stored. Rows without
+Bars in: ``bar_columns`` checks a fetch answer (a list of row dicts or Columns) and returns
+Columns; a row that is not a dict, has no integer epoch-ms ``time`` (or one outside
+1900..2999), has a non-string field name or symbol, or a field that is neither a number nor a
+flag (``True``/``False``, such as Binance's ``closed``) nor ``None`` raises ``MalformedBar``
+naming the row and what is wrong. The five OHLCV fields are stored as floats when they hold
+numbers only; any other field comes back exactly as stored (ints stay ints). Rows without
 ``symbol`` get the series' one.
 
 Threads: one writer connection and, for files, one reader connection (WAL, so big reads run
@@ -25,45 +25,40 @@ split into transactions of ``_BLOCKS_PER_TRANSACTION`` blocks so a live write ne
 
 Failure behaviour: a file that is not an SQLite database raises ``sqlite3.DatabaseError`` naming
 the path and saying to delete it or configure another path. A file with an unknown schema
-version is a stale cache: its tables are dropped and rebuilt, with a warning. Each transaction
-rolls back on error, so a block is written whole or not at all; a big write that fails part-way
-keeps the blocks committed before the failure, which is harmless because coverage is recorded
-only after the bars of a span are written. Another process writing the same file makes a write
-wait up to 30 s, then raise ``sqlite3.OperationalError``.
+version is a stale cache (schema 1 held rows as JSON): its tables are dropped and rebuilt, with a
+warning. Each transaction rolls back on error, so a block is written whole or not at all; a big
+write that fails part-way keeps the blocks committed before the failure, which is harmless
+because coverage is recorded only after the bars of a span are written. Another process writing
+the same file makes a write wait up to 30 s, then raise ``sqlite3.OperationalError``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import numbers
 import sqlite3
-import sys
 import threading
-from array import array
-from bisect import bisect_left
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ..columns import BadRows, Columns
+from ..columns_io import pack, unpack
 from .requests import MAX_TIME_MS, MIN_TIME_MS
 from .spans import Span
 
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
-Record = tuple  # (time, open, high, low, close, volume, extra dict or None)
 
 BLOCK_BARS = 1024
 """Bar slots per stored block: callers pass ``block_ms = BLOCK_BARS * interval_ms(interval)``,
 and block ``k`` of a series holds the times in ``[k * block_ms, (k + 1) * block_ms)``."""
 
-_OHLCV = ("open", "high", "low", "close", "volume")
-_FAST_NUMBERS = (float, int)
+OHLCV = ("open", "high", "low", "close", "volume")
 _BLOCKS_PER_TRANSACTION = 16  # ~16k bars: keeps each write-lock hold to tens of ms
-_SCHEMA_VERSION = 1
-_LITTLE_ENDIAN = sys.byteorder == "little"
+_SCHEMA_VERSION = 2
+_TIMES = np.dtype("<i8")
 
 
 class MalformedBar(Exception):
@@ -120,7 +115,8 @@ class BarStore:
     def _create_schema(self) -> None:
         db = self._writer
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, _SCHEMA_VERSION):
+        if version != _SCHEMA_VERSION and (
+                version != 0 or db.execute("SELECT 1 FROM sqlite_master").fetchone()):
             log.warning(
                 "history cache %s has schema %s, expected %s: rebuilding it",
                 self.path,
@@ -129,13 +125,14 @@ class BarStore:
             )
             for table in ("series", "bar_blocks", "coverage"):
                 db.execute(f"DROP TABLE IF EXISTS {table}")
+            db.execute("VACUUM")  # give the old blocks' space back
         db.executescript(f"""
             CREATE TABLE IF NOT EXISTS series (
                 id INTEGER PRIMARY KEY, source TEXT NOT NULL, symbol TEXT NOT NULL,
                 bar_interval TEXT NOT NULL, UNIQUE (source, symbol, bar_interval));
             CREATE TABLE IF NOT EXISTS bar_blocks (
                 series INTEGER NOT NULL, block INTEGER NOT NULL, n INTEGER NOT NULL,
-                times BLOB NOT NULL, cols BLOB NOT NULL, extras TEXT,
+                times BLOB NOT NULL, fields BLOB NOT NULL,
                 PRIMARY KEY (series, block)) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS coverage (
                 series INTEGER NOT NULL, span_start INTEGER NOT NULL, span_end INTEGER NOT NULL,
@@ -195,64 +192,67 @@ class BarStore:
             db.execute("INSERT INTO coverage VALUES (?, ?, ?)", (sid, start, end))
         return start, end
 
-    def write_bars(self, sid: int, block_ms: int, records: Iterable[Record]) -> None:
-        """Upsert bar records (later duplicates win), a few blocks per transaction."""
-        by_block: dict[int, dict[int, Record]] = {}
-        for rec in records:
-            by_block.setdefault(rec[0] // block_ms, {})[rec[0]] = rec
-        blocks = sorted(by_block.items())
-        for i in range(0, len(blocks), _BLOCKS_PER_TRANSACTION):
+    def write_bars(self, sid: int, block_ms: int, bars: Columns) -> None:
+        """Upsert bars (of one series; later duplicates win), a few blocks per transaction."""
+        if not len(bars):
+            return
+        bars = latest_per_time(bars)
+        blocks = bars.time // block_ms
+        cuts = [0, *(np.flatnonzero(blocks[1:] != blocks[:-1]) + 1).tolist(), len(bars)]
+        parts = [(int(blocks[a]), bars.slice(a, b)) for a, b in zip(cuts, cuts[1:])]
+        for i in range(0, len(parts), _BLOCKS_PER_TRANSACTION):
             with self._write_lock, _transaction(self._writer) as db:
-                for block, new in blocks[i : i + _BLOCKS_PER_TRANSACTION]:
+                for block, new in parts[i : i + _BLOCKS_PER_TRANSACTION]:
                     old = db.execute(
-                        "SELECT n, times, cols, extras FROM bar_blocks WHERE series=? AND block=?",
+                        "SELECT times, fields FROM bar_blocks WHERE series=? AND block=?",
                         (sid, block),
                     ).fetchone()
                     if old is not None:
-                        merged = _decode_records(*old)
-                        merged.update(new)
-                        new = merged
+                        stored = _decode(old, new.symbol)
+                        new = latest_per_time(Columns.concat([stored, new], new.symbol))
                     db.execute(
-                        "INSERT OR REPLACE INTO bar_blocks VALUES (?, ?, ?, ?, ?, ?)",
-                        (sid, block, *_encode_block(new)),
+                        "INSERT OR REPLACE INTO bar_blocks VALUES (?, ?, ?, ?, ?)",
+                        (sid, block, len(new), _encode_times(new.time), pack(new)),
                     )
 
     def read(
         self, sid: int, symbol: str, block_ms: int, start: int, end: int, count: int | None
-    ) -> list[Row]:
-        """Rows with ``start <= time < end`` in time order; only the newest ``count`` if given."""
+    ) -> Columns:
+        """Bars with ``start <= time < end`` in time order; only the newest ``count`` if given."""
         bounds = (sid, start // block_ms, (end - 1) // block_ms)
-        parts = []
+        parts: list[Columns] = []
         with self._read_lock:
             if count is None:
                 cur = self._reader.execute(
-                    "SELECT n, times, cols, extras FROM bar_blocks WHERE "
+                    "SELECT times, fields FROM bar_blocks WHERE "
                     "series=? AND block BETWEEN ? AND ? ORDER BY block",
                     bounds,
                 )
-                parts = [_slice_block(row, start, end) for row in cur]
+                blobs = cur.fetchall()
             else:
                 cur = self._reader.execute(
-                    "SELECT n, times, cols, extras FROM bar_blocks WHERE "
-                    "series=? AND block BETWEEN ? AND ? "
-                    "ORDER BY block DESC",
+                    "SELECT times, fields FROM bar_blocks WHERE "
+                    "series=? AND block BETWEEN ? AND ? ORDER BY block DESC",
                     bounds,
                 )
-                total = 0
+                blobs, total = [], 0
                 for row in cur:
-                    part = _slice_block(row, start, end)
-                    parts.append(part)
-                    total += part[-1] - part[-2]
+                    blobs.append(row)
+                    times = np.frombuffer(row[0], dtype=_TIMES)
+                    total += int(np.searchsorted(times, end) - np.searchsorted(times, start))
                     if total >= count:
                         break
                 cur.close()
-                parts.reverse()
-                if total > count:  # drop the oldest surplus from the first (oldest) block
-                    parts[0] = (*parts[0][:-2], parts[0][-2] + total - count, parts[0][-1])
-        out: list[Row] = []
-        for part in parts:  # dicts are built outside the lock: they are the expensive part
-            out += _block_rows(symbol, *part)
-        return out
+                blobs.reverse()
+        for row in blobs:  # decoded outside the lock
+            times = np.frombuffer(row[0], dtype=_TIMES)
+            i, j = np.searchsorted(times, start), np.searchsorted(times, end)
+            if i < j:
+                parts.append(_decode(row, symbol).slice(int(i), int(j)))
+        bars = Columns.concat(parts, symbol)
+        if count is not None and len(bars) > count:
+            bars = bars.slice(len(bars) - count, len(bars))
+        return bars
 
     def close(self) -> None:
         """Close both connections; later reads and writes raise ``sqlite3.ProgrammingError``."""
@@ -277,162 +277,96 @@ class _transaction:
         self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
-def _pack(typecode: str, values: list) -> bytes:
-    arr = array(typecode, values)
-    if not _LITTLE_ENDIAN:  # the file stays portable between machines
-        arr.byteswap()
-    return arr.tobytes()
+def _encode_times(times: np.ndarray) -> bytes:
+    return times.astype(_TIMES, copy=False).tobytes()
 
 
-def _unpack(typecode: str, blob: bytes) -> list:
-    arr = array(typecode)
-    arr.frombytes(blob)
-    if not _LITTLE_ENDIAN:
-        arr.byteswap()
-    return arr.tolist()
+def _decode(row: tuple, symbol: str | None) -> Columns:
+    times = np.frombuffer(row[0], dtype=_TIMES)
+    if not _TIMES.isnative:
+        times = times.astype(np.int64)
+    return unpack(row[1], times, symbol)
 
 
-def _encode_block(records: dict[int, Record]) -> tuple[int, bytes, bytes, str | None]:
-    recs = [records[t] for t in sorted(records)]
-    cols: list[float] = []
-    for k in range(1, 6):
-        cols += [r[k] for r in recs]
-    extras = [r[6] for r in recs]
-    extras_json = (
-        json.dumps(extras, separators=(",", ":")) if any(x is not None for x in extras) else None
-    )
-    return len(recs), _pack("q", [r[0] for r in recs]), _pack("d", cols), extras_json
-
-
-def _decode_records(n: int, times: bytes, cols: bytes, extras: str | None) -> dict[int, Record]:
-    ts, cs = _unpack("q", times), _unpack("d", cols)
-    xs = json.loads(extras) if extras is not None else [None] * n
-    return {
-        t: (t, cs[i], cs[n + i], cs[2 * n + i], cs[3 * n + i], cs[4 * n + i], xs[i])
-        for i, t in enumerate(ts)
-    }
-
-
-def _slice_block(row: tuple, start: int, end: int) -> tuple:
-    n, times, cols, extras = row
-    ts = _unpack("q", times)
-    return n, ts, cols, extras, bisect_left(ts, start), bisect_left(ts, end)
-
-
-def _block_rows(
-    symbol: str, n: int, ts: list[int], cols_blob: bytes, extras: str | None, i: int, j: int
-) -> list[Row]:
-    if i >= j:
-        return []
-    cs = _unpack("d", cols_blob)
-    columns = zip(
-        ts[i:j],
-        cs[i:j],
-        cs[n + i : n + j],
-        cs[2 * n + i : 2 * n + j],
-        cs[3 * n + i : 3 * n + j],
-        cs[4 * n + i : 4 * n + j],
-        strict=True,
-    )
-    if extras is None:
-        return [
-            {"time": t, "symbol": symbol, "open": o, "high": h, "low": lo, "close": c, "volume": v}
-            for t, o, h, lo, c, v in columns
-        ]
-    xs = json.loads(extras)[i:j]
-    return [
-        {"time": t, "symbol": symbol, "open": o, "high": h, "low": lo, "close": c, "volume": v}
-        if x is None
-        else {"time": t, "symbol": symbol, **x}
-        for (t, o, h, lo, c, v), x in zip(columns, xs, strict=True)
-    ]
+def latest_per_time(bars: Columns) -> Columns:
+    """``bars`` in time order with one bar per time: the last one given wins."""
+    t = bars.time
+    if len(t) < 2 or bool(np.all(t[1:] > t[:-1])):
+        return bars
+    order = np.argsort(t, kind="stable")
+    sorted_t = t[order]
+    keep = np.ones(len(t), dtype=bool)
+    keep[:-1] = sorted_t[1:] != sorted_t[:-1]
+    return bars.take(order[keep])
 
 
 # --------------------------------------------------------------------------- rows
 
 
-def bar_record(row: Any, symbol: str) -> Record:
-    """A stored record for one row; raises MalformedBar saying what is wrong with it."""
-    if type(row) is not dict:
-        raise MalformedBar(f"expected a dict, got {type(row).__name__}")
-    t = row.get("time")
-    if type(t) is not int:
-        t = _row_time(t)
-    if not MIN_TIME_MS <= t < MAX_TIME_MS:
-        raise MalformedBar(f"time {t} is outside 1900..3000 in epoch ms")
-    size = len(row)
-    if size == 6 or (size == 7 and row.get("symbol") == symbol):
-        get = row.get
-        o, h, lo, c, v = get("open"), get("high"), get("low"), get("close"), get("volume")
-        if (
-            type(o) in _FAST_NUMBERS
-            and type(h) in _FAST_NUMBERS
-            and type(lo) in _FAST_NUMBERS
-            and type(c) in _FAST_NUMBERS
-            and type(v) in _FAST_NUMBERS
-        ):
-            return (t, o, h, lo, c, v, None)
-    extra: dict[str, Any] = {}
-    for key, value in row.items():
-        if key == "time":
-            continue
-        if key == "symbol":
-            if not isinstance(value, str):
-                raise MalformedBar(f"symbol {value!r} is not a string")
-            if value != symbol:
-                extra[key] = value
-            continue
-        if not isinstance(key, str):
-            raise MalformedBar(f"field name {key!r} is not a string")
-        extra[key] = _row_number(key, value)
-    cols = tuple(extra[f] if type(extra.get(f)) in _FAST_NUMBERS else math.nan for f in _OHLCV)
-    return (t, *cols, extra)
-
-
-def _row_time(value: Any) -> int:
-    if value is None:
-        raise MalformedBar("time is missing")
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise MalformedBar(f"time {value!r:.60} is not an integer epoch-ms bar start")
-
-
-def _row_number(key: str, value: Any) -> Any:
-    if value is None or type(value) in _FAST_NUMBERS or type(value) is bool:
-        return value  # a flag stays a flag (JSON true/false), not 1/0
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return int(value) if isinstance(value, numbers.Integral) else float(value)
-    raise MalformedBar(f"field {key!r} = {value!r:.60} is not a number")
-
-
-def parse_fetched(result: Any, symbol: str, not_after: int) -> list[Record]:
-    """Validate a fetch answer; drops bars starting at/after ``not_after`` (not yet begun)."""
-    if not isinstance(result, (list, tuple)):
-        raise MalformedBar(f"fetch returned {type(result).__name__}, expected a list of row dicts")
-    records = []
-    for i, row in enumerate(result):
+def bar_columns(result: Any, symbol: str) -> Columns:
+    """A fetch answer or live bars (a list of row dicts, or Columns) checked and as Columns of
+    ``symbol``; raises MalformedBar naming the first bad row and what is wrong with it."""
+    if isinstance(result, Columns):
+        bars = result if result.symbol == symbol else _with_symbol(result, symbol)
+    else:
+        if not isinstance(result, (list, tuple)):
+            raise MalformedBar(
+                f"fetch returned {type(result).__name__}, expected a list of row dicts")
         try:
-            rec = bar_record(row, symbol)
-        except MalformedBar as exc:
-            raise MalformedBar(f"row {i}: {exc}") from None
-        if rec[0] < not_after:
-            records.append(rec)
-    return records
+            bars = Columns.from_rows(result, symbol)
+        except BadRows as exc:
+            if exc.time is not None:
+                raise MalformedBar(f"row {exc.row}: time {exc.time} is outside 1900..3000 in "
+                                   "epoch ms") from None
+            raise MalformedBar(str(exc)) from None
+    if len(bars):
+        outside = np.flatnonzero((bars.time < MIN_TIME_MS) | (bars.time >= MAX_TIME_MS))
+        if len(outside):
+            i = int(outside[0])
+            raise MalformedBar(f"row {i}: time {int(bars.time[i])} is outside 1900..3000 in "
+                               "epoch ms")
+    floats = {}
+    for name, arr in bars.fields.items():
+        if arr.dtype.kind in "fb":
+            continue
+        if arr.dtype.kind == "i":
+            if name in OHLCV:
+                floats[name] = arr.astype(np.float64)
+            continue
+        if arr.dtype.kind != "O":
+            raise MalformedBar(f"field {name!r} has values of type {arr.dtype}")
+        if name == "symbol":
+            continue
+        mask = bars.masks.get(name)
+        for i, value in enumerate(arr.tolist()):
+            if (value is not None and type(value) not in (float, int, bool)
+                    and (mask is None or mask[i])):
+                raise MalformedBar(f"row {i}: field {name!r} = {value!r:.60} is not a number")
+    if floats:
+        bars = Columns(bars.time, {**bars.fields, **floats}, symbol=bars.symbol,
+                       masks=bars.masks)
+    return bars
 
 
-def record_row(rec: Record, symbol: str) -> Row:
-    """The row a stored record stands for; ``symbol`` fills in the series' symbol."""
-    t, o, h, lo, c, v, extra = rec
-    if extra is not None:
-        return {"time": t, "symbol": symbol, **extra}
-    return {
-        "time": t,
-        "symbol": symbol,
-        "open": float(o),
-        "high": float(h),
-        "low": float(lo),
-        "close": float(c),
-        "volume": float(v),
-    }
+def _with_symbol(bars: Columns, symbol: str) -> Columns:
+    """``bars`` as bars of ``symbol``: rows that named no symbol of their own get it."""
+    fields = dict(bars.fields)
+    masks = dict(bars.masks)
+    if bars.symbol is not None and "symbol" not in fields:
+        fields = {"symbol": np.full(len(bars), bars.symbol, dtype=object), **fields}
+    mask = masks.pop("symbol", None)
+    if "symbol" in fields and mask is not None:
+        column = fields["symbol"].copy()
+        column[~mask] = symbol
+        fields["symbol"] = column
+    if "symbol" in fields and bool(np.all(fields["symbol"] == symbol)):
+        del fields["symbol"]
+    return Columns(bars.time, fields, symbol=symbol, masks=masks)
+
+
+def parse_fetched(result: Any, symbol: str, not_after: int) -> Columns:
+    """Validate a fetch answer; drops bars starting at/after ``not_after`` (not yet begun)."""
+    bars = bar_columns(result, symbol)
+    if len(bars) and int(bars.time.max()) >= not_after:
+        bars = bars.take(bars.time < not_after)
+    return bars

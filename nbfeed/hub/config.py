@@ -41,6 +41,9 @@ class HubConfig:
     request_timeout: float = 30.0
     #: Seconds without rows before a stream's ``no_update`` hook fires (0 disables).
     idle_timeout: float = 30.0
+    #: Most bars the hub asks a provider for in one history request: bigger requests go in
+    #: pieces of this size, one at a time, so no answer ever fills either process's memory.
+    history_fetch_bars: int = 50_000
     #: Rows a subscriber may have waiting before its outbox conflates.
     max_pending_rows: int = 10_000
     #: Symbols in one subscribe call.

@@ -22,15 +22,24 @@ Rules that shape every answer:
   and stored like any other, and from the oldest of them up the stretch is complete, so the same
   request is answered from the store next time. An answer with fewer bars than asked proves
   nothing about older bars: the next such request asks again.
+- Big asks go upstream in pieces of at most ``fetch_bars`` bars (default :data:`FETCH_BARS`),
+  one at a time, each stored and marked complete as it arrives: neither the provider nor the
+  cache ever holds more than one piece of an answer, whatever its size, and a request that stops
+  half-way keeps the pieces it got.
 - Concurrent requests share upstream calls: a missing span that overlaps a fetch in flight for
   the same series waits for it instead of asking again (identical "newest bars before" asks are
-  shared too). If ``fetch`` raises, every request waiting on it gets that exception and nothing
-  is marked complete, so the next request asks again.
+  shared too). A request that gives up (cancelled, timed out) leaves a shared fetch running for
+  the others; once nobody waits for a fetch any more it is cancelled, so the provider is asked
+  for no further pieces (and the piece in flight is cancelled: see
+  :meth:`nbfeed.hub.process.ProviderProcess.request`). If ``fetch`` raises, every request
+  waiting on it gets that exception and the span is not marked complete, so the next request
+  asks again.
 - ``fetch`` must return every bar of the span it was asked for (providers paginate upstream): the
   span is marked complete as soon as it returns. A row that is not a dict, has no integer epoch-ms
   ``time``, or has a non-numeric field makes the whole answer invalid: ``UpstreamError`` names
   the row and the problem and nothing of it is stored. Rows outside the span are stored but do
-  not count as coverage.
+  not count as coverage. ``fetch`` may answer with row dicts or :class:`~nbfeed.columns.Columns`
+  (what provider processes send).
 - Live bars (``add_live_bars``) come from the hub, which alone decides when a live bar is final
   (a later bar of the stream arrived): the cache is handed final bars only, and writes them at
   once. Final bars of a run received without gaps extend the complete coverage only when the run
@@ -38,10 +47,11 @@ Rules that shape every answer:
   9:00-12:00 complete. Coverage never reaches into the bar containing now.
 
 Storage: one SQLite file (WAL), kept by ``nbfeed.hub.bar_store.BarStore`` (bars packed in
-blocks, row checking, schema; see its docstring). Numbers in the five OHLCV fields of a plain
-OHLCV row come back as floats; any other field comes back exactly as stored. Rows without
-``symbol`` get the requested one. The file is a cache: an unknown schema version is dropped and
-rebuilt.
+columnar blocks, row checking, schema; see its docstring). Answers are
+:class:`~nbfeed.columns.Columns` read straight from those blocks (``.rows()`` gives dicts to
+those who want them). Numbers in the five OHLCV fields come back as floats; any other field
+comes back exactly as stored. Rows without ``symbol`` get the requested one. The file is a
+cache: an unknown schema version is dropped and rebuilt.
 
 Threads: SQLite work for fetched spans and reads runs in worker threads (``asyncio.to_thread``);
 the store serializes it on its own locks and splits big writes into short transactions so a live
@@ -60,35 +70,36 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import timeutil
+from ..columns import Columns
 from ..errors import BadRequest, UpstreamError
 from ..intervals import ceil_bar, floor_bar, interval_ms, next_bar, shift_bars
 from . import spans
-from .bar_store import (
-    BLOCK_BARS,
-    BarStore,
-    MalformedBar,
-    Record,
-    Row,
-    bar_record,
-    parse_fetched,
-)
+from .bar_store import BLOCK_BARS, BarStore, MalformedBar, Row, bar_columns, parse_fetched
 from .requests import MIN_TIME_MS, HistoryRequest, bar_interval, check_name
 from .spans import Span
 
 log = logging.getLogger(__name__)
 
-Fetch = Callable[[int | None, int, int | None], Awaitable[list[Row]] | list[Row]]
+Answer = list[Row] | Columns
+Fetch = Callable[[int | None, int, int | None], Awaitable[Answer] | Answer]
 """``fetch(start, end, count)``: every bar of ``[start, end)`` (``count`` None), or the newest
 ``count`` bars before ``end`` (``start`` None). A coroutine function or a plain function."""
+
+FETCH_BARS = 50_000
+"""Most bars one upstream call is asked for; bigger asks go in pieces of this size."""
 
 
 @dataclass(eq=False)
 class _Flight:
-    """A fetch in progress for one span; everyone needing part of the span awaits ``task``."""
+    """A fetch in progress; everyone needing part of it awaits ``task``. ``waiters`` counts
+    them: the last one to give up cancels the fetch."""
 
     span: Span
     task: asyncio.Task | None = None
+    waiters: int = 0
 
 
 @dataclass(eq=False)
@@ -102,7 +113,7 @@ class _Series:
     coverage: list[Span]
     flights: list[_Flight] = field(default_factory=list)
     # "newest bars before" asks in flight, by (before, count): identical ones share one task
-    newest: dict[tuple[int, int], asyncio.Task] = field(default_factory=dict)
+    newest: dict[tuple[int, int], _Flight] = field(default_factory=dict)
     run_start: int | None = None  # first bar of the live run received without gaps
     run_last: int | None = None  # newest bar of that run
 
@@ -119,6 +130,22 @@ def _newest_done(series: _Series, key: tuple[int, int], task: asyncio.Task) -> N
     _quiet(task)
 
 
+async def _await_shared(flights: list[_Flight]) -> None:
+    """Wait for every flight's task; a caller that gives up never cancels a task others still
+    wait for (shield), but the last waiter to leave cancels a task nobody needs any more."""
+    for flight in flights:
+        flight.waiters += 1
+    try:
+        for flight in flights:
+            assert flight.task is not None
+            await asyncio.shield(flight.task)
+    finally:
+        for flight in flights:
+            flight.waiters -= 1
+            if flight.waiters == 0 and flight.task is not None and not flight.task.done():
+                flight.task.cancel()
+
+
 def _quiet(task: asyncio.Task) -> None:
     # Waiters get the exception; this only keeps asyncio quiet when every waiter went away.
     if not task.cancelled():
@@ -133,7 +160,11 @@ class HistoryCache:
     streams hand it.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, fetch_bars: int = FETCH_BARS) -> None:
+        if fetch_bars < 1:
+            raise ValueError(f"fetch_bars must be at least 1, got {fetch_bars}")
+        #: Most bars one upstream call is asked for.
+        self.fetch_bars = fetch_bars
         self._store = BarStore(path)
         self.path = self._store.path
         self._series: dict[tuple[str, str, str], _Series] = {}
@@ -146,7 +177,7 @@ class HistoryCache:
 
     async def get(
         self, request: HistoryRequest, fetch: Fetch, *, now_ms: int | None = None
-    ) -> list[Row]:
+    ) -> Columns:
         """Bars of the request's series overlapping ``[start, end)``, fetching what is missing.
 
         ``now_ms`` stands in for the clock (tests). Raises UpstreamError for a malformed fetch
@@ -188,7 +219,7 @@ class HistoryCache:
         source: str,
         symbol: str,
         interval: str,
-        rows: Iterable[Row] | Row,
+        rows: Iterable[Row] | Row | Columns,
         now_ms: int | None = None,
     ) -> int:
         """Store final bars of a subscribed stream; returns how many rows were usable.
@@ -206,27 +237,35 @@ class HistoryCache:
             raise BadRequest(
                 f"live bars: expected a row dict or a list of them, got {type(rows).__name__}"
             )
-        records: dict[int, Record] = {}
-        problems = []
+        try:
+            bars = bar_columns(rows if isinstance(rows, Columns) else list(rows), series.symbol)
+        except MalformedBar:
+            bars = self._usable_bars(key, series.symbol, rows)
+        if not len(bars):
+            return 0
+        self._store.write_bars(series.id, series.block_ms, bars)
+        times = np.unique(bars.time).tolist()
+        self._follow_live_run(series, times, now)
+        return len(times)
+
+    @staticmethod
+    def _usable_bars(key: tuple[str, str, str], symbol: str, rows: Iterable) -> Columns:
+        """The good rows of a live batch with bad ones; each bad one is named in a warning."""
+        good, problems = [], []
         for i, row in enumerate(rows):
             try:
-                rec = bar_record(row, series.symbol)
+                bar_columns([row], symbol)
             except MalformedBar as exc:
-                problems.append(f"row {i}: {exc}")
+                problems.append(f"row {i}: {str(exc).removeprefix('row 0: ')}")
                 continue
-            records[rec[0]] = rec
-        if problems:
-            log.warning(
-                "%s/%s/%s: skipped %d malformed live bar(s), first: %s",
-                *key,
-                len(problems),
-                problems[0],
-            )
-        if not records:
-            return 0
-        self._store.write_bars(series.id, series.block_ms, records.values())
-        self._follow_live_run(series, sorted(records), now)
-        return len(records)
+            good.append(row)
+        log.warning(
+            "%s/%s/%s: skipped %d malformed live bar(s), first: %s",
+            *key,
+            len(problems),
+            problems[0] if problems else "?",
+        )
+        return bar_columns(good, symbol)
 
     def coverage(self, source: str, symbol: str, interval: str) -> list[Span]:
         """The spans of a series stored as complete, ``[(start_ms, end_ms), ...]``."""
@@ -270,7 +309,7 @@ class HistoryCache:
         if not missing:
             return
         waits = [
-            f.task
+            f
             for f in series.flights
             if f.task is not None and any(spans.overlaps(f.span, m) for m in missing)
         ]
@@ -282,26 +321,37 @@ class HistoryCache:
             flight.task = task
             task.add_done_callback(partial(_flight_done, series, flight))
             series.flights.append(flight)
-            waits.append(task)
-        for task in waits:
-            # shield: a caller that gives up must not cancel a fetch others are waiting for.
-            await asyncio.shield(task)
+            waits.append(flight)
+        await _await_shared(waits)
 
     async def _fetch_span(self, series: _Series, flight: _Flight, fetch: Fetch, now: int) -> None:
+        """Fetch ``flight.span`` piece by piece (at most ``fetch_bars`` bars each, one at a
+        time), storing and marking each piece complete as it arrives."""
         start, end = flight.span
         try:
-            result = await _call(fetch, start, end, None)
-            complete_end = min(end, floor_bar(now, series.interval))
-            complete = (start, complete_end) if start < complete_end else None
-            merged = await asyncio.to_thread(
-                self._store_fetched, series, result, flight.span, next_bar(now, series.interval),
-                complete,
-            )
-            if merged is not None:
-                series.coverage = spans.add(series.coverage, merged)
+            for a, b in self._pieces(series.interval, start, end):
+                result = await _call(fetch, a, b, None)
+                complete_end = min(b, floor_bar(now, series.interval))
+                complete = (a, complete_end) if a < complete_end else None
+                merged = await asyncio.to_thread(
+                    self._store_fetched, series, result, (a, b),
+                    next_bar(now, series.interval), complete,
+                )
+                del result  # one piece in memory at a time
+                if merged is not None:
+                    series.coverage = spans.add(series.coverage, merged)
         finally:
             if flight in series.flights:
                 series.flights.remove(flight)
+
+    def _pieces(self, interval: str, start: int, end: int) -> list[Span]:
+        """``[start, end)`` cut into spans of at most ``fetch_bars`` bars."""
+        pieces = []
+        while start < end:
+            stop = min(end, shift_bars(start, interval, self.fetch_bars))
+            pieces.append((start, stop))
+            start = stop
+        return pieces
 
     async def _fetch_newest(
         self, series: _Series, before: int, count: int, fetch: Fetch, now: int
@@ -309,33 +359,45 @@ class HistoryCache:
         """Ask for the newest ``count`` bars before ``before``, store them and mark complete the
         stretch from the oldest of them to ``before``; identical asks in flight share one call."""
         key = (before, count)
-        task = series.newest.get(key)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(
+        flight = series.newest.get(key)
+        if flight is None:
+            flight = _Flight((MIN_TIME_MS, before))
+            flight.task = asyncio.get_running_loop().create_task(
                 self._newest_task(series, before, count, fetch, now)
             )
-            series.newest[key] = task
-            task.add_done_callback(partial(_newest_done, series, key))
-        await asyncio.shield(task)
+            series.newest[key] = flight
+            flight.task.add_done_callback(partial(_newest_done, series, key))
+        await _await_shared([flight])
 
     async def _newest_task(
         self, series: _Series, before: int, count: int, fetch: Fetch, now: int
     ) -> None:
-        result = await _call(fetch, None, before, count)
-        span = (MIN_TIME_MS, before)
+        """Ask in pieces of at most ``fetch_bars``, each for the newest bars before the oldest
+        one received so far, until ``count`` bars came or a piece came short (no more)."""
         not_after = next_bar(now, series.interval)
+        end = min(before, floor_bar(now, series.interval))
+        until = before
+        while count > 0:
+            ask = min(count, self.fetch_bars)
+            result = await _call(fetch, None, until, ask)
 
-        def store() -> Span | None:
-            records = self._store_records(series, result, span, not_after)
-            older = [rec[0] for rec in records if rec[0] < before]
-            end = min(before, floor_bar(now, series.interval))
-            if not older or min(older) >= end:
-                return None  # nothing before: that proves nothing about older bars
-            return self._store.add_coverage(series.id, (min(older), end))
+            def store(result: Any = result, until: int = until) -> tuple[int, int | None]:
+                bars = self._store_records(series, result, (MIN_TIME_MS, until), not_after)
+                older = bars.time[bars.time < until]
+                if not len(older):
+                    return 0, None
+                oldest = int(older.min())
+                if oldest < end:
+                    merged = self._store.add_coverage(series.id, (oldest, end))
+                    series.coverage = spans.add(series.coverage, merged)
+                return len(older), oldest
 
-        merged = await asyncio.to_thread(store)
-        if merged is not None:
-            series.coverage = spans.add(series.coverage, merged)
+            got, oldest = await asyncio.to_thread(store)
+            del result
+            if oldest is None or got < ask:
+                return  # nothing (more) before: that proves nothing about older bars
+            count -= got
+            until = oldest
 
     def _store_fetched(
         self, series: _Series, result: Any, span: Span, not_after: int, complete: Span | None
@@ -346,21 +408,21 @@ class HistoryCache:
 
     def _store_records(
         self, series: _Series, result: Any, span: Span, not_after: int
-    ) -> list[Record]:
+    ) -> Columns:
         """Validate a fetch answer and store its bars (worker thread)."""
         try:
-            records = parse_fetched(result, series.symbol, not_after)
+            bars = parse_fetched(result, series.symbol, not_after)
         except MalformedBar as exc:
             raise UpstreamError(
                 f"history for {series.symbol} {series.interval} "
                 f"[{timeutil.ms_to_iso(span[0])}, {timeutil.ms_to_iso(span[1])}): malformed "
                 f"answer from the provider: {exc}"
             ) from None
-        if records:
-            self._store.write_bars(series.id, series.block_ms, records)
-        return records
+        if len(bars):
+            self._store.write_bars(series.id, series.block_ms, bars)
+        return bars
 
-    async def _read(self, series: _Series, window: Span, count: int | None) -> list[Row]:
+    async def _read(self, series: _Series, window: Span, count: int | None) -> Columns:
         return await asyncio.to_thread(
             self._store.read, series.id, series.symbol, series.block_ms, window[0], window[1], count
         )

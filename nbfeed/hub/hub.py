@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ..columns import BadRows, Columns
 from ..errors import (
     BadInterval,
     BadRequest,
@@ -41,6 +42,7 @@ from ..providers.registry import (
 )
 from .backfill import Backfill, Span, gap_event
 from .config import HubConfig
+from .memory import BIG_ANSWER_BARS, release_freed_memory
 from .outbox import StreamBatch
 from .requests import check_name, history_request
 from .sessions import (
@@ -124,7 +126,8 @@ class Hub:
 
         self.recordings = RecordingService(self, cfg.resolved_home())
         self.catalog = Catalog(cfg.path_for(cfg.catalog_path, "catalog.sqlite"))
-        self.cache = HistoryCache(cfg.path_for(cfg.cache_path, "history.sqlite"))
+        self.cache = HistoryCache(cfg.path_for(cfg.cache_path, "history.sqlite"),
+                                  fetch_bars=cfg.history_fetch_bars)
         opener = getattr(cfg.transport, "open", None)
         if opener is not None:  # e.g. the shared feed's Redis connection
             await opener(self)
@@ -383,30 +386,49 @@ class Hub:
     async def history(self, source: str, symbol: str, interval: str, start: Any = None,
                       end: Any = None, count: Any = None, *,
                       options: dict | None = None) -> list[dict]:
-        """Bars in time order (UTC), served from the cache, fetching only missing spans.
+        """Bars in time order (UTC) as row dicts: :meth:`history_columns`, as rows."""
+        return (await self.history_columns(source, symbol, interval, start, end, count,
+                                           options=options)).rows()
+
+    async def history_columns(self, source: str, symbol: str, interval: str, start: Any = None,
+                              end: Any = None, count: Any = None, *,
+                              options: dict | None = None) -> Columns:
+        """Bars in time order (UTC) as :class:`~nbfeed.columns.Columns`, served from the
+        cache, fetching only missing spans (in pieces of ``history_fetch_bars``).
 
         The request is checked once (:func:`~nbfeed.hub.requests.history_request`), and every
         provider answer goes through the cache: checked, stored and marked complete. A source
         that takes options (``replay``: ``recording=...``) answers directly, never through the
-        cache: its bars depend on the options, not only on the symbol.
+        cache: its bars depend on the options, not only on the symbol. Cancelling the call
+        cancels the provider's work for it (unless another request shares that fetch).
         """
         proc = await self._ready_process(source)
         request = history_request(source, symbol, interval, start, end, count)
         if proc.session_options or options:
             options = check_options(source, options or {}, proc.session_options)
-            return await proc.request(
+            answer = await proc.request(
                 "history", (request.symbol, request.interval, request.start, request.end,
                             request.count, options), self.config.request_timeout)
+            if isinstance(answer, Columns):
+                return answer
+            try:
+                return Columns.from_rows(answer or [], request.symbol)
+            except (BadRows, TypeError) as exc:
+                raise UpstreamError(f"history of {source}/{request.symbol}: malformed answer "
+                                    f"from the provider: {exc}") from None
         self.check_symbols(source, [request.symbol], request.interval)
         if self.cache is None:
             raise UpstreamError("the hub is not running")
         timeout = self.config.request_timeout
 
-        async def fetch(span_start: int | None, span_end: int, bars: int | None) -> list[dict]:
+        async def fetch(span_start: int | None, span_end: int, bars: int | None) -> Any:
             return await proc.request(
                 "history", (symbol, request.interval, span_start, span_end, bars), timeout)
 
-        return await self.cache.get(request, fetch)
+        bars = await self.cache.get(request, fetch)
+        if len(bars) >= BIG_ANSWER_BARS:  # what fetching and reading it left behind
+            await asyncio.to_thread(release_freed_memory)
+        return bars
 
     # ---- live -----------------------------------------------------------------------------
 

@@ -20,6 +20,9 @@ Failure behaviour:
 * a request (history, dataset) carries an id and a timeout; a reply that is lost or late becomes
   :class:`~nbfeed.errors.UpstreamTimeout` for that caller only; a process that dies fails every
   pending request at once with :class:`~nbfeed.errors.UpstreamError`;
+* a request that times out or whose caller is cancelled is cancelled in the provider too
+  (``("cancel", id)``: not started, or its answer not sent); a history answer that arrives
+  for nobody is dropped without being unpickled (it travels packed: ``packed_reply``);
 * a process that exits unexpectedly is restarted with exponential backoff (``backoff_base`` doubling
   up to ``backoff_max``), announced once as ``restarting``; after ``max_restarts`` restarts
   without ``stable_after`` seconds of health in between it is marked ``failed`` and left alone
@@ -41,6 +44,7 @@ import asyncio
 import itertools
 import logging
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -225,10 +229,21 @@ class ProviderProcess:
                 raise UpstreamError(f"provider {self.name!r} is not reachable")
             return await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
+            self._cancel(req_id)
             raise UpstreamTimeout(f"provider {self.name!r} did not answer the {kind} request "
                                   f"within {timeout:g} s") from None
+        except asyncio.CancelledError:
+            self._cancel(req_id)
+            raise
         finally:
             self._pending.pop(req_id, None)
+
+    def _cancel(self, req_id: int) -> None:
+        """Tell the provider nobody waits for request ``req_id`` any more (no-op once it
+        answered: the provider ignores ids it does not hold)."""
+        fut = self._pending.get(req_id)
+        if fut is not None and not fut.done():
+            self.send(("cancel", req_id))
 
     # ---- heartbeat ------------------------------------------------------------------------
 
@@ -284,10 +299,12 @@ class ProviderProcess:
     def _on_messages(self, inbox: list[tuple]) -> None:
         for msg in inbox:
             op = msg[0]
-            if op == "reply":
+            if op == "reply" or op == "packed_reply":
                 _, req_id, ok, value = msg
                 fut = self._pending.get(req_id)
                 if fut is not None and not fut.done():
+                    if op == "packed_reply":  # unpickled only now that someone waits for it
+                        ok, value = _unpacked(value)
                     if ok:
                         fut.set_result(value)
                     else:
@@ -384,6 +401,14 @@ class ProviderProcess:
         if self.state == "running" and self.reported != "running":
             return self.reported, self.reported_detail
         return self.state, self.detail
+
+
+def _unpacked(packed: bytes) -> tuple[bool, Any]:
+    """``(True, value)`` of a packed reply, or ``(False, UpstreamError)`` if it is unreadable."""
+    try:
+        return True, pickle.loads(packed)
+    except Exception as exc:
+        return False, UpstreamError(f"unreadable reply from the provider: {exc}")
 
 
 def _launch(name: str, hello: tuple) -> tuple[subprocess.Popen, Connection]:

@@ -37,6 +37,7 @@ from ..errors import BadRequest, LimitExceeded, NBFeedError, shown
 from ..jsonfast import dumpb, loads
 from .config import HubConfig
 from .hub import Hub
+from .memory import BIG_ANSWER_BARS, release_freed_memory
 from .outbox import StreamBatch
 from .subscription import Subscription
 from .tasks import background
@@ -203,10 +204,17 @@ class WireSession(RecordingMessages):
 
     async def _history(self, msg: dict, rid: str) -> None:
         try:
-            rows = await self.hub.history(msg.get("source"), msg.get("symbol"),
-                                          msg.get("interval"), msg.get("start"), msg.get("end"),
-                                          msg.get("count"), options=msg.get("options") or None)
-            await self._write(dumpb({"type": "history", "id": rid, "rows": rows}))
+            bars = await self.hub.history_columns(
+                msg.get("source"), msg.get("symbol"), msg.get("interval"), msg.get("start"),
+                msg.get("end"), msg.get("count"), options=msg.get("options") or None)
+            # One frame; rows encoded from the columns off the loop when there are many.
+            body = (await asyncio.to_thread(bars.json_rows) if len(bars) > 2_000
+                    else bars.json_rows())
+            await self._write(b'{"type":"history","id":' + dumpb(rid) + b',"rows":[' + body
+                              + b"]}")
+            if len(bars) >= BIG_ANSWER_BARS:
+                del bars, body
+                await asyncio.to_thread(release_freed_memory)
         except _TransportClosed:
             return
         except NBFeedError as exc:

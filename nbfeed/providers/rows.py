@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..errors import BadRequest
+from ..columns import BadRows, Columns
+from ..errors import BadRequest, UpstreamError
 from ..timeutil import datetimes_to_ms, to_ms
 
 _TIME_KEYS = ("time", "date", "timestamp", "datetime", "t")
@@ -88,6 +89,18 @@ def normalize_rows(rows: Any, *, source: str, symbol: str | None = None,
         raise BadRequest(f"expected a row dict, a list of rows or a DataFrame, got "
                          f"{type(rows).__name__}")
     return [normalize_row(r, source=source, symbol=symbol, interval=interval) for r in rows]
+
+
+def history_columns(rows: Any, *, source: str, symbol: str,
+                    interval: str | None = None) -> Columns:
+    """What ``get_history`` returned (rows, a DataFrame) as :class:`~nbfeed.columns.Columns` of
+    ``symbol``: normalized like :func:`normalize_rows`, then one array per field."""
+    try:
+        return Columns.from_rows(normalize_rows(rows, source=source, symbol=symbol,
+                                                interval=interval), symbol)
+    except BadRows as exc:
+        raise UpstreamError(f"get_history({symbol!r}, {interval!r}) returned bad rows: "
+                            f"{exc}") from None
 
 
 def _from_frame(frame: Any, *, source: str, symbol: str | None, interval: str | None) -> list[dict]:

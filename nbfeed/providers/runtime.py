@@ -12,6 +12,9 @@ hub -> provider::
                                             "close_session" | "control" (the last two are
                                             answered on the reader thread, at once; id 0
                                             means nobody waits for the reply)
+    ("cancel", req_id)                      the hub stopped waiting: a request not started
+                                            yet is skipped, the answer of one in progress
+                                            is dropped instead of sent
     ("ping", seq)                           heartbeat
     ("stop",)
 
@@ -22,6 +25,9 @@ provider -> hub::
     ("init_failed", error)                  init() raised; the process then exits
     ("data", [(symbol, interval, rows), ...])
     ("reply", req_id, ok, value_or_error)
+    ("packed_reply", req_id, True, bytes)   a history answer: :class:`nbfeed.columns.Columns`
+                                            pickled on its own, so the hub can drop a reply
+                                            nobody waits for without unpickling it
     ("stream_error", symbol, interval, error)
     ("status", state, detail)
     ("market", "open"|"closed", [symbol, ...] or None, detail)   set_market_state
@@ -33,6 +39,11 @@ the subscription hooks, and that thread answers ``pong``. A hook that never retu
 stops the answers even while other threads keep publishing rows, and the hub calls the process
 stalled; the reader meanwhile says which hook it is stuck in (``busy``) so the hub can tell why.
 
+History answers are columns, built here from whatever ``get_history`` returned (rows or a
+DataFrame): one array per field instead of one object per value, so the hub reads an answer
+with a few ``memcpy``s. The hub asks for big spans in pieces (``HistoryCache.fetch_bars``), so
+an answer is never bigger than one piece on either side of the pipe.
+
 Failure behaviour: when the hub's end of the pipe closes (the hub stopped or died, even by
 SIGKILL) or the parent process disappears, this process exits within about a second, so no
 provider outlives its server. A hook that raises affects only its caller.
@@ -42,6 +53,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import queue
 import threading
 import time
@@ -195,6 +207,10 @@ class ProviderRuntime:
                                           thread_name_prefix=f"nbfeed-{name}-worker")
         self.idle_timeout = float(settings.get("idle_timeout", 30.0))
         self._idle_reported: dict[tuple[str, str], float] = {}
+        # Ids of requests received and not answered yet, and those of them the hub cancelled
+        # (set operations are atomic: the reader thread adds, workers discard).
+        self._open_requests: set[int] = set()
+        self._cancelled: set[int] = set()
         #: The hook the control thread is running and since when (``time.monotonic()``).
         self._in_hook: tuple[str, float] | None = None
 
@@ -237,7 +253,10 @@ class ProviderRuntime:
                 if msg[2] in ("control", "close_session"):
                     self._answer(*msg[1:])  # quick by contract; must not queue behind history
                 else:
+                    self._open_requests.add(msg[1])
                     self.workers.submit(self._answer, *msg[1:])
+            elif op == "cancel" and msg[1] in self._open_requests:
+                self._cancelled.add(msg[1])
         self.shutdown()
 
     def _run_control(self) -> None:
@@ -272,20 +291,39 @@ class ProviderRuntime:
                 self._in_hook = None
 
     def _answer(self, req_id: int, kind: str, args: tuple) -> None:
+        try:
+            if req_id in self._cancelled:
+                return  # cancelled while it waited for a worker: never started
+            self._answer_now(req_id, kind, args)
+        finally:
+            self._open_requests.discard(req_id)
+            self._cancelled.discard(req_id)
+
+    def _answer_now(self, req_id: int, kind: str, args: tuple) -> None:
         p = self.provider
         try:
             if kind == "history":
                 symbol, interval, start, end, count, *more = args
-                from .rows import normalize_rows
+                from .rows import history_columns
 
                 options = more[0] if more else None
                 raw = (p.get_history(symbol, interval, start, end, count, **options) if options
                        else p.get_history(symbol, interval, start, end, count))
-                value: Any = normalize_rows(raw, source=self.name, symbol=symbol,
-                                            interval=interval)
+                if req_id in self._cancelled:
+                    log.debug("provider %s: history request %s cancelled; answer dropped",
+                              self.name, req_id)
+                    return
+                columns = history_columns(raw, source=self.name, symbol=symbol,
+                                          interval=interval)
+                del raw
+                if req_id and req_id not in self._cancelled:
+                    packed = pickle.dumps(columns, protocol=pickle.HIGHEST_PROTOCOL)
+                    del columns
+                    self._safe_send(("packed_reply", req_id, True, packed))
+                return
             elif kind == "open_session":
                 session, symbols, interval, options = args
-                value = p.open_session(session, list(symbols), interval, dict(options))
+                value: Any = p.open_session(session, list(symbols), interval, dict(options))
             elif kind == "close_session":
                 value = p.close_session(args[0])
             elif kind == "control":

@@ -3,6 +3,11 @@
 Thin handlers: authenticate and authorize with Jupyter's machinery, read parameters, call the
 hub, write JSON. Every error is an HTTP 4xx/5xx with ``{"detail": "..."}`` naming the bad value
 (:mod:`.base`); parameters a handler does not know are ignored.
+
+History answers are written from the hub's columns (:mod:`nbfeed.columns`) in pieces of
+``HISTORY_PIECE_ROWS`` bars, each encoded (off the event loop when big) and flushed to the
+client before the next, so the largest answer never sits in memory as text. A client that goes
+away mid-request cancels it, in the provider too.
 """
 
 from __future__ import annotations
@@ -14,15 +19,24 @@ from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
+from tornado.iostream import StreamClosedError
 
+from ..columns import Columns
+from ..columns_io import ARROW_STREAM, ArrowStream
 from ..errors import BadRequest, UpstreamError, shown
 from ..hub import Hub
+from ..hub.memory import BIG_ANSWER_BARS, release_freed_memory
 from ..jsonfast import dumpb, loads
 from ..providers.registry import ProviderSpec, available_providers, load_class, resolve_spec
-from ..tabular import rows_to_csv
+from ..tabular import columns_csv, columns_order
 from .base import AUTH_RESOURCE, JSONErrorsMixin
 
 MAX_PARAM_CHARS = 1_000
+#: Bars encoded and flushed at a time when writing a history answer.
+HISTORY_PIECE_ROWS = 20_000
+#: Pieces smaller than this are encoded on the event loop (a thread costs more than it saves).
+_THREAD_ROWS = 2_000
+HISTORY_FORMATS = ("json", "csv", "arrow")
 
 
 class NBFeedAPIHandler(JSONErrorsMixin, APIHandler):
@@ -159,24 +173,97 @@ class SymbolsHandler(NBFeedAPIHandler):
 
 
 class HistoryHandler(NBFeedAPIHandler):
+    """``GET nbfeed/api/history?source=&symbol=&interval=&start=&end=&count=&format=``.
+
+    ``format``: ``json`` (default; ``{"source", "symbol", "interval", "rows": [...]}``),
+    ``csv`` (a download), or ``arrow`` (an Arrow IPC stream: what the notebook client reads).
+    """
+
+    _request_task: asyncio.Future | None = None
+    _gone = False
+
     @web.authenticated
     @authorized
     async def get(self) -> None:
         fmt = self.param("format", "json")
-        if fmt not in ("json", "csv"):
-            raise BadRequest(f"format must be 'json' or 'csv', got {shown(fmt, 40)}")
+        if fmt not in HISTORY_FORMATS:
+            raise BadRequest(f"format must be one of {', '.join(HISTORY_FORMATS)}, got "
+                             f"{shown(fmt, 40)}")
         source = self.param("source", required=True)
         symbol = self.param("symbol", required=True)
         interval = self.param("interval", required=True)
-        rows = await self.hub.history(source, symbol, interval, self.param("start"),
-                                      self.param("end"), self.int_param("count"),
-                                      options=self.source_options(source))
+        self._request_task = asyncio.ensure_future(self.hub.history_columns(
+            source, symbol, interval, self.param("start"), self.param("end"),
+            self.int_param("count"), options=self.source_options(source)))
+        try:
+            bars = await self._request_task
+        except asyncio.CancelledError:
+            if self._gone:
+                return  # the client went away: nobody to answer
+            raise
+        try:
+            await self._write_bars(bars, fmt, source, symbol, interval)
+        except StreamClosedError:
+            return
+        finally:
+            big = len(bars) >= BIG_ANSWER_BARS
+            del bars
+            self._request_task = None  # it holds the answer too
+            if big:
+                await asyncio.to_thread(release_freed_memory)
+
+    def on_connection_close(self) -> None:
+        """The client went away: stop its request (and the provider's work for it)."""
+        self._gone = True
+        if self._request_task is not None and not self._request_task.done():
+            self._request_task.cancel()
+        super().on_connection_close()
+
+    async def _write_bars(self, bars: Columns, fmt: str, source: str, symbol: str,
+                          interval: str) -> None:
         if fmt == "csv":
+            self.set_header("Content-Type", "text/csv; charset=utf-8")
             self.set_header("Content-Disposition",
                             f'attachment; filename="{_safe_filename(source, symbol, interval)}"')
-            self.finish(rows_to_csv(rows), set_content_type="text/csv; charset=utf-8")
-            return
-        self.reply({"source": source, "symbol": symbol, "interval": interval, "rows": rows})
+            columns = columns_order(bars)
+            self.write(columns_csv(bars.slice(0, 0), columns).encode())
+            await self._pieces(bars, lambda part: columns_csv(part, columns,
+                                                              header=False).encode())
+        elif fmt == "arrow":
+            self.set_header("Content-Type", ARROW_STREAM)
+            stream = ArrowStream(bars)
+            self.write(stream.schema())
+            await self._pieces(bars, stream.batch)
+            self.write(stream.end())
+        else:
+            self.set_header("Content-Type", "application/json")
+            self.write(dumpb({"source": source, "symbol": symbol, "interval": interval,
+                              "rows": []})[:-2])  # '{..."rows":[' - the rows follow
+            first = True
+
+            def json_piece(part: Columns) -> bytes:
+                nonlocal first
+                body = part.json_rows()
+                if not first:
+                    body = b"," + body
+                first = False
+                return body
+
+            await self._pieces(bars, json_piece)
+            self.write(b"]}")
+        self.finish()
+
+    async def _pieces(self, bars: Columns, encode: Any) -> None:
+        """Encode ``bars`` a piece at a time and flush each before encoding the next."""
+        for part in bars.chunks(HISTORY_PIECE_ROWS):
+            if len(part) >= _THREAD_ROWS:
+                body = await asyncio.to_thread(encode, part)
+            else:
+                body = encode(part)
+            self.write(body)
+            if self._gone:
+                raise StreamClosedError()
+            await self.flush()
 
 
 def _safe_filename(*parts: str) -> str:
