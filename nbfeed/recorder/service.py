@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import BadRequest, LimitExceeded
 from .layout import check_name
@@ -36,10 +36,21 @@ from .recorder import Recorder
 from .store import RecordingStore
 
 if TYPE_CHECKING:
-    from ..hub.hub import Hub
     from ..hub.subscription import Subscription
 
 log = logging.getLogger("nbfeed.recorder")
+
+
+class RecordingHub(Protocol):
+    """What recordings need of the hub they record: subscriptions into a recorder's box, and a
+    word when the list of recordings changed (the replay source refreshes its catalog)."""
+
+    def is_session_source(self, source: Any) -> bool: ...
+
+    async def subscribe(self, source: Any, symbols: Any, interval: Any, *,
+                        box: Any = None) -> Subscription: ...
+
+    async def recordings_changed(self) -> None: ...
 
 #: Recordings one hub writes at the same time.
 MAX_LIVE_RECORDINGS = 32
@@ -56,7 +67,7 @@ class _Live:
 class RecordingService:
     """Recordings of one hub (see module docstring). Coroutines run on the hub's loop."""
 
-    def __init__(self, hub: Hub, home: str | Path, *, flush_interval: float = 1.0) -> None:
+    def __init__(self, hub: RecordingHub, home: str | Path, *, flush_interval: float = 1.0) -> None:
         self.hub = hub
         self.store = RecordingStore(home)
         self.flush_interval = flush_interval
