@@ -42,18 +42,9 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import NBFeedError
-from .commands import (
-    COMMANDS,
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_USAGE,
-    cmd_serve,
-    say,
-    set_home,
-)
+from .commands import COMMANDS, cmd_serve
 from .parser import build_parser
-from .runner import UsageError
+from .runner import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, say, set_home
 
 __all__ = ["build_parser", "main"]
 

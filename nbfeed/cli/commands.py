@@ -8,80 +8,18 @@ embedded hub that :func:`~.runner.run_with_hub` always stops; errors propagate t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import UpstreamError
 from ..tabular import columns_csv, columns_of, columns_order
 from .output import LiveTable, write_json_lines, write_rows
-from .runner import Body, UsageError, provider_specs, run_with_hub
+from .runner import EXIT_FAILED, EXIT_OK, UsageError, hub_command, say
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _SYMBOL_COLUMNS = ["source", "name", "type", "categories", "name_label"]
 _PROVIDER_COLUMNS = ["name", "status", "datasets", "restarts", "detail"]
-_CLI_ENABLE_HINT = ("--provider {name} (or name it as a command's source); in Jupyter: "
-                    "c.NBFeed.providers")
-
-
-# ---- running a hub for one command ----------------------------------------------------------
-
-
-def _hub_command(args: argparse.Namespace, wanted: Sequence[str] | None, body: Body, *,
-                 populate_on_start: bool = True, interrupted_code: int = EXIT_INTERRUPTED) -> int:
-    from ..hub import HubConfig
-
-    settings = {"home": set_home(args), "request_timeout": args.timeout,
-                "start_timeout": max(args.timeout, 5.0), "populate_on_start": populate_on_start}
-    bus = bus_url(args)
-    if bus:
-        from ..bus import BusClient
-
-        config = BusClient(bus).hub_config(**settings)
-    else:
-        specs = provider_specs(args.providers, args.options, wanted)
-        config = HubConfig(providers=specs, enable_hint=_CLI_ENABLE_HINT, **settings)
-    try:
-        return asyncio.run(run_with_hub(config, body, interrupted_code=interrupted_code))
-    except KeyboardInterrupt:
-        return interrupted_code
-
-
-def bus_url(args: argparse.Namespace) -> str | None:
-    """The shared feed this command uses: ``--bus``, else ``$NBFEED_BUS`` unless the command
-    names its own providers. Raises UsageError for ``--bus`` with ``--provider``/``--option``."""
-    explicit = getattr(args, "bus", None)
-    if explicit and (args.providers or args.options):
-        raise UsageError("--bus takes every source from the shared feed server: --provider and "
-                         "--option belong to the feed server's command line")
-    if explicit:
-        return explicit
-    if args.providers or args.options:
-        return None
-    return os.environ.get("NBFEED_BUS") or None
-
-
-def set_home(args: argparse.Namespace) -> Path:
-    """The ``--home`` folder (default: nbfeed's usual home), exported as ``NBFEED_HOME``.
-    Raises UsageError when it exists and is not a folder."""
-    from ..hub import default_home
-
-    home = Path(args.home).expanduser() if args.home is not None else default_home()
-    if home.exists() and not home.is_dir():
-        raise UsageError(f"--home {str(home)!r} is not a folder")
-    # Provider processes (and the Jupyter server of `serve`) inherit the environment, so
-    # anything there that asks for nbfeed's home gets this one.
-    os.environ["NBFEED_HOME"] = str(home)
-    return home
-
-
-def say(message: str) -> None:
-    """One line for people on stderr (stdout carries the data)."""
-    print(f"nbfeed: {message}", file=sys.stderr, flush=True)
 
 
 # ---- commands -------------------------------------------------------------------------------
@@ -108,7 +46,7 @@ def cmd_providers(args: argparse.Namespace, out: TextIO) -> int:
                 out.write(f"  {'':<12} {'':<11} {then}: {row['enable']}\n")
         return EXIT_OK
 
-    return _hub_command(args, None, body)
+    return hub_command(args, None, body)
 
 
 def cmd_populate(args: argparse.Namespace, out: TextIO) -> int:
@@ -122,7 +60,7 @@ def cmd_populate(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"{name.ljust(width)}  {result}\n")
         return EXIT_FAILED if any(not r.startswith("ok") for r in results.values()) else EXIT_OK
 
-    return _hub_command(args, args.sources, body, populate_on_start=False)
+    return hub_command(args, args.sources, body, populate_on_start=False)
 
 
 def cmd_symbols(args: argparse.Namespace, out: TextIO) -> int:
@@ -140,7 +78,7 @@ def cmd_symbols(args: argparse.Namespace, out: TextIO) -> int:
             write_rows(found, "table", out, _SYMBOL_COLUMNS)
         return EXIT_OK
 
-    return _hub_command(args, [args.source] if args.source else None, body)
+    return hub_command(args, [args.source] if args.source else None, body)
 
 
 def _check_request(interval: str, **times: str | None) -> None:
@@ -171,7 +109,7 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
             write_rows(bars.rows(), args.format, out)
         return EXIT_OK
 
-    return _hub_command(args, [args.source], body)
+    return hub_command(args, [args.source], body)
 
 
 def cmd_stream(args: argparse.Namespace, out: TextIO) -> int:
@@ -211,7 +149,7 @@ def cmd_stream(args: argparse.Namespace, out: TextIO) -> int:
             await sub.close()
         return EXIT_OK
 
-    return _hub_command(args, [args.source], body, interrupted_code=EXIT_OK)
+    return hub_command(args, [args.source], body, interrupted_code=EXIT_OK)
 
 
 def _stream_event(event: Any, live: set[str]) -> bool:

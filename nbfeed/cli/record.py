@@ -31,9 +31,8 @@ from ..recorder.limits import make_limits
 from ..recorder.manifest import LIVE
 from ..recorder.service import default_name
 from ..recorder.store import RecordingStore
-from .commands import EXIT_FAILED, EXIT_OK, _hub_command, say, set_home
 from .output import write_rows
-from .runner import UsageError
+from .runner import EXIT_FAILED, EXIT_OK, UsageError, hub_command, say, set_home
 
 _LIST_COLUMNS = ["name", "status", "sources", "symbols", "intervals", "start", "end", "rows",
                  "bytes", "lost_rows"]
@@ -97,7 +96,7 @@ def record(args: argparse.Namespace, out: TextIO) -> int:
                 say(final["detail"])
         return EXIT_FAILED if final["status"] in ("limit", "failed") else EXIT_OK
 
-    return _hub_command(args, [args.source], body, interrupted_code=EXIT_OK)
+    return hub_command(args, [args.source], body, interrupted_code=EXIT_OK)
 
 
 def recordings(args: argparse.Namespace, out: TextIO) -> int:

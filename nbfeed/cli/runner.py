@@ -4,20 +4,28 @@ always stops.
 :func:`provider_specs` turns ``--provider``/``--option`` texts into provider specs (errors name
 the text). :func:`run_with_hub` runs one command's coroutine against a started hub and stops the
 hub afterwards whatever happened - success, an exception, SIGINT or SIGTERM - so no provider
-process outlives the command.
+process outlives the command. :func:`hub_command` builds that hub from a parsed command line
+(``--bus``, ``--provider``/``--option``, ``--home``, ``--timeout``) for every command module, with
+the exit codes and :func:`say` (a line for people on stderr) they share.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..providers.registry import ProviderSpec, available_providers, resolve_spec
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_CLI_ENABLE_HINT = ("--provider {name} (or name it as a command's source); in Jupyter: "
+                    "c.NBFeed.providers")
 
 #: Providers loaded when the command line names none (and the command names no source).
 DEFAULT_PROVIDERS = ("simulated", "csv")
@@ -129,3 +137,61 @@ async def run_with_hub(config: Any, body: Body, *, interrupted_code: int) -> int
         await hub.stop()
         for sig in handled:
             loop.remove_signal_handler(sig)
+
+
+# ---- a hub for one command, shared by every command module ---------------------------------
+
+
+def hub_command(args: argparse.Namespace, wanted: Sequence[str] | None, body: Body, *,
+                 populate_on_start: bool = True, interrupted_code: int = EXIT_INTERRUPTED) -> int:
+    """Run ``body(hub)`` on a hub made from the command line (``--bus`` or the providers it
+    names, ``--home``, ``--timeout``); returns the exit code."""
+    from ..hub import HubConfig
+
+    settings = {"home": set_home(args), "request_timeout": args.timeout,
+                "start_timeout": max(args.timeout, 5.0), "populate_on_start": populate_on_start}
+    bus = bus_url(args)
+    if bus:
+        from ..bus import BusClient
+
+        config = BusClient(bus).hub_config(**settings)
+    else:
+        specs = provider_specs(args.providers, args.options, wanted)
+        config = HubConfig(providers=specs, enable_hint=_CLI_ENABLE_HINT, **settings)
+    try:
+        return asyncio.run(run_with_hub(config, body, interrupted_code=interrupted_code))
+    except KeyboardInterrupt:
+        return interrupted_code
+
+
+def bus_url(args: argparse.Namespace) -> str | None:
+    """The shared feed this command uses: ``--bus``, else ``$NBFEED_BUS`` unless the command
+    names its own providers. Raises UsageError for ``--bus`` with ``--provider``/``--option``."""
+    explicit = getattr(args, "bus", None)
+    if explicit and (args.providers or args.options):
+        raise UsageError("--bus takes every source from the shared feed server: --provider and "
+                         "--option belong to the feed server's command line")
+    if explicit:
+        return explicit
+    if args.providers or args.options:
+        return None
+    return os.environ.get("NBFEED_BUS") or None
+
+
+def set_home(args: argparse.Namespace) -> Path:
+    """The ``--home`` folder (default: nbfeed's usual home), exported as ``NBFEED_HOME``.
+    Raises UsageError when it exists and is not a folder."""
+    from ..hub import default_home
+
+    home = Path(args.home).expanduser() if args.home is not None else default_home()
+    if home.exists() and not home.is_dir():
+        raise UsageError(f"--home {str(home)!r} is not a folder")
+    # Provider processes (and the Jupyter server of `serve`) inherit the environment, so
+    # anything there that asks for nbfeed's home gets this one.
+    os.environ["NBFEED_HOME"] = str(home)
+    return home
+
+
+def say(message: str) -> None:
+    """One line for people on stderr (stdout carries the data)."""
+    print(f"nbfeed: {message}", file=sys.stderr, flush=True)
