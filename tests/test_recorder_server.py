@@ -163,3 +163,32 @@ async def test_the_notebook_client_records_and_replays_through_the_server(
             assert "remote-demo" not in feed.recordings().index
 
     await asyncio.to_thread(use_remote)
+
+
+async def test_a_replay_streams_history_comes_from_the_server_at_any_point_of_the_replay(
+        nbfeed_server, jp_serverapp, jp_base_url):
+    """What a LiveChart on a replay does first: ask the stream for the bars before its clock -
+    none at the start (an empty answer, not an error), some once the replay has moved on."""
+    url = f"http://127.0.0.1:{jp_serverapp.port}{jp_base_url}"
+    token = jp_serverapp.identity_provider.token
+
+    def use_remote() -> tuple:
+        with nbfeed.connect(url, token=token) as feed:
+            rec = feed.record("simulated", ["AAPL"], interval=["tick", "1s"], name="warm-up",
+                              duration=3.0)
+            assert rec.wait(timeout=60)["status"] == "finished"
+            stream = feed.subscribe("replay", ["AAPL"], interval="1s", recording="warm-up",
+                                    speed="max", paused=True)
+            at_start = stream.history()
+            stream.resume()
+            assert stream.wait(60)
+            at_end = stream.history()
+            stream.close()
+            return at_start, at_end, rec.history("AAPL", "1s")
+
+    at_start, at_end, recorded = await asyncio.to_thread(use_remote)
+    assert at_start.empty
+    assert len(at_end) >= 2 and str(at_end.index.tz) == "UTC"
+    # Finished bars as recorded (the last one stood as it was at the replay's clock).
+    done = at_end.iloc[:-1]
+    pd.testing.assert_frame_equal(done, recorded.loc[:done.index[-1]])

@@ -97,6 +97,24 @@ async def test_history_in_every_format_says_the_same_bars(nbfeed_server, jp_fetc
     assert [float(line["close"]) for line in lines] == [r["close"] for r in rows]
 
 
+async def test_an_empty_history_answer_keeps_its_content_type(nbfeed_server, jp_fetch):
+    """An empty answer (what a replay's chart gets before its clock has moved) is never flushed
+    before the handler finishes; it must still say what it is (Jupyter's API handlers stamp
+    JSON on every answer), or the notebook client refuses the Arrow stream and a browser saves
+    the CSV as JSON."""
+    params = {"source": "simulated", "symbol": "MSFT", "interval": "1m",
+              "start": "2030-01-01T00:00:00Z", "end": "2030-01-01T00:10:00Z"}  # none yet
+    for fmt, expected in [("csv", "text/csv; charset=utf-8"),
+                          ("arrow", "application/vnd.apache.arrow.stream"),
+                          ("json", "application/json")]:
+        resp = await jp_fetch(*API, "history", params={**params, "format": fmt})
+        assert resp.headers["Content-Type"] == expected, fmt
+    with pytest.raises(HTTPClientError) as err:  # an error stays JSON, whatever was asked
+        await jp_fetch(*API, "history", params={**params, "format": "csv", "count": "-1"})
+    assert err.value.code == 400
+    assert err.value.response.headers["Content-Type"] == "application/json"
+
+
 @pytest.mark.parametrize(
     ("params", "status", "named"),
     [

@@ -44,8 +44,23 @@ class NBFeedAPIHandler(JSONErrorsMixin, APIHandler):
 
     auth_resource = AUTH_RESOURCE
 
+    #: The type of a non-JSON answer (CSV, Arrow, Parquet), set by :meth:`answer_type`.
+    _answer_type: str | None = None
+
     def initialize(self, hub: Hub) -> None:
         self.hub = hub
+
+    def answer_type(self, content_type: str) -> None:
+        """Answer with ``content_type`` instead of JSON. (Setting the header alone is not
+        enough: Jupyter's ``APIHandler.finish`` stamps every answer ``application/json``, which
+        wins whenever nothing was flushed before it - a small CSV or an empty Arrow stream.)"""
+        self._answer_type = content_type
+        self.set_header("Content-Type", content_type)
+
+    def finish(self, *args: Any, **kwargs: Any) -> Any:
+        if self._answer_type is not None and self.get_status() < 400:
+            kwargs.setdefault("set_content_type", self._answer_type)
+        return super().finish(*args, **kwargs)
 
     def param(self, name: str, default: Any = None, *, required: bool = False) -> Any:
         value = self.get_query_argument(name, None)
@@ -222,7 +237,7 @@ class HistoryHandler(NBFeedAPIHandler):
     async def _write_bars(self, bars: Columns, fmt: str, source: str, symbol: str,
                           interval: str) -> None:
         if fmt == "csv":
-            self.set_header("Content-Type", "text/csv; charset=utf-8")
+            self.answer_type("text/csv; charset=utf-8")
             self.set_header("Content-Disposition",
                             f'attachment; filename="{_safe_filename(source, symbol, interval)}"')
             columns = columns_order(bars)
@@ -230,7 +245,7 @@ class HistoryHandler(NBFeedAPIHandler):
             await self._pieces(bars, lambda part: columns_csv(part, columns,
                                                               header=False).encode())
         elif fmt == "arrow":
-            self.set_header("Content-Type", ARROW_STREAM)
+            self.answer_type(ARROW_STREAM)
             stream = ArrowStream(bars)
             self.write(stream.schema())
             await self._pieces(bars, stream.batch)

@@ -93,8 +93,8 @@ class RecordingExportHandler(NBFeedAPIHandler):
         path = Path(tmp)
         try:
             await self.hub.recordings.export(name, path, fmt, overwrite=True)
-            self.set_header("Content-Type", "application/vnd.apache.parquet" if fmt == "parquet"
-                            else "text/csv; charset=utf-8")
+            self.answer_type("application/vnd.apache.parquet" if fmt == "parquet"
+                             else "text/csv; charset=utf-8")
             self.set_header("Content-Disposition", f'attachment; filename="{name}.{fmt}"')
             self.set_header("Content-Length", str(path.stat().st_size))
             with open(path, "rb") as fh:
