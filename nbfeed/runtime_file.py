@@ -49,3 +49,21 @@ def remove_info(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
+
+
+def pid_alive(pid: Any) -> bool:
+    """Whether a process ``pid`` (as read from a file: maybe not even an int) exists on this
+    machine. A process of another user counts as alive (we may not signal it, but it is
+    there); anything that is not a positive int is not a process."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:  # a pid beyond what the OS can hold
+        return False
+    return True
+

@@ -260,3 +260,20 @@ async def test_connect_from_a_kernel_started_by_the_server(nbfeed_server, jp_ser
     finally:
         client.stop_channels()
         await km.shutdown_kernel(kernel_id, now=True)
+
+
+def test_a_runtime_files_pid_counts_as_alive_only_for_a_running_process():
+    """A stale runtime file (server gone) or a recording whose writer died must not be taken
+    for a live one; whatever a file says in place of a pid never raises."""
+    import os
+    import subprocess
+    import sys
+
+    from nbfeed.runtime_file import pid_alive
+
+    assert pid_alive(os.getpid())
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert not pid_alive(gone.pid)
+    for hostile in (None, "123", str(os.getpid()), True, -1, 0, 2**70, 1.5, [os.getpid()]):
+        assert not pid_alive(hostile), hostile

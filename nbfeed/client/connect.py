@@ -17,9 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
 
-from ..runtime_file import ENV_INFO, read_info
+from ..runtime_file import ENV_INFO, pid_alive, read_info
 from .feed import Feed
 from .http import ServerInfo
 
@@ -40,22 +39,11 @@ def find_server() -> ServerInfo | None:
         candidates.append(os.path.join(jupyter_runtime_dir(), f"nbfeed-{ppid}.json"))
     for path in candidates:
         info = read_info(path)
-        if info and info.get("url") and _pid_alive(info.get("pid")):
+        if info and info.get("url") and pid_alive(info.get("pid")):
             token = info.get("token") or os.environ.get("JUPYTERHUB_API_TOKEN") or ""
             return ServerInfo(str(info["url"]), str(token))
     return None
 
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def connect(url: str | None = None, token: str | None = None, *, embedded: bool | None = None,

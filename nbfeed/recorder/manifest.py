@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadRequest
+from ..runtime_file import pid_alive
 
 LIVE, STOPPED, FINISHED, LIMIT, FAILED, INTERRUPTED = (
     "recording", "stopped", "finished", "limit", "failed", "interrupted")
@@ -79,18 +80,7 @@ def effective_status(manifest: dict, now_s: float | None = None) -> str:
     beat = manifest.get("heartbeat_ms") or 0
     if now_s - beat / 1000 > STALE_AFTER_S:
         return INTERRUPTED
-    if manifest.get("host") == socket.gethostname() and not _pid_alive(manifest.get("pid")):
+    if manifest.get("host") == socket.gethostname() and not pid_alive(manifest.get("pid")):
         return INTERRUPTED
     return LIVE
 
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
