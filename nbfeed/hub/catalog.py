@@ -31,17 +31,29 @@ raise an SQLite error. Control characters (NUL included) count as spaces. A quer
 long query only the first ``MAX_QUERY_TERMS`` distinct words are used. These checks, and the
 preparation of entries for writing, live in ``nbfeed.hub.catalog_input``.
 
+Populating (``replace_source``) is done in bulk: the entries are checked and turned into rows
+in one Python pass (``catalog_input.prepare_entries``), then written in one transaction with a
+fixed number of prepared statements and the full-text index filled once
+(``nbfeed.hub.catalog_populate``). 200k entries take about 25 us each of CPU on the 2-core test
+machine, most of it SQLite's B-tree and full-text work (``bench/catalog_populate.py``).
+
 Thread safety and processes: one ``Catalog`` may be shared by threads (the hub calls it from a
 worker thread). A file catalog keeps two connections, each behind its own lock: writes
 (``replace_source``) are serialized on one, reads on the other, and because the file is in WAL
 mode a search running during a long ``replace_source`` sees the catalog as it was before, never
-half of it. Other processes may open the same file: readers are never blocked, a second writer
-waits up to ``BUSY_TIMEOUT_S``. A ``":memory:"`` catalog has a single connection and lock.
+half of it, and never waits for it: the new list appears at the commit. The populating thread
+gives the GIL up every few hundred entries while it prepares rows, and holds it only briefly
+between rows while SQLite writes, so searches on other threads keep answering in milliseconds.
+Other processes may open the same file: readers are never blocked, a second writer waits up to
+``BUSY_TIMEOUT_S``. A ``":memory:"`` catalog has a single connection and lock (a search waits
+for a populate to finish).
 
 Failure behaviour: the catalog is a cache of what providers list, rebuilt by populating. A file at
-the catalog path that is not a current nbfeed catalog (not SQLite, another application's
-database, an older schema) is moved aside to ``<name>.bad-<n>`` (with its ``-wal``/``-shm``
-files), logged, and a fresh catalog is created: never overwritten, never deleted. A
+the catalog path that is not an nbfeed catalog this version can use (not SQLite, another
+application's database, a newer schema) is moved aside to ``<name>.bad-<n>`` (with its
+``-wal``/``-shm`` files), logged, and a fresh catalog is created: never overwritten, never
+deleted. An nbfeed catalog of an older schema is emptied in place and filled again by the next
+populate (the hub populates sources with no entries when it starts). A
 ``replace_source`` that fails (bad entry, disk full) rolls back and leaves the source as it was.
 """
 
@@ -69,6 +81,7 @@ from .catalog_input import (
     prepare_entries,
     query_words,
 )
+from .catalog_populate import let_readers_in, write_source
 
 __all__ = [
     "Catalog",
@@ -86,7 +99,7 @@ MAX_RANKED = 250
 BUSY_TIMEOUT_S = 10.0
 
 _APPLICATION_ID = 0x6E626663  # "nbfc": marks a file as an nbfeed catalog
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 # Greater than any other character: `name_lc < prefix || _TOP` bounds a prefix range scan.
 _TOP = "\U0010ffff"
 # bm25 column weights (symbol, label, categories, tags): a word in the symbol says more than one
@@ -131,12 +144,13 @@ CREATE VIRTUAL TABLE entries_fts USING fts5 (
     name, name_label, categories, tags,
     content = 'entries', content_rowid = 'id',
     tokenize = 'unicode61 remove_diacritics 2',
-    -- Prefix indexes make a word prefix one posting list read lazily; without one, SQLite
-    -- merges the lists of every matching word up front (milliseconds for "stoc").
-    prefix = '1 2 3 4 5 6'
+    -- Prefix indexes make a short word prefix one posting list read lazily; without one,
+    -- SQLite merges the lists of every matching word up front (milliseconds for "st"). Words
+    -- of four letters or more have few completions; indexing their prefixes too (4, 5, 6)
+    -- doubled the cost of populating for a tenth of a millisecond on some searches.
+    prefix = '1 2 3'
 );
 """
-_FTS_COLUMNS = "name, name_label, categories, tags"
 
 
 class Catalog:
@@ -178,88 +192,22 @@ class Catalog:
         same ``name`` are one symbol: the later entry wins. An empty list removes the source.
         """
         check_text("source", source)
-        rows = prepare_entries(source, entries)
+        # Every check and all per-entry Python work happen here, before the write lock is taken.
+        prepared = prepare_entries(source, entries, pause=let_readers_in)
         with self._write() as conn:
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                self._replace(conn, source, rows)
+                write_source(conn, source, prepared)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            # Fresh statistics after a large change keep the planner on the right indexes.
+            # Fresh statistics after a large change keep the planner on the right indexes;
+            # analysis_limit samples each index instead of reading all of it (SQLite's advice).
             conn.execute("PRAGMA optimize")
-        log.debug("catalog %s: %s now has %d entries", self.path, source, len(rows))
-        return len(rows)
-
-    @classmethod
-    def _replace(cls, conn: sqlite3.Connection, source: str, rows: list[tuple]) -> None:
-        old = conn.execute("SELECT entries FROM sources WHERE source = ?", (source,)).fetchone()
-        old = old[0] if old else 0
-        total = conn.execute("SELECT coalesce(sum(entries), 0) FROM sources").fetchone()[0]
-        # Deleting a row from the full-text index costs as much as adding one; when this source
-        # is most of the catalog, indexing everything afresh is cheaper and leaves no garbage.
-        rebuild = 2 * old > total
-        if not rebuild:
-            conn.execute(
-                f"INSERT INTO entries_fts (entries_fts, rowid, {_FTS_COLUMNS})"
-                f" SELECT 'delete', id, {_FTS_COLUMNS} FROM entries WHERE source = ?",
-                (source,),
-            )
-        conn.execute(
-            "DELETE FROM entry_categories WHERE entry_id IN"
-            " (SELECT id FROM entries WHERE source = ?)",
-            (source,),
-        )
-        conn.execute("DELETE FROM entries WHERE source = ?", (source,))
-        conn.execute("DELETE FROM sources WHERE source = ?", (source,))
-        if not rows:
-            if rebuild:
-                conn.execute("INSERT INTO entries_fts (entries_fts) VALUES ('rebuild')")
-            return
-        tokens = cls._filter_tokens(conn, source, rows)
-        first = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM entries").fetchone()[0]
-        conn.executemany(
-            "INSERT INTO entries (id, source, name, name_lc, name_len, name_label, type,"
-            " categories, tags, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                (first + i, source, name, name_lc, name_len, label, kind, categories,
-                 " ".join([tokens[f"source:{source}"], tokens[f"type:{kind}"],
-                           *(tokens[f"category:{c}"] for c in lower_categories)]),
-                 doc)
-                for i, (name, name_lc, name_len, label, kind, categories, doc, lower_categories)
-                in enumerate(rows)
-            ),
-        )
-        conn.executemany(
-            "INSERT INTO entry_categories (category, name_lc, entry_id) VALUES (?, ?, ?)",
-            ((c, row[1], first + i) for i, row in enumerate(rows) for c in row[7]),
-        )
-        if rebuild:
-            conn.execute("INSERT INTO entries_fts (entries_fts) VALUES ('rebuild')")
-        else:
-            conn.execute(
-                f"INSERT INTO entries_fts (rowid, {_FTS_COLUMNS})"
-                f" SELECT id, {_FTS_COLUMNS} FROM entries WHERE id >= ?",
-                (first,),
-            )
-        conn.execute("INSERT INTO sources VALUES (?, ?)", (source, len(rows)))
-
-    @staticmethod
-    def _filter_tokens(conn: sqlite3.Connection, source: str, rows: list[tuple]) -> dict:
-        """filter value -> token for every value in ``rows``, creating the missing ones."""
-        values = {f"source:{source}"}
-        for row in rows:
-            values.add(f"type:{row[4]}")
-            values.update(f"category:{c}" for c in row[7])
-        tokens = dict(conn.execute("SELECT value, token FROM filter_tokens"))
-        for value in sorted(values - tokens.keys()):
-            # Letters then base-36 digits: one word for the tokenizer, short in the index.
-            token = value[0] + _base36(len(tokens))
-            conn.execute("INSERT INTO filter_tokens VALUES (?, ?)", (value, token))
-            tokens[value] = token
-        return tokens
+        log.debug("catalog %s: %s now has %d entries", self.path, source, len(prepared.rows))
+        return len(prepared.rows)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -473,11 +421,31 @@ def _connect(path: str, cache_mb: int = 32) -> sqlite3.Connection:
     # Populating inserts into indexes at random places: a bigger page cache (it grows only as
     # pages are used) keeps that from rereading pages. Searches touch few pages.
     conn.execute(f"PRAGMA cache_size = -{cache_mb * 1024}")
+    conn.execute("PRAGMA analysis_limit = 1000")
     return conn
 
 
 def _init_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(f"BEGIN; {_SCHEMA} COMMIT;")
+
+
+def _drop_everything(conn: sqlite3.Connection) -> None:
+    """Drop every table of an older nbfeed catalog, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Virtual tables first: dropping one drops its shadow tables with it.
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL%'"
+        ).fetchall():
+            conn.execute(f'DROP TABLE "{name}"')
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ).fetchall():
+            conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _open_file(path: str) -> sqlite3.Connection:
@@ -495,6 +463,14 @@ def _open_file(path: str) -> sqlite3.Connection:
             return conn
         if app_id == 0 and not conn.execute("SELECT 1 FROM sqlite_master").fetchone():
             _init_schema(conn)
+            return conn
+        if app_id == _APPLICATION_ID and 0 < version < _SCHEMA_VERSION:
+            # An older catalog of ours is only a cache of provider listings: start afresh in
+            # place (populating fills it again) rather than leave a copy of it lying around.
+            _drop_everything(conn)
+            _init_schema(conn)
+            log.info("%s had catalog schema %d, this nbfeed uses %d: emptied; sources are "
+                     "listed again when populated", path, version, _SCHEMA_VERSION)
             return conn
         conn.close()
         reason = f"application_id {app_id:#x}, schema version {version}"
@@ -524,16 +500,3 @@ def _move_aside(path: str) -> str:
         if Path(path + suffix).exists():
             Path(path + suffix).rename(target + suffix)
     return target
-
-
-# -- filter tokens -----------------------------------------------------------------------------
-
-
-def _base36(number: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    text = ""
-    while True:
-        number, digit = divmod(number, 36)
-        text = digits[digit] + text
-        if not number:
-            return text
