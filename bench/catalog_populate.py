@@ -45,14 +45,16 @@ REFERENCE = "318247e"
 
 def run_one(size: int, queries_per_kind: int) -> dict:
     """The three measurements on whatever ``nbfeed`` is first on sys.path."""
+    # nbfeed first, from PYTHONPATH: catalog_search puts this checkout on sys.path.
+    import nbfeed.hub.catalog
+    from nbfeed.hub.catalog import Catalog
+
     sys.path.insert(0, str(ROOT / "bench"))
     from catalog_search import make_catalog_entries, make_queries
 
-    from nbfeed.hub.catalog import Catalog
-
     by_source = make_catalog_entries(size)
     mix = [q for pairs in make_queries(by_source, queries_per_kind).values() for q in pairs]
-    result: dict = {}
+    result: dict = {"module": nbfeed.hub.catalog.__file__}
     with tempfile.TemporaryDirectory() as tmp:
         cat = Catalog(Path(tmp) / "catalog.db")
         cpu, wall = time.thread_time(), time.perf_counter()
@@ -149,6 +151,8 @@ def main() -> None:
             if root is not None:
                 runs[f"reference {args.reference}"] = _measure(root, args.size, args.queries)
     names = list(runs)
+    for name, run in runs.items():
+        print(f"{name}: {run['module']}")
     n = runs[names[0]]["entries"]
     refreshed = runs[names[0]]["refreshed"]
     rows = [

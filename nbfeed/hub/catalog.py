@@ -34,8 +34,9 @@ preparation of entries for writing, live in ``nbfeed.hub.catalog_input``.
 Populating (``replace_source``) is done in bulk: the entries are checked and turned into rows
 in one Python pass (``catalog_input.prepare_entries``), then written in one transaction with a
 fixed number of prepared statements and the full-text index filled once
-(``nbfeed.hub.catalog_populate``). 200k entries take about 25 us each of CPU on the 2-core test
-machine, most of it SQLite's B-tree and full-text work (``bench/catalog_populate.py``).
+(``nbfeed.hub.catalog_populate``). 200k entries take about 21 us each of CPU on the 2-core test
+machine (the previous path: 38), three quarters of it SQLite's B-tree and full-text work
+(``bench/catalog_populate.py``).
 
 Thread safety and processes: one ``Catalog`` may be shared by threads (the hub calls it from a
 worker thread). A file catalog keeps two connections, each behind its own lock: writes
@@ -150,6 +151,9 @@ CREATE VIRTUAL TABLE entries_fts USING fts5 (
     -- doubled the cost of populating for a tenth of a millisecond on some searches.
     prefix = '1 2 3'
 );
+-- Postings gathered in memory before they are written as a segment: 16 MiB instead of 1 MiB
+-- means a populate of 100k+ entries writes a few segments, not dozens to merge again.
+INSERT INTO entries_fts (entries_fts, rank) VALUES ('hashsize', 16777216);
 """
 
 
