@@ -4,7 +4,6 @@ a refresh that fails halfway changes nothing, hostile entries are refused by nam
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
 import threading
 
@@ -213,23 +212,21 @@ def test_catalog_order_is_shortest_symbol_first_whatever_the_input_order(tmp_pat
         assert_index_consistent(catalog)
 
 
-def test_an_older_catalog_schema_is_emptied_in_place(tmp_path, caplog):
+def test_a_catalog_made_before_bulk_populate_is_kept_and_tuned(tmp_path):
     path = tmp_path / "catalog.db"
     with Catalog(path) as catalog:
         catalog.replace_source("fx", [entry("EURUSD", "Euro / US Dollar", ["Forex"])])
-    conn = sqlite3.connect(path)
-    conn.execute(f"PRAGMA user_version = {catalog_module._SCHEMA_VERSION - 1}")
+    conn = sqlite3.connect(path)  # as an nbfeed before this change left it: default FTS5 config
+    conn.execute("DELETE FROM entries_fts_config WHERE k = 'hashsize'")
+    conn.commit()
     conn.close()
-    with caplog.at_level(logging.INFO, logger="nbfeed.hub.catalog"), Catalog(path) as catalog:
-        assert catalog.sources() == {}  # listed again by the next populate
-        catalog.replace_source("fx", [entry("GBPUSD", "Pound / US Dollar", ["Forex"])])
-        assert names(catalog.search("pound")) == ["GBPUSD"]
+    with Catalog(path) as catalog:
+        assert names(catalog.search("euro")) == ["EURUSD"]  # not moved aside, not emptied
+        catalog.replace_source("big", listing("NEW", 3000, "Newword"))
+        assert names(catalog.search("newword company 2999")) == ["NEW2999"]
         assert_index_consistent(catalog)
-    assert "emptied" in caplog.text
-    assert not list(tmp_path.glob("*.bad-*"))
     conn = sqlite3.connect(path)
-    conn.execute(f"PRAGMA user_version = {catalog_module._SCHEMA_VERSION + 1}")
+    assert conn.execute("SELECT v FROM entries_fts_config WHERE k = 'hashsize'").fetchone() \
+        == (catalog_module._FTS_HASH_BYTES,)
     conn.close()
-    with Catalog(path) as catalog:  # a newer nbfeed's catalog is kept aside, never emptied
-        assert catalog.sources() == {}
-    assert (tmp_path / "catalog.db.bad-1").exists()
+    assert not list(tmp_path.glob("*.bad-*"))

@@ -34,8 +34,8 @@ preparation of entries for writing, live in ``nbfeed.hub.catalog_input``.
 Populating (``replace_source``) is done in bulk: the entries are checked and turned into rows
 in one Python pass (``catalog_input.prepare_entries``), then written in one transaction with a
 fixed number of prepared statements and the full-text index filled once
-(``nbfeed.hub.catalog_populate``). 200k entries take about 21 us each of CPU on the 2-core test
-machine (the previous path: 38), three quarters of it SQLite's B-tree and full-text work
+(``nbfeed.hub.catalog_populate``). 200k entries take about 26 us each of CPU on the 2-core test
+machine (the previous path: 38), four fifths of it SQLite's B-tree and full-text work
 (``bench/catalog_populate.py``).
 
 Thread safety and processes: one ``Catalog`` may be shared by threads (the hub calls it from a
@@ -50,11 +50,9 @@ Other processes may open the same file: readers are never blocked, a second writ
 for a populate to finish).
 
 Failure behaviour: the catalog is a cache of what providers list, rebuilt by populating. A file at
-the catalog path that is not an nbfeed catalog this version can use (not SQLite, another
-application's database, a newer schema) is moved aside to ``<name>.bad-<n>`` (with its
-``-wal``/``-shm`` files), logged, and a fresh catalog is created: never overwritten, never
-deleted. An nbfeed catalog of an older schema is emptied in place and filled again by the next
-populate (the hub populates sources with no entries when it starts). A
+the catalog path that is not a current nbfeed catalog (not SQLite, another application's
+database, an older schema) is moved aside to ``<name>.bad-<n>`` (with its ``-wal``/``-shm``
+files), logged, and a fresh catalog is created: never overwritten, never deleted. A
 ``replace_source`` that fails (bad entry, disk full) rolls back and leaves the source as it was.
 """
 
@@ -100,7 +98,7 @@ MAX_RANKED = 250
 BUSY_TIMEOUT_S = 10.0
 
 _APPLICATION_ID = 0x6E626663  # "nbfc": marks a file as an nbfeed catalog
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 1
 # Greater than any other character: `name_lc < prefix || _TOP` bounds a prefix range scan.
 _TOP = "\U0010ffff"
 # bm25 column weights (symbol, label, categories, tags): a word in the symbol says more than one
@@ -109,6 +107,7 @@ _BM25 = "bm25(entries_fts, 10.0, 4.0, 1.0, 0.0)"
 _TIE_BREAK = "e.name_len, e.name_lc, e.source"
 # A query word on more entries than this filters full-text matches but does not score them.
 _BROAD = 2000
+_FTS_HASH_BYTES = 16 * 1024 * 1024
 
 _SCHEMA = f"""
 PRAGMA application_id = {_APPLICATION_ID};
@@ -145,15 +144,11 @@ CREATE VIRTUAL TABLE entries_fts USING fts5 (
     name, name_label, categories, tags,
     content = 'entries', content_rowid = 'id',
     tokenize = 'unicode61 remove_diacritics 2',
-    -- Prefix indexes make a short word prefix one posting list read lazily; without one,
-    -- SQLite merges the lists of every matching word up front (milliseconds for "st"). Words
-    -- of four letters or more have few completions; indexing their prefixes too (4, 5, 6)
-    -- doubled the cost of populating for a tenth of a millisecond on some searches.
-    prefix = '1 2 3'
+    -- Prefix indexes make a word prefix one posting list read lazily; without one, SQLite
+    -- merges the lists of every matching word up front (milliseconds for "stoc"; with only
+    -- '1 2 3', populating took 15% less CPU but a broad word like "pair" 4 ms instead of 1).
+    prefix = '1 2 3 4 5 6'
 );
--- Postings gathered in memory before they are written as a segment: 16 MiB instead of 1 MiB
--- means a populate of 100k+ entries writes a few segments, not dozens to merge again.
-INSERT INTO entries_fts (entries_fts, rank) VALUES ('hashsize', 16777216);
 """
 
 
@@ -431,25 +426,21 @@ def _connect(path: str, cache_mb: int = 32) -> sqlite3.Connection:
 
 def _init_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(f"BEGIN; {_SCHEMA} COMMIT;")
+    _configure_full_text(conn)
 
 
-def _drop_everything(conn: sqlite3.Connection) -> None:
-    """Drop every table of an older nbfeed catalog, in one transaction."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        # Virtual tables first: dropping one drops its shadow tables with it.
-        for (name,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL%'"
-        ).fetchall():
-            conn.execute(f'DROP TABLE "{name}"')
-        for (name,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-        ).fetchall():
-            conn.execute(f'DROP TABLE IF EXISTS "{name}"')
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+def _configure_full_text(conn: sqlite3.Connection) -> None:
+    """Let the full-text index gather 16 MiB of postings in memory before writing a segment.
+
+    FTS5's default is 1 MiB: a populate of 100k+ entries then writes dozens of segments and
+    merges them again and again; with 16 MiB it writes a few (a fifth less CPU to index).
+    Stored in the index's config table, so set once per file (also on files made before).
+    """
+    current = conn.execute(
+        "SELECT v FROM entries_fts_config WHERE k = 'hashsize'").fetchone()
+    if current is None or current[0] != _FTS_HASH_BYTES:
+        conn.execute("INSERT INTO entries_fts (entries_fts, rank) VALUES ('hashsize', ?)",
+                     (_FTS_HASH_BYTES,))
 
 
 def _open_file(path: str) -> sqlite3.Connection:
@@ -464,17 +455,10 @@ def _open_file(path: str) -> sqlite3.Connection:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if app_id == _APPLICATION_ID and version == _SCHEMA_VERSION:
+            _configure_full_text(conn)
             return conn
         if app_id == 0 and not conn.execute("SELECT 1 FROM sqlite_master").fetchone():
             _init_schema(conn)
-            return conn
-        if app_id == _APPLICATION_ID and 0 < version < _SCHEMA_VERSION:
-            # An older catalog of ours is only a cache of provider listings: start afresh in
-            # place (populating fills it again) rather than leave a copy of it lying around.
-            _drop_everything(conn)
-            _init_schema(conn)
-            log.info("%s had catalog schema %d, this nbfeed uses %d: emptied; sources are "
-                     "listed again when populated", path, version, _SCHEMA_VERSION)
             return conn
         conn.close()
         reason = f"application_id {app_id:#x}, schema version {version}"
