@@ -434,13 +434,17 @@ def _configure_full_text(conn: sqlite3.Connection) -> None:
 
     FTS5's default is 1 MiB: a populate of 100k+ entries then writes dozens of segments and
     merges them again and again; with 16 MiB it writes a few (a fifth less CPU to index).
-    Stored in the index's config table, so set once per file (also on files made before).
+    Stored in the index's config table, so set once per file (also on files made before); a
+    file another process is writing keeps the default until it is opened again.
     """
     current = conn.execute(
         "SELECT v FROM entries_fts_config WHERE k = 'hashsize'").fetchone()
     if current is None or current[0] != _FTS_HASH_BYTES:
-        conn.execute("INSERT INTO entries_fts (entries_fts, rank) VALUES ('hashsize', ?)",
-                     (_FTS_HASH_BYTES,))
+        try:
+            conn.execute("INSERT INTO entries_fts (entries_fts, rank) VALUES ('hashsize', ?)",
+                         (_FTS_HASH_BYTES,))
+        except sqlite3.OperationalError as exc:  # another process writing: next open, then
+            log.debug("catalog: full-text hash size left for later: %s", exc)
 
 
 def _open_file(path: str) -> sqlite3.Connection:
