@@ -1,0 +1,185 @@
+"""How fast the catalog is populated, and how fast it answers searches while a source is replaced.
+
+Builds the synthetic 200k-entry catalog of ``bench/catalog_search.py`` (stocks 60%, two crypto
+exchanges, FX) and, for this checkout and for a reference revision of nbfeed (by default the
+catalog before bulk populate, exported from git into a temporary directory), runs in a fresh
+subprocess each:
+
+1. populate: every source into an empty catalog file; CPU time of the populating thread
+   (``time.thread_time``) and wall time, per entry;
+2. refresh: the largest source (``stocks``, 120k entries) replaced in the full catalog on a
+   worker thread - as the hub does, ``asyncio.to_thread`` - while the main thread searches
+   without pause (the bench's query mix); CPU and wall time of the refresh, and p50/p99/max of
+   the searches that ran during it;
+3. searches on the idle catalog afterwards (p50/p99), to show ranking work did not get slower.
+
+Prints both columns and their ratio, with the load average before and after (the machine is
+shared: CPU time is the figure to compare, wall time and latencies move with the load).
+
+    python bench/catalog_populate.py [--size 200000] [--reference REV | --no-reference]
+
+Targets (issue 18): populate 200k entries in under 3 s of CPU (under 15 us per entry); a search
+during a refresh answers in under 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from io import BytesIO
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# The catalog as it was before bulk populate (issue 18): row tuples built per entry with a
+# dict copy, one big sort, PRAGMA optimize reading whole indexes.
+REFERENCE = "318247e"
+
+
+def run_one(size: int, queries_per_kind: int) -> dict:
+    """The three measurements on whatever ``nbfeed`` is first on sys.path."""
+    # nbfeed first, from PYTHONPATH: catalog_search puts this checkout on sys.path.
+    import nbfeed.hub.catalog
+    from nbfeed.hub.catalog import Catalog
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from catalog_search import make_catalog_entries, make_queries
+
+    by_source = make_catalog_entries(size)
+    mix = [q for pairs in make_queries(by_source, queries_per_kind).values() for q in pairs]
+    result: dict = {"module": nbfeed.hub.catalog.__file__}
+    with tempfile.TemporaryDirectory() as tmp:
+        cat = Catalog(Path(tmp) / "catalog.db")
+        cpu, wall = time.thread_time(), time.perf_counter()
+        for source, entries in by_source.items():
+            cat.replace_source(source, entries)
+        result["populate_cpu"] = time.thread_time() - cpu
+        result["populate_wall"] = time.perf_counter() - wall
+        result["entries"] = sum(cat.sources().values())
+
+        refresh: dict = {}
+        started = threading.Event()
+
+        def replace() -> None:
+            started.set()
+            cpu, wall = time.thread_time(), time.perf_counter()
+            refresh["stored"] = cat.replace_source("stocks", by_source["stocks"])
+            refresh["cpu"] = time.thread_time() - cpu
+            refresh["wall"] = time.perf_counter() - wall
+
+        worker = threading.Thread(target=replace)
+        worker.start()
+        started.wait()
+        during: list[float] = []
+        i = 0
+        while worker.is_alive():
+            query, filters = mix[i % len(mix)]
+            i += 1
+            t = time.perf_counter()
+            cat.search(query, **filters)
+            during.append(time.perf_counter() - t)
+        worker.join()
+        result.update(refresh_cpu=refresh["cpu"], refresh_wall=refresh["wall"],
+                      refreshed=refresh["stored"], during=_stats(during))
+        idle = []
+        for query, filters in mix * 2:
+            t = time.perf_counter()
+            cat.search(query, **filters)
+            idle.append(time.perf_counter() - t)
+        result["idle"] = _stats(idle[len(mix):])  # the second, warm pass
+        cat.close()
+    return result
+
+
+def _stats(seconds: list[float]) -> dict:
+    ms = sorted(s * 1e3 for s in seconds)
+    if not ms:
+        return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+    return {"n": len(ms), "p50": statistics.median(ms),
+            "p99": ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))], "max": ms[-1]}
+
+
+def _export(revision: str, into: Path) -> Path | None:
+    """The ``nbfeed`` package of ``revision`` unpacked under ``into``, or None without git."""
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "nbfeed"],
+                                 check=True, capture_output=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"reference {revision}: cannot export it from git ({exc}); skipped")
+        return None
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def _measure(package_root: Path, size: int, queries: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(package_root))
+    out = subprocess.run(
+        [sys.executable, __file__, "--one", "--size", str(size), "--queries", str(queries)],
+        check=True, capture_output=True, text=True, env=env, cwd=package_root,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=200_000, help="catalog entries")
+    parser.add_argument("--queries", type=int, default=60, help="queries per kind in the mix")
+    parser.add_argument("--reference", default=REFERENCE, help="git revision to compare with")
+    parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.size, args.queries)))
+        return
+
+    load_before = os.getloadavg()
+    import sqlite3
+    print(f"sqlite {sqlite3.sqlite_version}, python {sys.version.split()[0]}, "
+          f"load average {load_before[0]:.1f} on {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {"this checkout": _measure(ROOT, args.size, args.queries)}
+        if not args.no_reference:
+            root = _export(args.reference, Path(tmp))
+            if root is not None:
+                runs[f"reference {args.reference}"] = _measure(root, args.size, args.queries)
+    names = list(runs)
+    for name, run in runs.items():
+        print(f"{name}: {run['module']}")
+    n = runs[names[0]]["entries"]
+    refreshed = runs[names[0]]["refreshed"]
+    rows = [
+        (f"populate {n} entries: CPU s", lambda r: r["populate_cpu"], "{:.2f}"),
+        ("  CPU us per entry", lambda r: r["populate_cpu"] / r["entries"] * 1e6, "{:.1f}"),
+        ("  wall s", lambda r: r["populate_wall"], "{:.2f}"),
+        (f"replace {refreshed} of them: CPU s", lambda r: r["refresh_cpu"], "{:.2f}"),
+        ("  wall s", lambda r: r["refresh_wall"], "{:.2f}"),
+        ("searches during it", lambda r: r["during"]["n"], "{:.0f}"),
+        ("  p50 ms", lambda r: r["during"]["p50"], "{:.2f}"),
+        ("  p99 ms", lambda r: r["during"]["p99"], "{:.2f}"),
+        ("  max ms", lambda r: r["during"]["max"], "{:.2f}"),
+        ("searches idle: p50 ms", lambda r: r["idle"]["p50"], "{:.2f}"),
+        ("  p99 ms", lambda r: r["idle"]["p99"], "{:.2f}"),
+    ]
+    print(f"\n{'':<36}" + "".join(f"{name:>24}" for name in names)
+          + ("   this/reference" if len(names) == 2 else ""))
+    for label, get, fmt in rows:
+        values = [get(runs[name]) for name in names]
+        line = f"{label:<36}" + "".join(f"{fmt.format(v):>24}" for v in values)
+        if len(values) == 2 and values[1]:
+            line += f"   {values[0] / values[1]:>8.2f}"
+        print(line)
+    print(f"\ntargets: populate {n} entries in < 3 s CPU (< 15 us per entry); "
+          f"searches during a refresh < 50 ms")
+    print(f"load average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
