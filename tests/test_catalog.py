@@ -112,6 +112,26 @@ def test_results_are_the_stored_entries_and_limit_applies(cat):
     assert len(cat.search("pair", limit=2)) == 2
 
 
+def test_symbols_in_scripts_without_spaces_are_found_by_any_part(tmp_path):
+    """Binance lists ``这是测试币456`` (a testnet symbol since 2025-12): a user typing the coin's
+    name, or any part of it, finds it; Latin queries work as before."""
+    with Catalog(tmp_path / "cjk.db") as catalog:
+        catalog.replace_source("binance", [
+            *BINANCE,
+            entry("binance", "这是测试币456", "这是测试币 / 456", categories=["Crypto"]),
+            entry("binance", "币安币USDT", "币安币 / USDT", categories=["Crypto"]),
+        ])
+        catalog.replace_source("jp", [entry("jp", "7203", "トヨタ自動車", categories=["Stocks"])])
+        assert names(catalog.search("测试币")) == ["这是测试币456"]
+        assert names(catalog.search("这是测试币456")) == ["这是测试币456"]  # exact still first
+        assert names(catalog.search("币")) == ["币安币USDT", "这是测试币456"]  # shorter first
+        assert names(catalog.search("币", source="jp")) == []  # filters still apply
+        assert names(catalog.search("自動車")) == ["7203"]  # found by its label
+        assert names(catalog.search("测试币", limit=1)) == ["这是测试币456"]
+        assert names(catalog.search("456")) == ["这是测试币456"]  # a word of its label
+        assert names(catalog.search("USD pair")) == ["BTCUSDT", "ETHUSDT"]  # Latin as before
+
+
 def test_category_words_are_searchable(cat):
     assert set(names(cat.search("forex"))) == {e["name"] for e in FX}
 

@@ -79,6 +79,7 @@ from .catalog_input import (
     normalize_query,
     prepare_entries,
     query_words,
+    unspaced_script,
 )
 from .catalog_populate import let_readers_in, write_source
 
@@ -281,7 +282,24 @@ class Catalog:
                     (length, text, text + _TOP, *params),
                 )
             self._full_text(conn, found, limit, query_words(text), tags)
+            if len(found) < limit and unspaced_script(text):
+                self._inside_words(conn, found, limit, text, where, params)
         return [json.loads(doc) for doc in found.values()]
+
+    @classmethod
+    def _inside_words(cls, conn: sqlite3.Connection, found: dict[int, str], limit: int,
+                      text: str, where: str, params: tuple) -> None:
+        """The last stage, only for queries in scripts written without spaces (Chinese,
+        Japanese, Thai...): the tokenizer keeps ``这是测试币456`` as one word, so ``测试币``
+        is neither a word nor a word prefix of it. A scan of symbols and labels finds it
+        inside; tens of milliseconds on 200k entries, paid only by such queries."""
+        cls._collect(
+            conn, found, limit,
+            "SELECT e.id, e.doc FROM entries e"
+            f" WHERE (instr(e.name_lc, ?) > 0 OR instr(lower(e.name_label), ?) > 0){where}"
+            f" ORDER BY {_TIE_BREAK} LIMIT ?",
+            (text, text, *params),
+        )
 
     @classmethod
     def _full_text(

@@ -270,3 +270,17 @@ def check_limit(limit: object) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
         raise BadRequest(f"limit must be a positive integer, got {limit!r:.80}")
     return min(limit, MAX_LIMIT)
+
+
+#: Scripts written without spaces between words: CJK ideographs, kana, Hangul syllables, Thai,
+#: Lao, Khmer, Myanmar. A symbol in them is one long word to the full-text tokenizer.
+_UNSPACED = ((0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x3040, 0x30FF),
+             (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xAC00, 0xD7AF), (0xF900, 0xFAFF),
+             (0x20000, 0x3134F))
+
+
+def unspaced_script(text: str) -> bool:
+    """Whether ``text`` has a character of a script written without spaces (see
+    :data:`_UNSPACED`): such a query is also looked for inside words."""
+    return any(lo <= ord(ch) <= hi for ch in text if ord(ch) >= 0x0E00 for lo, hi in _UNSPACED)
+
