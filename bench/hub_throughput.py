@@ -2,12 +2,21 @@
 
 Measures, in one run and on the same machine state:
 
-* **reference throughput** - the same quote row dicts pickled through a ``multiprocessing`` Pipe
-  from a child process as fast as it can, no hub: the ceiling of the provider -> hub transport;
-* **hub throughput** - row updates/s from one ``simulated`` provider process (10 streams at
-  100k updates/s each by default: more than the pipeline carries, so this is its capacity)
-  delivered to 1 and to 10 subscribers of the same streams, counted over a fixed window; target
-  >= 200k row updates/s to one subscriber. Rows an outbox conflated are shown, not counted;
+* **reference throughput** - quote row dicts (those of the simulated provider: 10 streams x
+  500 rows, built once in the child) pickled through a ``multiprocessing`` Pipe as fast as it
+  goes, no hub: the ceiling of moving those rows between processes the plain way (the issue's
+  reference); and the same rows turned into :class:`~nbfeed.columns.Columns` for every message
+  and pickled as arrays: the plain-pipe ceiling of what the hub now carries, conversion
+  included (the hub's ratio to it is what nbfeed adds on top);
+* **hub throughput, the same data** - a flood provider (below) that publishes those very dicts
+  over and over through ``Provider.publish``, delivered to 1 and to 10 in-process subscribers
+  of its streams, counted over a fixed window (``len(batch)``: the subscribers do not ask for
+  dicts). Its ratio to the reference is the target (>= 0.8); the rows travel as columns,
+  built once in the provider process, so the hub pays little per row;
+* **hub throughput, simulated** - the ``simulated`` provider at 100k updates/s per stream (more
+  than the pipeline carries): it makes its rows (dicts, as authors do) before publishing, so it
+  is slower than the flood; target >= 200k row updates/s to one subscriber. Rows an outbox
+  conflated are shown, not counted;
 * **reference latency** - rows stamped at send time, 10k rows/s through a bare Pipe;
 * **hub latency** at a fixed 10k updates/s - a bench provider (below) stamps each row with the
   wall time at ``publish``; latency = receive wall time - that stamp (p50/p99; target p99 <= 10
@@ -16,7 +25,7 @@ Measures, in one run and on the same machine state:
 
 Usage::
 
-    python bench/hub_throughput.py                        # 3 rounds, ~60 s
+    python bench/hub_throughput.py                        # 3 rounds, ~2 min
     python bench/hub_throughput.py --rounds 1 --window 1  # a quick look
 
 Numbers on a shared machine move with its load: every round measures everything once,
@@ -41,6 +50,7 @@ from nbfeed.providers.registry import ProviderSpec
 from nbfeed.providers.simulated import SimulatedProvider
 
 TARGET_ROWS_PER_S = 200_000
+TARGET_RATIO = 0.8
 TARGET_P99_MS = 10.0
 LATENCY_RATE = 10_000
 
@@ -75,6 +85,34 @@ class BenchProvider(Provider):
                 next_at = time.perf_counter()  # far behind: do not burst to catch up
 
 
+class FloodProvider(Provider):
+    """Publishes the reference's rows (the same pre-built quote dicts, ``_sample_rows``) for
+    every subscribed stream, over and over, as fast as ``publish`` takes them: the hub's side
+    of the comparison with the bare pipe, with the same data going in."""
+
+    def get_dataset(self):
+        return [{"name": f"SIM{i:05d}", "type": "quote", "intervals": ["tick"]}
+                for i in range(int(self.options["symbols"]))]
+
+    def init(self):
+        self._rows = {symbol: rows for symbol, _, rows in
+                      _sample_rows(int(self.options["symbols"]), int(self.options["per_symbol"]))}
+        self._started = False
+
+    def subscribe(self, symbol, interval):
+        if not self._started:
+            self._started = True
+            threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while not self.stopping.is_set():
+            streams = self.streams()
+            if not streams:
+                time.sleep(0.01)
+            for symbol, _ in streams:
+                self.publish(self._rows[symbol], interval="tick")
+
+
 # ---- references: a bare pipe, no hub ------------------------------------------------------------
 
 
@@ -93,6 +131,19 @@ def _pipe_flood(conn, symbols: int, per_symbol: int) -> None:
     try:
         while True:
             conn.send(msg)
+    except (OSError, EOFError, BrokenPipeError):
+        pass
+
+
+def _pipe_flood_columns(conn, symbols: int, per_symbol: int) -> None:
+    """Child: the same rows, turned into columns for every message (the work a provider
+    process does per publish), pickled as arrays."""
+    from nbfeed.columns import Columns
+
+    groups = _sample_rows(symbols, per_symbol)
+    try:
+        while True:
+            conn.send(("data", [(s, i, Columns.from_rows(rows, s)) for s, i, rows in groups]))
     except (OSError, EOFError, BrokenPipeError):
         pass
 
@@ -116,10 +167,12 @@ def _pipe_paced(conn, rate: int, batch: int, seconds: float) -> None:
     conn.send(("done",))
 
 
-def reference_throughput(window: float, symbols: int, per_symbol: int) -> float:
+def reference_throughput(window: float, symbols: int, per_symbol: int,
+                         columns: bool = False) -> float:
     ctx = multiprocessing.get_context("spawn")
     recv_end, send_end = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_pipe_flood, args=(send_end, symbols, per_symbol), daemon=True)
+    child = ctx.Process(target=_pipe_flood_columns if columns else _pipe_flood,
+                        args=(send_end, symbols, per_symbol), daemon=True)
     child.start()
     send_end.close()
     recv_end.recv()  # warm: the child is up
@@ -165,23 +218,27 @@ def reference_latency(seconds: float, rate: int, batch: int) -> np.ndarray:
 # ---- through the hub ------------------------------------------------------------------------
 
 
-async def hub_throughput(subscribers: int, symbols: int, rate: float, window: float) -> dict:
+def _count(batch: StreamBatch) -> int:
+    """Rows in a batch without building them as dicts (batches before columns: their list)."""
+    return len(batch) if hasattr(batch, "__len__") else len(batch.rows)
+
+
+async def hub_throughput(spec: ProviderSpec, subscribers: int, symbols: int,
+                         window: float) -> dict:
     with tempfile.TemporaryDirectory() as home:
-        spec = ProviderSpec("simulated", SimulatedProvider,
-                            {"rate": rate, "universe_size": symbols})
         hub = Hub(HubConfig(home=home, providers=[spec]))
         await hub.start()
         try:
             names = [f"SIM{i:05d}" for i in range(symbols)]
             counts = [0] * subscribers
-            subs = [await hub.subscribe("simulated", names, "tick") for _ in range(subscribers)]
+            subs = [await hub.subscribe(spec.name, names, "tick") for _ in range(subscribers)]
 
             async def consume(k: int) -> None:
                 async for items in subs[k]:
                     n = 0
                     for item in items:
                         if type(item) is StreamBatch:
-                            n += len(item.rows)
+                            n += _count(item)
                     counts[k] += n
 
             tasks = [asyncio.ensure_future(consume(k)) for k in range(subscribers)]
@@ -264,26 +321,44 @@ def main() -> None:
 
     bench = ProviderSpec("bench", BenchProvider, {"rate": LATENCY_RATE, "batch": 10})
     sim = ProviderSpec("simulated", SimulatedProvider, {"rate": LATENCY_RATE})
-    ref, one, ten, ten_total, conflated = [], [], [], [], []
+    flood = ProviderSpec("flood", FloodProvider, {"symbols": args.symbols,
+                                                  "per_symbol": per_symbol})
+    sim_flat_out = ProviderSpec("simulated", SimulatedProvider,
+                                {"rate": args.rate, "universe_size": args.symbols})
+    ref, ref_cols, one, ten, ten_total, sim_one, conflated = [], [], [], [], [], [], []
+    ratios, ratios_cols = [], []
     ref_lat, hub_lat, sim_lat = [], [], []
     for _ in range(args.rounds):
         ref.append(reference_throughput(w, args.symbols, per_symbol))
-        r1 = asyncio.run(hub_throughput(1, args.symbols, args.rate, w))
-        r10 = asyncio.run(hub_throughput(10, args.symbols, args.rate, w))
+        ref_cols.append(reference_throughput(w, args.symbols, per_symbol, columns=True))
+        r1 = asyncio.run(hub_throughput(flood, 1, args.symbols, w))
+        r10 = asyncio.run(hub_throughput(flood, 10, args.symbols, w))
+        s1 = asyncio.run(hub_throughput(sim_flat_out, 1, args.symbols, w))
         one.append(r1["per_subscriber"])
+        ratios.append(r1["per_subscriber"] / ref[-1])
+        ratios_cols.append(r1["per_subscriber"] / ref_cols[-1])
         ten.append(r10["per_subscriber"])
         ten_total.append(r10["total"])
-        conflated.append(r1["conflated"] + r10["conflated"])
+        sim_one.append(s1["per_subscriber"])
+        conflated.append(r1["conflated"] + r10["conflated"] + s1["conflated"])
         ref_lat.append(reference_latency(w, LATENCY_RATE, 10))
         hub_lat.append(asyncio.run(hub_latency(bench, "B0", w, newest_only=False)))
         sim_lat.append(asyncio.run(hub_latency(sim, "AAPL", w, newest_only=True)))
 
-    print("throughput (row updates/s delivered)")
-    print(f"  reference  bare Pipe, same rows, no hub   {_rates(ref)}")
-    print(f"  hub        1 subscriber                   {_rates(one)}   target "
-          f"{TARGET_ROWS_PER_S:,}")
-    print(f"  hub        10 subscribers, each           {_rates(ten)}   all together "
+    print("throughput (row updates/s delivered); the same data in: the quote dicts of "
+          f"{args.symbols} streams x {per_symbol} rows, built once in the child")
+    print(f"  reference  bare Pipe, those dicts pickled, no hub  {_rates(ref)}")
+    print(f"  reference  bare Pipe, the same as columns, built   {_rates(ref_cols)}")
+    print("             per message (Columns.from_rows + pickle, the provider's part)")
+    print(f"  hub        flood provider publishing them, 1 sub   {_rates(one)}")
+    print(f"             ratio to the dict pipe {float(np.median(ratios)):.2f} (per round "
+          f"{', '.join(f'{r:.2f}' for r in ratios)}; target {TARGET_RATIO:g}), to the "
+          f"columns pipe {float(np.median(ratios_cols)):.2f} (per round "
+          f"{', '.join(f'{r:.2f}' for r in ratios_cols)})")
+    print(f"  hub        the same, 10 subscribers, each         {_rates(ten)}   all together "
           f"{float(np.median(ten_total)):,.0f}")
+    print(f"  hub        simulated provider making its rows      {_rates(sim_one)}   target "
+          f"{TARGET_ROWS_PER_S:,}")
     print(f"  rows conflated by outboxes: {max(conflated):,.0f}/s at most")
     print(f"\nlatency at {LATENCY_RATE:,} updates/s (batches of 10 rows every ms), all rounds; "
           "p99 per round in brackets")

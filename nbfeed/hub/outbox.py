@@ -1,15 +1,17 @@
 """Per-subscriber bounded, conflating outboxes and the batches they carry.
 
 A provider's rows reach the hub as one :class:`StreamBatch` per ``(source, symbol, interval)``
-per burst. The same batch object goes to every subscriber of that stream, and its JSON is
+per burst, holding the provider's columns. The same batch object goes to every subscriber of
+that stream; its dicts are built only if a subscriber asks for them, once, and its JSON is
 computed at most once (:meth:`StreamBatch.json_rows`), however many sockets write it.
 
 Each subscriber owns an :class:`Outbox`. While the subscriber keeps up, it receives every batch,
 in order. When it falls behind and more than ``max_rows`` rows are waiting, the outbox
-*conflates*: quote rows keep only the newest row per symbol, candle rows the newest version of
-each bar (and at most ``max_rows`` bars, newest kept). Memory therefore stays bounded by the
-number of distinct rows, never by the upstream rate, and a slow subscriber never slows the others
-(putting into an outbox never blocks or awaits). ``conflated_rows`` counts what was merged away.
+*conflates*: quote rows keep only the newest row per symbol (a one-row slice of the columns,
+no dicts built), candle rows the newest version of each bar (and at most ``max_rows`` bars,
+newest kept). Memory therefore stays bounded by the number of distinct rows, never by the
+upstream rate, and a slow subscriber never slows the others (putting into an outbox never
+blocks or awaits). ``conflated_rows`` counts what was merged away.
 
 "Behind" is judged once the burst being delivered has been handed out: on an event loop the
 check runs in a callback queued after the wake-ups of the readers, so a reader that was waiting

@@ -95,7 +95,12 @@ def _wire_error(exc: BaseException) -> NBFeedError:
 
 
 class _Sink:
-    """The provider's outgoing side: queues rows from any thread, one sender thread ships them."""
+    """The provider's outgoing side: queues rows from any thread, one sender thread ships them.
+
+    Each publish arrives with its rows as :class:`~nbfeed.columns.Columns`; the sender joins
+    what waits per ``(symbol, interval)`` and ships one Columns per stream in one ``data``
+    message. Rows of several streams in one publish are split by row first; rows that still
+    could not be columns (not possible for rows ``publish`` checked) go as dicts."""
 
     def __init__(self, conn: Any, provider: Provider) -> None:
         self._conn = conn
