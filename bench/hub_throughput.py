@@ -3,7 +3,8 @@
 Measures, in one run and on the same machine state:
 
 * **reference throughput** - quote row dicts (those of the simulated provider: 10 streams x
-  500 rows, built once in the child) pickled through a ``multiprocessing`` Pipe as fast as it
+  500 rows, built once in the child) pickled through a ``multiprocessing`` Pipe (a socket pair,
+  the kind of channel the hub reads its providers on) as fast as it
   goes, no hub: the ceiling of moving those rows between processes the plain way (the issue's
   reference); and the same rows turned into :class:`~nbfeed.columns.Columns` for every message
   and pickled as arrays: the plain-pipe ceiling of what the hub now carries, conversion
@@ -41,6 +42,7 @@ import os
 import tempfile
 import threading
 import time
+from collections import defaultdict
 
 import numpy as np
 
@@ -86,7 +88,7 @@ class BenchProvider(Provider):
 
 
 class FloodProvider(Provider):
-    """Publishes the reference's rows (the same pre-built quote dicts, ``_sample_rows``) for
+    """Publishes the reference's rows (copies of the same quote dicts, ``_sample_rows``) for
     every subscribed stream, over and over, as fast as ``publish`` takes them: the hub's side
     of the comparison with the bare pipe, with the same data going in."""
 
@@ -110,7 +112,9 @@ class FloodProvider(Provider):
             if not streams:
                 time.sleep(0.01)
             for symbol, _ in streams:
-                self.publish(self._rows[symbol], interval="tick")
+                # Fresh dicts every time, as an author's are: re-sending the same dict objects
+                # would let pickle's memo send each once per message, which no author gets.
+                self.publish([dict(r) for r in self._rows[symbol]], interval="tick")
 
 
 # ---- references: a bare pipe, no hub ------------------------------------------------------------
@@ -170,7 +174,7 @@ def _pipe_paced(conn, rate: int, batch: int, seconds: float) -> None:
 def reference_throughput(window: float, symbols: int, per_symbol: int,
                          columns: bool = False) -> float:
     ctx = multiprocessing.get_context("spawn")
-    recv_end, send_end = ctx.Pipe(duplex=False)
+    recv_end, send_end = ctx.Pipe()  # a socket pair, like the hub's channel
     child = ctx.Process(target=_pipe_flood_columns if columns else _pipe_flood,
                         args=(send_end, symbols, per_symbol), daemon=True)
     child.start()
@@ -195,7 +199,7 @@ def reference_throughput(window: float, symbols: int, per_symbol: int,
 
 def reference_latency(seconds: float, rate: int, batch: int) -> np.ndarray:
     ctx = multiprocessing.get_context("spawn")
-    recv_end, send_end = ctx.Pipe(duplex=False)
+    recv_end, send_end = ctx.Pipe()  # a socket pair, like the hub's channel
     child = ctx.Process(target=_pipe_paced, args=(send_end, rate, batch, seconds), daemon=True)
     child.start()
     send_end.close()
@@ -301,6 +305,66 @@ def _rates(values: list[float]) -> str:
     return f"{float(np.median(values)):>10,.0f} rows/s (best {max(values):,.0f})"
 
 
+def throughput_round(r: dict[str, list], window: float, symbols: int, rate: float,
+                     per_symbol: int) -> None:
+    """One throughput round: both references, then the hub, appended to ``r``'s lists."""
+    flood = ProviderSpec("flood", FloodProvider, {"symbols": symbols, "per_symbol": per_symbol})
+    sim = ProviderSpec("simulated", SimulatedProvider, {"rate": rate, "universe_size": symbols})
+    r["ref"].append(reference_throughput(window, symbols, per_symbol))
+    r["ref_cols"].append(reference_throughput(window, symbols, per_symbol, columns=True))
+    one = asyncio.run(hub_throughput(flood, 1, symbols, window))
+    ten = asyncio.run(hub_throughput(flood, 10, symbols, window))
+    sim_one = asyncio.run(hub_throughput(sim, 1, symbols, window))
+    r["one"].append(one["per_subscriber"])
+    r["ratio"].append(one["per_subscriber"] / r["ref"][-1])
+    r["ratio_cols"].append(one["per_subscriber"] / r["ref_cols"][-1])
+    r["ten"].append(ten["per_subscriber"])
+    r["ten_total"].append(ten["total"])
+    r["sim_one"].append(sim_one["per_subscriber"])
+    r["conflated"].append(one["conflated"] + ten["conflated"] + sim_one["conflated"])
+
+
+def latency_round(r: dict[str, list], window: float) -> None:
+    """One latency round: the bare pipe, the bench provider, the simulated provider."""
+    bench = ProviderSpec("bench", BenchProvider, {"rate": LATENCY_RATE, "batch": 10})
+    sim = ProviderSpec("simulated", SimulatedProvider, {"rate": LATENCY_RATE})
+    r["ref_lat"].append(reference_latency(window, LATENCY_RATE, 10))
+    r["hub_lat"].append(asyncio.run(hub_latency(bench, "B0", window, newest_only=False)))
+    r["sim_lat"].append(asyncio.run(hub_latency(sim, "AAPL", window, newest_only=True)))
+
+
+def print_throughput(r: dict[str, list], symbols: int, per_symbol: int) -> None:
+    def rounds(values: list[float]) -> str:
+        return ", ".join(f"{v:.2f}" for v in values)
+
+    print("throughput (row updates/s delivered); the same data in: the quote dicts of "
+          f"{symbols} streams x {per_symbol} rows, built once in the child")
+    print(f"  reference  bare Pipe, those dicts pickled, no hub  {_rates(r['ref'])}")
+    print(f"  reference  bare Pipe, the same as columns, built   {_rates(r['ref_cols'])}")
+    print("             per message (Columns.from_rows + pickle, the provider's part)")
+    print(f"  hub        flood provider publishing them, 1 sub   {_rates(r['one'])}")
+    print(f"             ratio to the dict pipe {float(np.median(r['ratio'])):.2f} (per round "
+          f"{rounds(r['ratio'])}; target {TARGET_RATIO:g}), to the columns pipe "
+          f"{float(np.median(r['ratio_cols'])):.2f} (per round {rounds(r['ratio_cols'])})")
+    print(f"  hub        the same, 10 subscribers, each         {_rates(r['ten'])}   all "
+          f"together {float(np.median(r['ten_total'])):,.0f}")
+    print(f"  hub        simulated provider making its rows      {_rates(r['sim_one'])}   "
+          f"target {TARGET_ROWS_PER_S:,}")
+    print(f"  rows conflated by outboxes: {max(r['conflated']):,.0f}/s at most")
+
+
+def print_latency(r: dict[str, list]) -> None:
+    print(f"\nlatency at {LATENCY_RATE:,} updates/s (batches of 10 rows every ms), all rounds; "
+          "p99 per round in brackets")
+    for label, runs in (("reference  bare Pipe, stamped at send     ", r["ref_lat"]),
+                        ("hub        bench provider, at publish     ", r["hub_lat"]),
+                        ("hub        simulated, newest row of burst ", r["sim_lat"])):
+        per_round = ", ".join(f"{np.percentile(x, 99):.1f}" if len(x) else "-" for x in runs)
+        print(f"  {label} {_pct(np.concatenate(runs))}  [{per_round}]")
+    print(f"  target: p99 <= {TARGET_P99_MS:g} ms for the hub; the simulated provider's stamps "
+          "have 1 ms resolution")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--window", type=float, default=2.0, help="seconds per measurement")
@@ -311,64 +375,25 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100_000,
                         help="simulated updates/s per stream for the throughput runs (the "
                              "default offers more than the pipeline carries: measures capacity)")
+    parser.add_argument("--only", choices=("throughput", "latency"),
+                        help="measure one half (both by default)")
     args = parser.parse_args()
-    w = args.window
     per_symbol = max(1, int(args.rate * 0.005))  # rows per stream per 5 ms burst
     print(f"nbfeed hub throughput/latency - {os.cpu_count()} CPUs, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"offered: {args.symbols} simulated streams x {args.rate:,.0f} updates/s = "
-          f"{args.symbols * args.rate:,.0f} rows/s; {args.rounds} rounds of {w:g} s windows\n")
-
-    bench = ProviderSpec("bench", BenchProvider, {"rate": LATENCY_RATE, "batch": 10})
-    sim = ProviderSpec("simulated", SimulatedProvider, {"rate": LATENCY_RATE})
-    flood = ProviderSpec("flood", FloodProvider, {"symbols": args.symbols,
-                                                  "per_symbol": per_symbol})
-    sim_flat_out = ProviderSpec("simulated", SimulatedProvider,
-                                {"rate": args.rate, "universe_size": args.symbols})
-    ref, ref_cols, one, ten, ten_total, sim_one, conflated = [], [], [], [], [], [], []
-    ratios, ratios_cols = [], []
-    ref_lat, hub_lat, sim_lat = [], [], []
+          f"{args.symbols * args.rate:,.0f} rows/s; {args.rounds} rounds of {args.window:g} s "
+          "windows\n")
+    r: dict[str, list] = defaultdict(list)
     for _ in range(args.rounds):
-        ref.append(reference_throughput(w, args.symbols, per_symbol))
-        ref_cols.append(reference_throughput(w, args.symbols, per_symbol, columns=True))
-        r1 = asyncio.run(hub_throughput(flood, 1, args.symbols, w))
-        r10 = asyncio.run(hub_throughput(flood, 10, args.symbols, w))
-        s1 = asyncio.run(hub_throughput(sim_flat_out, 1, args.symbols, w))
-        one.append(r1["per_subscriber"])
-        ratios.append(r1["per_subscriber"] / ref[-1])
-        ratios_cols.append(r1["per_subscriber"] / ref_cols[-1])
-        ten.append(r10["per_subscriber"])
-        ten_total.append(r10["total"])
-        sim_one.append(s1["per_subscriber"])
-        conflated.append(r1["conflated"] + r10["conflated"] + s1["conflated"])
-        ref_lat.append(reference_latency(w, LATENCY_RATE, 10))
-        hub_lat.append(asyncio.run(hub_latency(bench, "B0", w, newest_only=False)))
-        sim_lat.append(asyncio.run(hub_latency(sim, "AAPL", w, newest_only=True)))
-
-    print("throughput (row updates/s delivered); the same data in: the quote dicts of "
-          f"{args.symbols} streams x {per_symbol} rows, built once in the child")
-    print(f"  reference  bare Pipe, those dicts pickled, no hub  {_rates(ref)}")
-    print(f"  reference  bare Pipe, the same as columns, built   {_rates(ref_cols)}")
-    print("             per message (Columns.from_rows + pickle, the provider's part)")
-    print(f"  hub        flood provider publishing them, 1 sub   {_rates(one)}")
-    print(f"             ratio to the dict pipe {float(np.median(ratios)):.2f} (per round "
-          f"{', '.join(f'{r:.2f}' for r in ratios)}; target {TARGET_RATIO:g}), to the "
-          f"columns pipe {float(np.median(ratios_cols)):.2f} (per round "
-          f"{', '.join(f'{r:.2f}' for r in ratios_cols)})")
-    print(f"  hub        the same, 10 subscribers, each         {_rates(ten)}   all together "
-          f"{float(np.median(ten_total)):,.0f}")
-    print(f"  hub        simulated provider making its rows      {_rates(sim_one)}   target "
-          f"{TARGET_ROWS_PER_S:,}")
-    print(f"  rows conflated by outboxes: {max(conflated):,.0f}/s at most")
-    print(f"\nlatency at {LATENCY_RATE:,} updates/s (batches of 10 rows every ms), all rounds; "
-          "p99 per round in brackets")
-    for label, runs in (("reference  bare Pipe, stamped at send     ", ref_lat),
-                        ("hub        bench provider, at publish     ", hub_lat),
-                        ("hub        simulated, newest row of burst ", sim_lat)):
-        per_round = ", ".join(f"{np.percentile(r, 99):.1f}" if len(r) else "-" for r in runs)
-        print(f"  {label} {_pct(np.concatenate(runs))}  [{per_round}]")
-    print(f"  target: p99 <= {TARGET_P99_MS:g} ms for the hub; the simulated provider's stamps "
-          "have 1 ms resolution")
+        if args.only != "latency":
+            throughput_round(r, args.window, args.symbols, args.rate, per_symbol)
+        if args.only != "throughput":
+            latency_round(r, args.window)
+    if args.only != "latency":
+        print_throughput(r, args.symbols, per_symbol)
+    if args.only != "throughput":
+        print_latency(r)
     print(f"\nload average now {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
