@@ -248,15 +248,17 @@ async def hub_throughput(spec: ProviderSpec, subscribers: int, symbols: int,
             tasks = [asyncio.ensure_future(consume(k)) for k in range(subscribers)]
             await asyncio.sleep(1.0)  # warm-up: streams started, first bursts flowing
             before, conflated0 = list(counts), hub.stats()["conflated_rows"]
-            start = time.perf_counter()
+            start, cpu0 = time.perf_counter(), time.process_time()
             await asyncio.sleep(window)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
             delivered = [(c - b) / elapsed for c, b in zip(counts, before)]
             conflated = (hub.stats()["conflated_rows"] - conflated0) / elapsed
             for task in tasks:
                 task.cancel()
+            # The hub's own CPU (this process: reader thread, loop, subscribers) per row in.
+            cpu_per_row = cpu / max(1.0, max(delivered) * elapsed) * 1e6
             return {"per_subscriber": min(delivered), "total": sum(delivered),
-                    "conflated": conflated}
+                    "conflated": conflated, "cpu_us_per_row": cpu_per_row}
         finally:
             await hub.stop()
 
@@ -321,6 +323,8 @@ def throughput_round(r: dict[str, list], window: float, symbols: int, rate: floa
     r["ten"].append(ten["per_subscriber"])
     r["ten_total"].append(ten["total"])
     r["sim_one"].append(sim_one["per_subscriber"])
+    r["cpu_one"].append(one["cpu_us_per_row"])
+    r["cpu_sim"].append(sim_one["cpu_us_per_row"])
     r["conflated"].append(one["conflated"] + ten["conflated"] + sim_one["conflated"])
 
 
@@ -350,6 +354,9 @@ def print_throughput(r: dict[str, list], symbols: int, per_symbol: int) -> None:
           f"together {float(np.median(r['ten_total'])):,.0f}")
     print(f"  hub        simulated provider making its rows      {_rates(r['sim_one'])}   "
           f"target {TARGET_ROWS_PER_S:,}")
+    print(f"  hub process CPU per row (median): flood 1 sub {np.median(r['cpu_one']):.2f} us, "
+          f"simulated 1 sub {np.median(r['cpu_sim']):.2f} us (the rest of the work is the "
+          "provider process's)")
     print(f"  rows conflated by outboxes: {max(r['conflated']):,.0f}/s at most")
 
 
