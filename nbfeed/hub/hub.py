@@ -23,6 +23,8 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..columns import BadRows, Columns
 from ..errors import (
     BadInterval,
@@ -73,7 +75,7 @@ class _Stream:
 
     def __init__(self) -> None:
         self.subs: set[Subscription] = set()
-        self.last: StreamBatch | None = None  # quotes: the newest batch
+        self.last: dict | Columns | None = None  # quotes: the newest row (one-row Columns)
         self.bars: list[dict] = []  # candles: the last two bars (previous, open)
 
 
@@ -532,8 +534,9 @@ class Hub:
             if stream is None:
                 continue
             if key[2] == TICK:
-                if stream.last is not None:
-                    rows.append(stream.last.last_row())
+                last = stream.last
+                if last is not None:
+                    rows.append(last.rows()[0] if isinstance(last, Columns) else last)
             else:
                 rows.extend(stream.bars)
         return rows
@@ -617,11 +620,17 @@ class Hub:
         The one place that decides when a live bar is final: once a later bar of the same
         stream arrived (the newest bar is open; its updates cost one list assignment). Only
         final bars reach ``HistoryCache.add_live_bars``; a failure to store them is logged and
-        the stream goes on. A quote stream keeps its newest batch, whose last row is built only
-        when a snapshot asks for it.
+        the stream goes on. A quote stream keeps its newest row, as one-row columns when it
+        came as columns (the dict is built only when a snapshot asks for it).
         """
         if key[2] == TICK:
-            stream.last = batch
+            if batch.columnar:
+                # The newest row copied out (a view would keep the whole batch alive, with the
+                # dicts and JSON its subscribers had built, for as long as the stream lives).
+                n = len(batch)
+                stream.last = batch.columns.take(np.arange(n - 1, n))
+            else:
+                stream.last = batch.rows[-1]
             return
         rows = batch.rows
         last = rows[-1]
