@@ -23,6 +23,8 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..columns import BadRows, Columns
 from ..errors import (
     BadInterval,
@@ -73,7 +75,7 @@ class _Stream:
 
     def __init__(self) -> None:
         self.subs: set[Subscription] = set()
-        self.last: dict | None = None
+        self.last: dict | Columns | None = None  # quotes: the newest row (one-row Columns)
         self.bars: list[dict] = []  # candles: the last two bars (previous, open)
 
 
@@ -532,8 +534,9 @@ class Hub:
             if stream is None:
                 continue
             if key[2] == TICK:
-                if stream.last is not None:
-                    rows.append(stream.last)
+                last = stream.last
+                if last is not None:
+                    rows.append(last.rows()[0] if isinstance(last, Columns) else last)
             else:
                 rows.extend(stream.bars)
         return rows
@@ -568,13 +571,13 @@ class Hub:
     def _on_message(self, source: str, msg: tuple) -> None:
         op = msg[0]
         if op == "data":
-            for symbol, interval, rows in msg[1]:
+            for symbol, interval, payload in msg[1]:
                 key = (source, symbol, interval)
                 stream = self._streams.get(key)
-                if stream is None or not rows:
+                if stream is None or not len(payload):
                     continue  # late rows of a stream nobody wants any more
                 self.health.saw_rows(key)
-                self._deliver(key, stream, rows)
+                self._deliver(key, stream, payload)
         elif op == "market":
             _, state, symbols, detail = msg
             self.health.market(source, symbols, state, detail)
@@ -591,36 +594,46 @@ class Hub:
             for sub in stream.subs:
                 sub.put_event(event)
 
-    def _deliver(self, key: tuple[str, str, str], stream: _Stream, rows: list[dict]) -> None:
-        """Hand live rows to every subscriber - unless they reveal a hole in a candle stream:
-        then they wait until the hole is filled (:mod:`.backfill`)."""
+    def _deliver(self, key: tuple[str, str, str], stream: _Stream,
+                 rows: Columns | list[dict]) -> None:
+        """Hand live rows (as columns from a provider process, or dicts) to every subscriber -
+        unless they reveal a hole in a candle stream: then they wait until the hole is filled
+        (:mod:`.backfill`). Quote rows stay columns all the way to the subscribers; candle
+        rows are read as dicts here (built once, shared with the batch)."""
         plain, session = split_interval(key[2])
-        if session is not None:
-            # A session's rows (a replay) are its subscriber's own: no snapshot, no cache, no
-            # holes to fill - the batch carries the plain interval the subscriber asked for.
-            batch = StreamBatch(key[0], key[1], plain, rows)
-        else:
+        batch = (StreamBatch.from_columns(key[0], key[1], plain, rows)
+                 if isinstance(rows, Columns) else StreamBatch(key[0], key[1], plain, rows))
+        if session is None:
             if key[2] != TICK:
                 last = stream.bars[-1].get("time") if stream.bars else None
-                if self.backfill.holds(key, last, rows):
+                if self.backfill.holds(key, last, batch.rows):
                     return
-            self._remember(key, stream, rows)
-            batch = StreamBatch(key[0], key[1], key[2], rows)
+            # (A session's rows - a replay - are its subscriber's own: no snapshot, no cache,
+            # no holes to fill; the batch carries the plain interval the subscriber asked for.)
+            self._remember(key, stream, batch)
         for sub in stream.subs:
             sub.put_batch(batch)
 
-    def _remember(self, key: tuple[str, str, str], stream: _Stream, rows: list[dict]) -> None:
+    def _remember(self, key: tuple[str, str, str], stream: _Stream, batch: StreamBatch) -> None:
         """Keep what a new subscriber starts from, and hand final candles to the cache.
 
         The one place that decides when a live bar is final: once a later bar of the same
         stream arrived (the newest bar is open; its updates cost one list assignment). Only
         final bars reach ``HistoryCache.add_live_bars``; a failure to store them is logged and
-        the stream goes on.
+        the stream goes on. A quote stream keeps its newest row, as one-row columns when it
+        came as columns (the dict is built only when a snapshot asks for it).
         """
-        last = rows[-1]
         if key[2] == TICK:
-            stream.last = last
+            if batch.columnar:
+                # The newest row copied out (a view would keep the whole batch alive, with the
+                # dicts and JSON its subscribers had built, for as long as the stream lives).
+                n = len(batch)
+                stream.last = batch.columns.take(np.arange(n - 1, n))
+            else:
+                stream.last = batch.rows[-1]
             return
+        rows = batch.rows
+        last = rows[-1]
         t = last.get("time")
         bars = stream.bars
         if bars and bars[-1].get("time") == t and rows[0].get("time") == t:

@@ -1,15 +1,17 @@
 """Per-subscriber bounded, conflating outboxes and the batches they carry.
 
 A provider's rows reach the hub as one :class:`StreamBatch` per ``(source, symbol, interval)``
-per burst. The same batch object goes to every subscriber of that stream, and its JSON is
+per burst, holding the provider's columns. The same batch object goes to every subscriber of
+that stream; its dicts are built only if a subscriber asks for them, once, and its JSON is
 computed at most once (:meth:`StreamBatch.json_rows`), however many sockets write it.
 
 Each subscriber owns an :class:`Outbox`. While the subscriber keeps up, it receives every batch,
 in order. When it falls behind and more than ``max_rows`` rows are waiting, the outbox
-*conflates*: quote rows keep only the newest row per symbol, candle rows the newest version of
-each bar (and at most ``max_rows`` bars, newest kept). Memory therefore stays bounded by the
-number of distinct rows, never by the upstream rate, and a slow subscriber never slows the others
-(putting into an outbox never blocks or awaits). ``conflated_rows`` counts what was merged away.
+*conflates*: quote rows keep only the newest row per symbol (a one-row slice of the columns,
+no dicts built), candle rows the newest version of each bar (and at most ``max_rows`` bars,
+newest kept). Memory therefore stays bounded by the number of distinct rows, never by the
+upstream rate, and a slow subscriber never slows the others (putting into an outbox never
+blocks or awaits). ``conflated_rows`` counts what was merged away.
 
 "Behind" is judged once the burst being delivered has been handed out: on an event loop the
 check runs in a callback queued after the wake-ups of the readers, so a reader that was waiting
@@ -26,22 +28,80 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ..columns import Columns
 from ..jsonfast import dumpb
 
 MAX_EVENTS = 256
 
 
 class StreamBatch:
-    """Rows of one stream published in one burst. Treat ``rows`` as read-only: it is shared."""
+    """Rows of one stream published in one burst, shared by every subscriber: read-only.
 
-    __slots__ = ("_json", "interval", "rows", "source", "symbol")
+    A batch holds its rows in one of two forms and gives the other on demand, built once and
+    shared: :attr:`columns` (a :class:`~nbfeed.columns.Columns`, how rows arrive from a provider
+    process: :meth:`from_columns`) and :attr:`rows` (dicts, how the hub builds batches itself,
+    ``StreamBatch(source, symbol, interval, rows)``, and what row consumers read). ``len()`` is
+    the row count and never builds rows.
+    """
+
+    __slots__ = ("_columns", "_json", "_last", "_rows", "interval", "source", "symbol")
 
     def __init__(self, source: str, symbol: str, interval: str, rows: list[dict]) -> None:
         self.source = source
         self.symbol = symbol
         self.interval = interval
-        self.rows = rows
+        self._rows: list[dict] | None = rows
+        self._columns: Columns | None = None
         self._json: bytes | None = None
+        self._last: dict | None = None
+
+    @classmethod
+    def from_columns(cls, source: str, symbol: str, interval: str,
+                     columns: Columns) -> StreamBatch:
+        """A batch of rows that came as columns; its :attr:`rows` are built on first use."""
+        batch = cls.__new__(cls)
+        batch.source, batch.symbol, batch.interval = source, symbol, interval
+        batch._rows, batch._columns = None, columns
+        batch._json = batch._last = None
+        return batch
+
+    @property
+    def rows(self) -> list[dict]:
+        """The rows as dicts (built from the columns once, then shared): read-only."""
+        rows = self._rows
+        if rows is None:
+            assert self._columns is not None
+            rows = self._rows = self._columns.rows()
+        return rows
+
+    @property
+    def columns(self) -> Columns:
+        """The rows as :class:`~nbfeed.columns.Columns` (the provider's own when the batch came
+        as columns; else built from the rows once). Raises :class:`~nbfeed.columns.BadRows`
+        for rows that break the column rules, which only rows built outside a provider process
+        can (a provider's are checked by ``publish``)."""
+        columns = self._columns
+        if columns is None:
+            columns = self._columns = Columns.from_rows(self.rows, self.symbol)
+        return columns
+
+    @property
+    def columnar(self) -> bool:
+        """Whether the batch came as columns (its rows are not built until someone asks)."""
+        return self._columns is not None and self._rows is None
+
+    def last_row(self) -> dict:
+        """The newest row (IndexError for an empty batch) without building the others; the
+        same dict on every call."""
+        last = self._last
+        if last is None:
+            rows = self._rows
+            last = self._last = rows[-1] if rows is not None else self.columns.row(-1)
+        return last
+
+    def __len__(self) -> int:
+        rows = self._rows
+        return len(rows) if rows is not None else len(self._columns)  # type: ignore[arg-type]
 
     def json_rows(self) -> bytes:
         """The rows as a UTF-8 JSON array fragment without brackets (NaN/inf become null),
@@ -52,7 +112,7 @@ class StreamBatch:
 
     def __repr__(self) -> str:
         return (f"StreamBatch({self.source}/{self.symbol}/{self.interval}, "
-                f"{len(self.rows)} rows)")
+                f"{len(self)} rows{', columnar' if self.columnar else ''})")
 
 
 class Outbox:
@@ -91,7 +151,7 @@ class Outbox:
         if self.closed:
             return
         self._batches.append(batch)
-        self._rows += len(batch.rows)
+        self._rows += len(batch)
         self._wake()  # first, so a waiting reader's wake-up is queued before the check
         if self._rows > self.max_rows and not self._check_queued:
             try:
@@ -151,29 +211,41 @@ class Outbox:
             self._conflate()
 
     def _conflate(self) -> None:
-        merged: dict[tuple[str, str, str], dict[Any, dict]] = {}
+        # Quotes keep the newest row of their newest batch (sliced from its columns when it
+        # came as columns, so no rows are built for what is thrown away); candles are merged
+        # as rows, keyed by bar time.
+        merged: dict[tuple[str, str, str], dict[Any, dict] | StreamBatch | None] = {}
         before = self._rows
         for batch in self._batches:
             key = (batch.source, batch.symbol, batch.interval)
-            rows = merged.get(key)
-            if rows is None:
-                rows = merged[key] = {}
             if batch.interval == "tick":
-                if batch.rows:
-                    rows[None] = batch.rows[-1]
-            else:
-                for row in batch.rows:
-                    rows[row.get("time")] = row
+                if len(batch) or key not in merged:
+                    merged[key] = batch if len(batch) else None
+                continue
+            rows = merged.get(key)
+            if not isinstance(rows, dict):
+                rows = merged[key] = {}
+            for row in batch.rows:
+                rows[row.get("time")] = row
         self._batches.clear()
         total = 0
         per_stream_cap = max(1, self.max_rows // max(1, len(merged)))
-        for (source, symbol, interval), rows in merged.items():
-            values = list(rows.values())
-            if interval != "tick":
-                values.sort(key=lambda r: r.get("time") or 0)
+        for (source, symbol, interval), kept in merged.items():
+            if kept is None:
+                out = StreamBatch(source, symbol, interval, [])
+            elif isinstance(kept, StreamBatch):
+                if kept.columnar:
+                    n = len(kept)
+                    out = StreamBatch.from_columns(source, symbol, interval,
+                                                   kept.columns.slice(n - 1, n))
+                else:
+                    out = StreamBatch(source, symbol, interval, [kept.last_row()])
+            else:
+                values = sorted(kept.values(), key=lambda r: r.get("time") or 0)
                 if len(values) > per_stream_cap:
                     values = values[-per_stream_cap:]
-            self._batches.append(StreamBatch(source, symbol, interval, values))
-            total += len(values)
+                out = StreamBatch(source, symbol, interval, values)
+            self._batches.append(out)
+            total += len(out)
         self._rows = total
         self.conflated_rows += before - total

@@ -24,7 +24,8 @@ The contract, in the hub's words:
   end_ms, count)`` -> rows; ``"dataset"``: ``()`` -> catalog entries; ``"open_session"`` and
   ``"control"`` for sources with ``session_options``) and always ends within ``timeout``: a
   lost reply is :class:`~nbfeed.errors.UpstreamTimeout`, never a hang.
-* ``on_message(source, ("data", [(symbol, interval, rows), ...]))`` delivers rows in batches;
+* ``on_message(source, ("data", [(symbol, interval, rows), ...]))`` delivers rows in batches
+  (``rows``: a list of dicts or a :class:`~nbfeed.columns.Columns`);
   ``on_message(source, ("stream_error", symbol, interval, error))`` ends one stream;
   ``on_state(source, state, detail, origin)`` reports every state change (origin ``"process"``
   for the transport's own lifecycle, ``"provider"`` for what the provider says about itself).

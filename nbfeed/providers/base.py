@@ -34,6 +34,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
+from ..columns import BadRows, Columns
+from ..errors import BadRequest
 from ..intervals import INTERVALS
 from .rows import normalize_rows, reference_message_rows
 
@@ -202,8 +204,12 @@ class Provider:
         Thread-safe and cheap while the hub keeps up: rows are queued and sent to the hub in
         batches. Rows carry ``symbol`` or get it from the argument; ``interval`` defaults to the
         row's ``interval``, else ``"tick"`` when subscribed to ticks, else the one interval
-        subscribed for that symbol. Raises BadRequest for rows it cannot read (no time, unknown
-        stream).
+        subscribed for that symbol. Raises BadRequest naming the first row it cannot read (no
+        time, a time beyond int64 epoch ms, a field name or symbol that is not text).
+
+        The rows reach the hub as columns (:class:`nbfeed.columns.Columns`: one array per
+        field), built here once; subscribers get back rows equal to the ones published, except
+        that a field mixing ints and floats arrives as floats.
 
         Under back-pressure it **blocks the calling thread**: while more than 200,000 rows wait
         to reach the hub (a hub that cannot keep up, or a flood from the provider), ``publish``
@@ -217,11 +223,18 @@ class Provider:
             batch = normalize_rows(rows, source=self.name, symbol=symbol, interval=interval)
         if not batch:
             return
+        try:
+            # Once, here, on the publishing thread: the rows travel to the hub as columns,
+            # and a row that cannot be one (a time beyond int64 ms, a field name that is not
+            # text, a symbol that is not text) is refused now, naming it, not in the hub.
+            columns = Columns.from_rows(batch)
+        except BadRows as exc:
+            raise BadRequest(f"publish: {exc}") from None
         sink = self._sink
         if sink is None:
             self.published.extend(batch)
             return
-        sink.queue(batch, interval)
+        sink.queue(batch, interval, columns)
 
     def send_from(self, message: Mapping[str, Any]) -> None:
         """Accept the reference app's ``write_message`` message and publish its rows."""

@@ -23,7 +23,10 @@ provider -> hub::
     ("ready", {"pid", "name", "intervals", "description", "session_options"})
                                             after init() returned
     ("init_failed", error)                  init() raised; the process then exits
-    ("data", [(symbol, interval, rows), ...])
+    ("data", [(symbol, interval, columns), ...])
+                                            one :class:`nbfeed.columns.Columns` per stream
+                                            (a list of row dicts in the one case rows cannot
+                                            be columns, see ``_Sink``)
     ("reply", req_id, ok, value_or_error)
     ("packed_reply", req_id, True, bytes)   a history answer: :class:`nbfeed.columns.Columns`
                                             pickled on its own, so the hub can drop a reply
@@ -60,6 +63,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from ..columns import BadRows, Columns
 from ..errors import BadRequest, NBFeedError, UpstreamError
 from ..intervals import TICK
 
@@ -91,14 +95,19 @@ def _wire_error(exc: BaseException) -> NBFeedError:
 
 
 class _Sink:
-    """The provider's outgoing side: queues rows from any thread, one sender thread ships them."""
+    """The provider's outgoing side: queues rows from any thread, one sender thread ships them.
+
+    Each publish arrives with its rows as :class:`~nbfeed.columns.Columns`; the sender joins
+    what waits per ``(symbol, interval)`` and ships one Columns per stream in one ``data``
+    message. Rows of several streams in one publish are split by row first; rows that still
+    could not be columns (not possible for rows ``publish`` checked) go as dicts."""
 
     def __init__(self, conn: Any, provider: Provider) -> None:
         self._conn = conn
         self._provider = provider
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
-        self._pending: list[tuple[list[dict], str | None]] = []
+        self._pending: list[tuple[list[dict] | None, str | None, Columns]] = []
         self._pending_rows = 0
         self._wake = threading.Event()
         self._room = threading.Condition(self._lock)
@@ -109,15 +118,20 @@ class _Sink:
         with self._send_lock:
             self._conn.send(msg)
 
-    def queue(self, rows: list[dict], interval: str | None) -> None:
-        """Queue rows for the sender thread (``Provider.publish`` calls it); blocks while more
-        than ``10 * MAX_BATCH_ROWS`` rows wait, until the sender catches up or the sink closes."""
+    def queue(self, rows: list[dict], interval: str | None, columns: Columns) -> None:
+        """Queue rows for the sender thread (``Provider.publish`` calls it with the rows and the
+        same rows as columns); blocks while more than ``10 * MAX_BATCH_ROWS`` rows wait, until
+        the sender catches up or the sink closes."""
+        # Rows of one symbol and one interval travel as the columns alone; only rows of
+        # several streams are kept as dicts too, for the sender to split.
+        whole = "symbol" not in columns.fields and (interval or "interval" not in columns.fields)
+        item = (None if whole else rows, interval, columns)
         with self._lock:
             # Back-pressure instead of unbounded memory when the hub cannot keep up.
             while self._pending_rows > 10 * MAX_BATCH_ROWS and not self.closed:
                 self._room.wait(0.5)
-            self._pending.append((rows, interval))
-            self._pending_rows += len(rows)
+            self._pending.append(item)
+            self._pending_rows += len(columns)
         self._wake.set()
 
     def close(self) -> None:
@@ -140,28 +154,59 @@ class _Sink:
                 self._room.notify_all()
             if not pending:
                 continue
-            groups: dict[tuple[Any, str], list[dict]] = {}  # (symbol, interval) -> rows
             now = time.monotonic()
-            guessed: dict[Any, str] | None = None  # symbol -> interval, for rows that name none
-            for rows, interval in pending:
-                for row in rows:
-                    sym = row.get("symbol")
-                    iv: str | None = interval or row.get("interval")
-                    if not iv:
-                        if guessed is None:
-                            guessed = _default_intervals(self._provider.streams())
-                        iv = guessed.get(sym, TICK)
-                    key = (sym, iv)
-                    group = groups.get(key)
-                    if group is None:
-                        group = groups[key] = []
-                    group.append(row)
+            groups = self._group(pending)
             for key in groups:
                 self.last_publish[key] = now
             try:
-                self.send(("data", [(s, i, r) for (s, i), r in groups.items()]))
+                self.send(("data", [(s, i, _joined(parts, s)) for (s, i), parts in groups.items()]))
             except (OSError, EOFError, BrokenPipeError):
                 return
+
+    def _group(self, pending: list[tuple[list[dict] | None, str | None, Columns]]
+               ) -> dict[tuple[Any, str], list[Columns | list[dict]]]:
+        """The pending publishes as parts per ``(symbol, interval)``, in publish order."""
+        groups: dict[tuple[Any, str], list[Columns | list[dict]]] = {}
+        guessed: dict[Any, str] | None = None  # symbol -> interval, for rows that name none
+        for rows, interval, columns in pending:
+            if rows is None:  # one stream: the columns as they are
+                iv = interval
+                if not iv:
+                    if guessed is None:
+                        guessed = _default_intervals(self._provider.streams())
+                    iv = guessed.get(columns.symbol, TICK)
+                groups.setdefault((columns.symbol, iv), []).append(columns)
+                continue
+            split: dict[tuple[Any, str], list[dict]] = {}
+            for row in rows:
+                sym = row.get("symbol")
+                iv = interval or row.get("interval")
+                if not iv:
+                    if guessed is None:
+                        guessed = _default_intervals(self._provider.streams())
+                    iv = guessed.get(sym, TICK)
+                key = (sym, iv)
+                part = split.get(key)
+                if part is None:
+                    part = split[key] = []
+                part.append(row)
+            for key, part in split.items():
+                try:
+                    groups.setdefault(key, []).append(Columns.from_rows(part, key[0]))
+                except BadRows:  # cannot happen to rows publish() checked; sent as rows then
+                    log.exception("provider %s: rows of %s sent as dicts", self._provider.name,
+                                  key)
+                    groups.setdefault(key, []).append(part)
+        return groups
+
+
+def _joined(parts: list[Columns | list[dict]], symbol: Any) -> Columns | list[dict]:
+    """One payload of a stream's parts: Columns (rows only if some part could not be columns)."""
+    if len(parts) == 1:
+        return parts[0]
+    if all(isinstance(p, Columns) for p in parts):
+        return Columns.concat(parts, symbol)  # type: ignore[arg-type]
+    return [row for p in parts for row in (p.rows() if isinstance(p, Columns) else p)]
 
 
 def _hook_name(msg: tuple) -> str:
