@@ -87,7 +87,8 @@ async def test_websocket_subscriber_sees_stale_then_live_and_the_filled_bars(
     for _ in range(10):  # long enough for the stream to learn its cadence (~0.1 s here)
         await ws.until(lambda f: f["type"] == "data_update" and f["rows"])
     cut_at = time.monotonic()
-    back_at = await asyncio.to_thread(fb.cut_sockets, 3.0)
+    # Well beyond the stale threshold (2 s at least), so a loaded machine cannot hide it.
+    back_at = await asyncio.to_thread(fb.cut_sockets, 6.0)
     stale = await ws.until(lambda f: f["type"] == "status" and f.get("state") == "stale")
     stale_at = time.monotonic()
     assert (stale["source"], stale["symbol"], stale["interval"]) == ("binance", "BTCUSDT", "1s")
@@ -197,7 +198,7 @@ def test_a_livegrid_dims_the_rows_of_a_stale_stream_and_a_chart_marks_its_last_b
         stream.on_event(log.add_event)
         log.wait_sync(lambda g: stream.status == "live", "the stream live")
         assert grid._status["state"] == "live" and chart._stale == ""
-        fb.cut_sockets(4.0)
+        fb.cut_sockets(8.0)  # beyond the 4 s a 1s stream that has not learned its cadence waits
         # The provider says its connection dropped (every row dims), then each symbol's stream
         # goes stale; the grid and the chart say so until fresh rows arrive.
         log.wait_sync(lambda g: stream.status == "stale", "the stream stale")
