@@ -1,0 +1,113 @@
+"""Data frames of wire protocol v1, built so that a batch is serialized once for every socket.
+
+A :class:`~.outbox.StreamBatch` reaches every subscriber of its stream as the same object. Its
+JSON fragment is computed once by the batch itself (``json_rows()``); its binary block
+(:mod:`nbfeed.wire_binary`) is computed once per hub here (:class:`SharedBlocks`, found with
+:func:`shared_blocks`). What each socket adds to those shared bytes is its subscription id and
+one join of the pieces into its frame - a single copy, no re-serialization.
+
+The batch's columns come from ``batch.columns`` when the hub provides them, else from its rows
+(:func:`batch_columns`).
+
+Failure behaviour: a batch whose rows cannot become columns or JSON is not encoded (``None``,
+logged once per batch); the session sends what it can, so one bad batch never stalls a socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any
+
+from ..columns import BadRows, Columns
+from ..wire_binary import Block, encode_block
+from .outbox import StreamBatch
+
+log = logging.getLogger("nbfeed.wire")
+
+_DATA_START = b'{"type":"data_update","id":'
+_ROWS_START = b',"rows":['
+_END = b"]}"
+_COMMA = b","
+
+
+def batch_columns(batch: StreamBatch) -> Columns:
+    """The batch's rows as :class:`~nbfeed.columns.Columns`: the hub's own when it has them."""
+    cols = getattr(batch, "columns", None)
+    if cols is None:
+        cols = Columns.from_rows(batch.rows, batch.symbol)
+    return cols
+
+
+def json_fragment(batch: StreamBatch) -> bytes:
+    """The batch's JSON rows fragment (computed once by the batch), or ``b""`` (logged) for
+    rows JSON cannot hold."""
+    try:
+        return batch.json_rows()
+    except ValueError as exc:
+        log.warning("rows of %s/%s/%s dropped: %s", batch.source, batch.symbol, batch.interval,
+                    exc)
+        return b""
+
+
+def json_data_frame(id_json: bytes, batches: list[StreamBatch]) -> bytes | None:
+    """``{"type":"data_update","id":...,"rows":[...]}`` of ``batches``, joined in one copy;
+    None when no batch has rows JSON can hold."""
+    pieces = [_DATA_START, id_json, _ROWS_START]
+    first = True
+    for batch in batches:
+        part = json_fragment(batch)
+        if not part:
+            continue
+        if not first:
+            pieces.append(_COMMA)
+        pieces.append(part)
+        first = False
+    if first:
+        return None
+    pieces.append(_END)
+    return b"".join(pieces)
+
+
+class SharedBlocks:
+    """Binary blocks of recent batches of one hub, each encoded by the first socket that needs
+    it and reused by the others.
+
+    Keyed by the batch object (held, so its id is not reused while cached); at most
+    ``max_batches`` are kept, oldest dropped first - a socket far behind re-encodes, it never
+    gets another batch's bytes. Use it on the hub's event loop only."""
+
+    def __init__(self, max_batches: int = 4096) -> None:
+        self.max_batches = max_batches
+        self._blocks: dict[int, tuple[StreamBatch, Block | None]] = {}
+        self.encoded = 0  # how many blocks were encoded (a measure of the sharing)
+
+    def block(self, batch: StreamBatch) -> Block | None:
+        """The batch's binary block, or None when its rows cannot be encoded (the caller sends
+        them as JSON)."""
+        hit = self._blocks.get(id(batch))
+        if hit is not None and hit[0] is batch:
+            return hit[1]
+        try:
+            block: Block | None = encode_block(batch_columns(batch))
+        except (BadRows, ValueError) as exc:
+            log.warning("rows of %s/%s/%s go out as JSON: %s", batch.source, batch.symbol,
+                        batch.interval, exc)
+            block = None
+        self.encoded += 1
+        blocks = self._blocks
+        blocks[id(batch)] = (batch, block)
+        if len(blocks) > self.max_batches:
+            del blocks[next(iter(blocks))]
+        return block
+
+
+_shared: weakref.WeakKeyDictionary[Any, SharedBlocks] = weakref.WeakKeyDictionary()
+
+
+def shared_blocks(hub: Any) -> SharedBlocks:
+    """The :class:`SharedBlocks` of ``hub`` (made on first use; gone with the hub)."""
+    blocks = _shared.get(hub)
+    if blocks is None:
+        blocks = _shared[hub] = SharedBlocks()
+    return blocks

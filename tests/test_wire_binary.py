@@ -1,0 +1,212 @@
+"""Binary data frames (nbfeed.wire_binary): exact rows, a browser-readable layout, hostile bytes."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+import pytest
+
+from nbfeed.columns import Columns
+from nbfeed.jsonfast import dumpb, loads
+from nbfeed.wire_binary import (
+    MAGIC,
+    FrameError,
+    FrameReader,
+    decode_frame,
+    encode_block,
+    encode_frame,
+    json_rows_of,
+    read_header,
+)
+
+QUOTES = [{"time": 1_700_000_000_000 + i, "symbol": "AAPL", "price": 208.5 + i / 7,
+           "prev_close": 209.7331, "change": -1.2208 + i / 7, "change_percent": -0.5818,
+           "volume": 1000 + i, "bid": 208.4914, "ask": 208.5332, "halted": i % 2 == 0}
+          for i in range(50)]
+AWKWARD = [
+    {"time": 1, "symbol": "AAPL", "price": 1.5, "n": 3, "ok": True, "tag": "x"},
+    {"time": 2, "symbol": "AAPL", "price": math.nan, "n": 4, "ok": False, "tag": None,
+     "extra": 1.0},
+    {"time": 3, "symbol": "BRK.B", "price": math.inf, "n": 5, "ok": True, "tag": "\u00e9\ud800"},
+    {"time": -4, "symbol": "AAPL", "price": -0.0, "n": -(2 ** 62), "ok": True, "tag": "",
+     "nested": {"a": [1, 2]}},
+    {"time": 5, "symbol": "AAPL", "price": 1e308, "n": 0, "ok": False, "tag": "\u2603",
+     "big": [1, None]},
+]
+
+
+def as_json_client_sees(rows):
+    return loads(dumpb(rows))
+
+
+def frame_of(*row_lists, rid="q1"):
+    cols = [Columns.from_rows(rows, "AAPL") for rows in row_lists]
+    return encode_frame(rid, [encode_block(c) for c in cols])
+
+
+@pytest.mark.parametrize("rows", [QUOTES, AWKWARD, QUOTES[:1]], ids=["quotes", "awkward", "one"])
+def test_rows_come_back_as_a_json_client_reads_them(rows):
+    header, batches = decode_frame(frame_of(rows, rows[::-1]))
+    assert header["rows"] == 2 * len(rows) and header["blocks"] == 2
+    if rows is QUOTES:
+        assert len(header["schemas"]) == 1  # both batches have the same fields: named once
+    got = [row for cols in batches for row in json_rows_of(cols)]
+    assert got == as_json_client_sees(rows + rows[::-1])
+    # Types too, not just equality: an int stays an int, a flag a flag, a null a null.
+    want = as_json_client_sees(rows + rows[::-1])
+    assert [[type(v) for v in r.values()] for r in got] == \
+        [[type(r2[k]) for k in r] for r, r2 in zip(got, want)]
+
+
+def test_a_field_some_rows_lack_stays_absent_not_null():
+    _, (cols,) = decode_frame(frame_of(AWKWARD))
+    rows = json_rows_of(cols)
+    assert "extra" not in rows[0] and rows[1]["extra"] == 1.0
+    assert rows[4]["big"] == [1, None] and "big" not in rows[3]
+
+
+def test_every_array_starts_at_a_multiple_of_8_bytes():
+    """A browser can view every column as a typed array of the frame without copying."""
+    frame = frame_of(QUOTES, AWKWARD, QUOTES[:3], rid="a-longer-id-\u00e9")
+    assert len(frame) % 8 == 0
+    header, offset = read_header(frame)
+    assert len(header["schemas"]) == 2
+    for _ in range(header["blocks"]):
+        assert offset % 8 == 0
+        (size,) = struct.unpack_from("<I", frame, offset)
+        meta = loads(frame[offset + 4:offset + 4 + size])
+        offset += 4 + size
+        schema = header["schemas"][meta["schema"]]
+        sizes = iter(meta.get("sizes", []))
+        for _name, kind in schema["columns"]:
+            assert offset % 8 == 0
+            nbytes = next(sizes) if kind == "json" else meta["rows"] * int(kind[1])
+            offset += nbytes + (-nbytes % 8)
+        for _name in schema["present"]:
+            assert offset % 8 == 0
+            offset += meta["rows"] + (-meta["rows"] % 8)
+    assert offset == len(frame)
+
+
+def test_binary_is_smaller_than_json_for_quote_rows():
+    assert len(frame_of(QUOTES)) < len(dumpb(QUOTES)) / 1.5
+    # Even a batch of one row: its field names are in the frame's schema, not per block.
+    one_row_batches = [QUOTES[i:i + 1] for i in range(20)]
+    assert len(frame_of(*one_row_batches)) < 0.85 * len(dumpb(QUOTES[:20]))
+
+
+def test_an_empty_frame_and_an_empty_batch():
+    header, batches = decode_frame(encode_frame("q", []))
+    assert (header["rows"], header["blocks"], batches) == (0, 0, [])
+    _, (cols,) = decode_frame(encode_frame("q", [encode_block(Columns.empty("X"))]))
+    assert len(cols) == 0 and cols.symbol == "X"
+
+
+def test_every_truncation_is_refused_with_a_reason():
+    frame = frame_of(AWKWARD)
+    for cut in range(len(frame)):
+        with pytest.raises(FrameError):
+            decode_frame(frame[:cut])
+
+
+SCHEMA = {"columns": [["time", "i8"]], "present": []}
+
+
+def _block(meta: dict, body: bytes = b"") -> bytes:
+    meta = {"schema": "k", **meta}
+    raw = dumpb(meta)
+    raw += b" " * (-(4 + len(raw)) % 8)
+    return struct.pack("<I", len(raw)) + raw + body
+
+
+def _frame(blocks: list[bytes], head: dict | None = None, schema: dict | None = None) -> bytes:
+    raw = dumpb(head or {"type": "data_update", "id": "q", "rows": 1, "blocks": len(blocks),
+                         "schemas": {"k": schema or SCHEMA}})
+    raw += b" " * (-len(raw) % 8)
+    return MAGIC + struct.pack("<I", len(raw)) + raw + b"".join(blocks)
+
+
+TIME1 = np.array([5], dtype="<i8").tobytes()
+JSON_X = {"columns": [["time", "i8"], ["x", "json"]], "present": []}
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        (b"", "magic"),
+        (b"{\"type\":\"data_update\"}", "magic"),
+        (MAGIC + struct.pack("<I", 2 ** 31) + b"{}", "frame header"),
+        (MAGIC + struct.pack("<I", 4) + b"[1] ", "frame header must be a JSON object"),
+        (MAGIC + struct.pack("<I", 7) + b"{\"a\":\xff}", "not JSON"),
+        (_frame([], {"type": "data_update", "blocks": 10 ** 12}), "block 0"),
+        (_frame([], {"type": "data_update", "blocks": -1}), "blocks must be a count"),
+        (_frame([], {"type": "data_update", "blocks": 0, "schemas": []}), "schemas must be"),
+        (_frame([_block({"rows": 1}, TIME1 + b"junk")]), "bytes after the last block"),
+        (_frame([_block({"rows": 100}, TIME1)]), "do not fit"),
+        (_frame([_block({"rows": 1, "schema": "nope"}, TIME1)]), "not in the frame header"),
+        (_frame([_block({"rows": 1}, TIME1)], schema={"columns": [["time", "c16"]]}),
+         "unknown type"),
+        (_frame([_block({"rows": 1}, TIME1)], schema={"columns": [["price", "f8"]]}),
+         "first column must be time"),
+        (_frame([_block({"rows": 1}, TIME1 * 2)],
+                schema={"columns": [["time", "i8"], ["time", "i8"]]}), "twice"),
+        (_frame([_block({"rows": 1}, TIME1)], schema={"columns": "time"}), "must be lists"),
+        (_frame([_block({"rows": 1}, TIME1)], schema={"columns": [[1, 2]]}), "[name, type]"),
+        (_frame([_block({"rows": 1}, TIME1)], schema=["time"]), "must be an object"),
+        (_frame([_block({"rows": 1}, TIME1)],
+                schema={"columns": [["time", "i8"]], "present": ["nope"]}), "no field"),
+        (_frame([_block({"rows": 1}, TIME1)],
+                schema={"columns": [["time", "i8"]], "present": [["x"]]}), "no field"),
+        (_frame([_block({"rows": 1, "sizes": [3]}, TIME1 + b"[1,\0\0\0\0\0")],
+                schema=JSON_X), "not JSON"),
+        (_frame([_block({"rows": 1, "sizes": [5]}, TIME1 + b"[1,2]\0\0\0")], schema=JSON_X),
+         "JSON array of 1"),
+        (_frame([_block({"rows": 1, "sizes": []}, TIME1)], schema=JSON_X), "do not fit"),
+        (_frame([_block({"rows": 1, "sizes": 5}, TIME1)], schema=JSON_X), "sizes must be"),
+        (_frame([_block({"rows": "1"})]), "rows must be a count"),
+        (_frame([_block({"rows": 1, "symbol": 7})]), "symbol"),
+        (_frame([struct.pack("<I", 8) + b"[" * 8]), "not JSON"),
+    ],
+)
+def test_hostile_frames_are_refused_naming_the_problem(data, named):
+    with pytest.raises(FrameError) as refused:
+        decode_frame(data)
+    assert named in str(refused.value), str(refused.value)
+    assert len(str(refused.value)) < 400
+
+
+def test_a_huge_hostile_schema_is_refused_quickly():
+    columns = [["time", "i8"]] + [[f"f{i}", "f8"] for i in range(40_000)] + [["f7", "f8"]]
+    with pytest.raises(FrameError, match="twice"):
+        decode_frame(_frame([], schema={"columns": columns}))
+
+
+def test_a_lying_block_count_costs_nothing():
+    """A header claiming a trillion blocks fails at the first missing one, allocating none."""
+    with pytest.raises(FrameError, match="block 0"):
+        decode_frame(_frame([], {"type": "data_update", "blocks": 10 ** 12}))
+
+
+def test_a_schema_is_sent_once_per_socket_and_read_by_that_connection_only():
+    first, second = (encode_block(Columns.from_rows(QUOTES[i:i + 5], "AAPL")) for i in (0, 5))
+    sent: set[str] = set()
+    frame1 = encode_frame("q", [first], sent)
+    frame2 = encode_frame("q", [second], sent)
+    assert b"prev_close" in frame1 and b"prev_close" not in frame2 and len(frame2) < len(frame1)
+    reader = FrameReader()
+    rows = [r for frame in (frame1, frame2) for c in reader.read(frame)[1]
+            for r in json_rows_of(c)]
+    assert rows == as_json_client_sees(QUOTES[:10])
+    with pytest.raises(FrameError, match="not in the frame header"):
+        FrameReader().read(frame2)  # another connection never saw the schema
+
+
+def test_a_reader_keeps_a_bounded_number_of_schemas():
+    reader = FrameReader()
+    reader.max_schemas = 3
+    for i in range(3):
+        reader.read(frame_of([{"time": 1, "symbol": "X", f"f{i}": 1.0}]))
+    with pytest.raises(FrameError, match="more than 3 schemas"):
+        reader.read(frame_of([{"time": 1, "symbol": "X", "another": 1.0}]))
