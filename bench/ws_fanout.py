@@ -42,6 +42,12 @@ def run_clients(url: str, n: int, seconds: float, sub: str | None, token: str = 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process ``pid`` has used so far (its children apart)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_nbfeed(tmp: Path, rate: float, symbols: int, code: str | None = None
                  ) -> tuple[subprocess.Popen, str]:
     """``code``: another nbfeed tree for the server to import (e.g. an older commit's)."""
@@ -127,7 +133,13 @@ def main() -> None:
                     for server, fmt in plan:
                         url = "ws" + servers[server][1][4:] + "nbfeed/api/stream"
                         c = run_clients(ref_url, n, args.seconds, None)
+                        pid = servers[server][0].pid
+                        cpu = cpu_seconds(pid)
                         r = run_clients(url, n, args.seconds, sub, TOKEN, fmt)
+                        # Server CPU (its provider process apart) per row delivered: less
+                        # moved by other work on the machine than rows/s.
+                        r["cpu_us_per_row"] = ((cpu_seconds(pid) - cpu) * 1e6
+                                               / max(1.0, r["rows_per_s"] * args.seconds))
                         runs.setdefault((f"{fmt}@{server}" if server else fmt, n),
                                         []).append((r, c))
         finally:
@@ -137,8 +149,8 @@ def main() -> None:
             ref.kill()
 
     print(f"{'clients':>7} {'format':>13} | {'nbfeed rows/s':>14} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'B/row':>5} {'frames/s':>8} | {'bare tornado rows/s':>19} {'p50 ms':>7} "
-          f"{'p99 ms':>7} | ratio (rounds)")
+          f"{'B/row':>5} {'frames/s':>8} {'srv us/row':>10} | {'bare tornado rows/s':>19} "
+          f"{'p50 ms':>7} {'p99 ms':>7} | ratio (rounds)")
     for (label, n), pairs in runs.items():
         ratios = [r["rows_per_s"] / c["rows_per_s"] for r, c in pairs if c["rows_per_s"]]
 
@@ -148,14 +160,16 @@ def main() -> None:
         rows = med("rows_per_s", 0)
         per_row = med("bytes_per_s", 0) / rows if rows else 0
         print(f"{n:>7} {label:>13} | {rows:>14,.0f} {med('p50_ms', 0):>7.1f} "
-              f"{med('p99_ms', 0):>7.1f} {per_row:>5.0f} {med('frames_per_s', 0):>8,.0f} | "
+              f"{med('p99_ms', 0):>7.1f} {per_row:>5.0f} {med('frames_per_s', 0):>8,.0f} "
+              f"{med('cpu_us_per_row', 0):>10.2f} | "
               f"{med('rows_per_s', 1):>19,.0f} {med('p50_ms', 1):>7.1f} "
               f"{med('p99_ms', 1):>7.1f} | {median(ratios):.0%} "
               f"({', '.join(f'{x:.0%}' for x in ratios)})")
     print(f"load average at the end {os.getloadavg()[0]:.2f}. ratio = nbfeed delivered row "
           "updates/s / bare tornado ceiling measured right before it (JSON frames of 100 rows; "
           "target >= 80% at 10 clients); medians of the rounds. nbfeed delivery is capped by "
-          "the upstream rate x clients.")
+          "the upstream rate x clients. srv us/row: CPU time of the nbfeed server process (not its "
+          "provider) during the run / rows delivered (includes the warm-up's rows' work).")
 
 
 if __name__ == "__main__":

@@ -210,3 +210,54 @@ def test_a_reader_keeps_a_bounded_number_of_schemas():
         reader.read(frame_of([{"time": 1, "symbol": "X", f"f{i}": 1.0}]))
     with pytest.raises(FrameError, match="more than 3 schemas"):
         reader.read(frame_of([{"time": 1, "symbol": "X", "another": 1.0}]))
+
+
+async def test_a_batch_that_cannot_be_columns_goes_out_as_json_in_its_place():
+    """The session's binary path keeps the order of batches when one of them has to be JSON
+    (here: a time that is no epoch-ms integer, which JSON carries as it is)."""
+    from nbfeed.hub.outbox import StreamBatch
+    from nbfeed.hub.wire import WireSession
+
+    class Hub:  # only what the session touches on its binary path
+        pass
+
+    class Sub:
+        pending = 1
+
+        def __init__(self, items):
+            self.items = items
+
+        def take(self):
+            items, self.items = self.items, []
+            self.pending = 0
+            return items
+
+        async def close(self):
+            pass
+
+    sent: list[tuple[bytes, bool]] = []
+
+    def send(frame: bytes, binary: bool = False):
+        sent.append((frame, binary))
+
+    rows = [[{"time": 1, "symbol": "A", "price": 1.0}], [{"time": "soon", "symbol": "A"}],
+            [{"time": 3, "symbol": "A", "price": 3.0}], [{"time": 4, "symbol": "A",
+                                                          "price": 4.0}]]
+    session = WireSession(Hub(), send)
+    try:
+        session.format = "binary"
+        session.subscriptions["q"] = Sub([StreamBatch("s", "A", "tick", r) for r in rows])
+        session._ids_json["q"] = b'"q"'
+        await session.flush()
+    finally:
+        await session.close()
+    assert [binary for _, binary in sent] == [True, False, True]
+    reader = FrameReader()
+    got = []
+    for frame, binary in sent:
+        if binary:
+            got += [r for c in reader.read(frame)[1] for r in json_rows_of(c)]
+        else:
+            assert list(loads(frame)) == ["type", "id", "rows"]
+            got += loads(frame)["rows"]
+    assert got == [r for batch in rows for r in batch]

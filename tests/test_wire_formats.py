@@ -17,6 +17,7 @@ import pytest
 
 import nbfeed
 from nbfeed.client.frames import latest_frame
+from nbfeed.hub.wire_frames import shared_blocks
 from nbfeed.jsonfast import dumpb
 from nbfeed.wire_binary import FrameReader, json_rows_of
 from tests.server_fixtures import *  # noqa: F403
@@ -107,6 +108,24 @@ async def test_binary_and_json_clients_get_the_same_rows_and_json_frames_are_unc
     assert binary_bytes / len(binary_rows) < 0.95 * json_bytes / len(json_rows)
     plain.close()
     binary.close()
+
+
+async def test_each_batch_is_encoded_once_for_every_binary_socket(nbfeed_server, jp_ws_fetch):
+    shared = shared_blocks(nbfeed_server.hub)
+    clients = [await Client.open(jp_ws_fetch) for _ in range(3)]
+    for ws in clients:
+        await ws.request({"type": "hello", "id": "h", "format": "binary"})
+    encoded_before = shared.encoded
+    for ws in clients:
+        await ws.request({"type": "subscribe", "id": "q", "source": "simulated",
+                          "symbols": SYMBOLS})
+    await asyncio.gather(*(ws.read_rows("q", 300) for ws in clients))
+    encoded = shared.encoded - encoded_before
+    blocks = [sum(f["blocks"] for f in ws.frames if f.get("binary")) for ws in clients]
+    # Three sockets, each sent every batch: encoded about once each, not three times.
+    assert encoded <= 1.2 * max(blocks) + 10, (encoded, blocks)
+    for ws in clients:
+        ws.close()
 
 
 async def test_a_client_can_go_back_to_json(nbfeed_server, jp_ws_fetch):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 from ..columns import BadRows, Columns
@@ -79,7 +80,7 @@ class SharedBlocks:
 
     def __init__(self, max_batches: int = 4096) -> None:
         self.max_batches = max_batches
-        self._blocks: dict[int, tuple[StreamBatch, Block | None]] = {}
+        self._blocks: OrderedDict[int, tuple[StreamBatch, Block | None]] = OrderedDict()
         self.encoded = 0  # how many blocks were encoded (a measure of the sharing)
 
     def block(self, batch: StreamBatch) -> Block | None:
@@ -98,7 +99,7 @@ class SharedBlocks:
         blocks = self._blocks
         blocks[id(batch)] = (batch, block)
         if len(blocks) > self.max_batches:
-            del blocks[next(iter(blocks))]
+            blocks.popitem(last=False)  # O(1), unlike deleting a plain dict's first key
         return block
 
 
