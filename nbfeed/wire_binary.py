@@ -50,6 +50,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import sys
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -172,6 +174,10 @@ class FrameReader:
         """:func:`decode_frame` with the schemas of earlier frames of this connection."""
         return decode_frame(data, self.schemas, self.max_schemas)
 
+    def rows(self, data: bytes) -> tuple[dict, list[dict]]:
+        """:func:`decode_rows` with the schemas of earlier frames of this connection."""
+        return decode_rows(data, self.schemas, self.max_schemas)
+
     def skim(self, data: bytes) -> dict:
         """A frame's header only (e.g. its row count), keeping its schemas for later frames:
         what a reader does with a frame whose rows it does not need."""
@@ -186,19 +192,35 @@ def decode_frame(data: bytes, schemas: dict | None = None, max_schemas: int = 10
 
     ``schemas``: those of earlier frames on the same connection (the frame's own are added to
     it). Numeric arrays are read-only views of ``data``."""
+    header, blocks = _parse_frame(data, schemas, max_schemas)
+    return header, [_to_columns(block) for block in blocks]
+
+
+def decode_rows(data: bytes, schemas: dict | None = None, max_schemas: int = 10_000
+                ) -> tuple[dict, list[dict]]:
+    """The header and the rows of a binary data frame, as a JSON client reads them (the
+    same as :func:`json_rows_of` of every batch, built without numpy); :class:`FrameError`
+    if malformed."""
+    header, blocks = _parse_frame(data, schemas, max_schemas)
+    return header, [row for block in blocks for row in _to_rows(block)]
+
+
+def _parse_frame(data: bytes, schemas: dict | None, max_schemas: int
+                 ) -> tuple[dict, list[_Block]]:
     data = bytes(data)
     header, offset = read_header(data)
     schemas = _learn(header, {} if schemas is None else schemas, max_schemas)
-    batches = []
+    view = memoryview(data)
+    blocks = []
     for i in range(header["blocks"]):
         try:
-            cols, offset = _decode_block(data, offset, schemas)
+            block, offset = _parse_block(data, view, offset, schemas)
         except FrameError as exc:
             raise FrameError(f"block {i}: {exc}") from None
-        batches.append(cols)
+        blocks.append(block)
     if offset != len(data):
         raise FrameError(f"{len(data) - offset} bytes after the last block")
-    return header, batches
+    return header, blocks
 
 
 def _learn(header: dict, schemas: dict, max_schemas: int) -> dict:
@@ -210,8 +232,9 @@ def _learn(header: dict, schemas: dict, max_schemas: int) -> dict:
     return schemas
 
 
-def _schema(key: str, value: Any) -> tuple[list[tuple[str, str]], list[str]]:
-    """A schema of the header, checked: ([(name, type), ...] starting with time, present)."""
+def _schema(key: str, value: Any) -> tuple[list[tuple[str, str]], list[str], str | None]:
+    """A schema of the header, checked: ([(name, type), ...] starting with time, present,
+    and - when every column is i8 or f8 and none is masked - the struct codes of a row)."""
     if not isinstance(value, dict):
         raise FrameError(f"schema {key!r:.30} must be an object")
     columns, present = value.get("columns"), value.get("present", [])
@@ -237,10 +260,24 @@ def _schema(key: str, value: Any) -> tuple[list[tuple[str, str]], list[str]]:
         if not isinstance(name, str) or name not in seen:
             raise FrameError(f"schema {key!r:.30}: present names {name!r:.60}, which is no "
                              "field")
-    return out, present
+    codes = "".join(_CAST.get(kind, "?") for _, kind in out)
+    return out, present, (codes if "?" not in codes and not present else None)
 
 
-def _decode_block(data: bytes, offset: int, schemas: dict) -> tuple[Columns, int]:
+class _Block(NamedTuple):
+    """A block's parts, checked: what both readers (Columns, rows) build from."""
+
+    symbol: str | None
+    rows: int
+    columns: list[tuple[str, str, Any]]  # name, type, bytes (a list of values for json)
+    present: list[tuple[str, memoryview]]
+    #: Set when every column is i8/f8 and none masked: their struct codes and all their
+    #: bytes in one piece (the arrays follow each other without padding).
+    fixed: tuple[str, memoryview] | None = None
+
+
+def _parse_block(data: bytes, view: memoryview, offset: int, schemas: dict
+                 ) -> tuple[_Block, int]:
     if offset + 4 > len(data):
         raise FrameError("truncated before its meta")
     (size,) = _U32.unpack_from(data, offset)
@@ -258,12 +295,11 @@ def _decode_block(data: bytes, offset: int, schemas: dict) -> tuple[Columns, int
     key = meta.get("schema")
     if not isinstance(key, str) or key not in schemas:
         raise FrameError(f"schema {key!r:.30} is not in the frame header")
-    columns, present = schemas[key]
+    schema_columns, schema_present, codes = schemas[key]
     sizes = meta.get("sizes", [])
     if not isinstance(sizes, list):
         raise FrameError("sizes must be a list")
-    sizes = iter(sizes)
-    view = memoryview(data)
+    sizes_left = iter(sizes)
 
     def take(nbytes: Any, what: str) -> memoryview:
         nonlocal offset
@@ -273,29 +309,123 @@ def _decode_block(data: bytes, offset: int, schemas: dict) -> tuple[Columns, int
         offset += nbytes + _pad(nbytes)
         return chunk
 
-    arrays: dict[str, np.ndarray] = {}
-    for name, kind in columns:
+    columns: list[tuple[str, str, Any]] = []
+    if codes is not None:  # the common case: one piece, cut into columns
+        whole = take(n * 8 * len(codes), "columns")
+        columns = [(name, kind, whole[i * n * 8:(i + 1) * n * 8])
+                   for i, (name, kind) in enumerate(schema_columns)]
+        return _Block(symbol, n, columns, [], (codes, whole)), offset
+    for name, kind in schema_columns:
         if kind == "json":
-            chunk = take(next(sizes, None), f"column {name!r:.60}")
+            chunk = take(next(sizes_left, None), f"column {name!r:.60}")
             try:
                 values = loads(chunk)
             except ValueError as exc:
                 raise FrameError(f"column {name!r:.60} is not JSON: {exc}") from None
             if not isinstance(values, list) or len(values) != n:
                 raise FrameError(f"column {name!r:.60} must be a JSON array of {n} values")
-            arrays[name] = object_array(values)
+            columns.append((name, kind, values))
         else:
-            dtype = _RAW[kind]
-            arr = np.frombuffer(take(n * dtype.itemsize, f"column {name!r:.60}"), dtype=dtype)
-            if kind == "b1":
-                arr = arr.view(bool)
-            elif not dtype.isnative:  # big-endian machines
-                arr = arr.astype(dtype.newbyteorder("="))
-            arrays[name] = arr
-    masks = {name: np.frombuffer(take(n, f"present mask of {name!r:.60}"),
-                                 dtype=np.uint8).view(bool) for name in present}
+            columns.append((name, kind, take(n * _RAW[kind].itemsize, f"column {name!r:.60}")))
+    present = [(name, take(n, f"present mask of {name!r:.60}")) for name in schema_present]
+    return _Block(symbol, n, columns, present), offset
+
+
+def _to_columns(block: _Block) -> Columns:
+    arrays: dict[str, np.ndarray] = {}
+    for name, kind, value in block.columns:
+        if kind == "json":
+            arrays[name] = object_array(value)
+            continue
+        dtype = _RAW[kind]
+        arr = np.frombuffer(value, dtype=dtype)
+        if kind == "b1":
+            arr = arr.view(bool)
+        elif not dtype.isnative:  # big-endian machines
+            arr = arr.astype(dtype.newbyteorder("="))
+        arrays[name] = arr
+    masks = {name: np.frombuffer(chunk, dtype=np.uint8).view(bool)
+             for name, chunk in block.present}
     time = arrays.pop("time")
-    return Columns(time, arrays, symbol=symbol, masks=masks), offset
+    return Columns(time, arrays, symbol=block.symbol, masks=masks)
+
+
+_LITTLE = sys.byteorder == "little"
+_CAST = {"i8": "q", "f8": "d"}
+
+
+def _values(kind: str, value: Any) -> list:
+    """One column as a list of Python values, as JSON would give them (NaN/inf as None)."""
+    if kind == "json":
+        return value
+    if kind == "b1":
+        return [b != 0 for b in value]
+    if _LITTLE:
+        values = value.cast(_CAST[kind]).tolist()
+    else:  # pragma: no cover - big-endian machines
+        values = np.frombuffer(value, dtype=_RAW[kind]).tolist()
+    if kind == "f8":
+        total = sum(values)
+        if total - total != 0:  # NaN or an infinity somewhere (or a sum that overflowed)
+            values = [v if v - v == 0 else None for v in values]
+    return values
+
+
+_STRUCTS: dict[tuple[str, int], struct.Struct] = {}
+
+
+def _fixed_rows(block: _Block, codes: str, whole: memoryview) -> list[dict]:
+    """Rows of a block of i8/f8 columns: one ``struct`` call for all its values."""
+    n = block.rows
+    st = _STRUCTS.get((codes, n))
+    if st is None:
+        if len(_STRUCTS) > 1_000:
+            _STRUCTS.clear()
+        st = _STRUCTS[codes, n] = struct.Struct("<" + "".join(f"{n}{c}" for c in codes))
+    values: Any = st.unpack(whole)
+    total = sum(values)
+    if total - total != 0:  # NaN or an infinity somewhere (or a sum that overflowed)
+        values = list(values)
+        for i, code in enumerate(codes):
+            if code == "d":
+                part = values[i * n:(i + 1) * n]
+                values[i * n:(i + 1) * n] = [v if v - v == 0 else None for v in part]
+    names = ["time", "symbol", *(name for name, _, _ in block.columns[1:])]
+    if n == 1:
+        return [dict(zip(names, (values[0], block.symbol, *values[1:])))]
+    lists = [values[i * n:(i + 1) * n] for i in range(1, len(codes))]
+    return [dict(zip(names, row))
+            for row in zip(values[:n], repeat(block.symbol, n), *lists)]
+
+
+def _to_rows(block: _Block) -> list[dict]:
+    """The block's rows exactly as :func:`json_rows_of` gives them, without numpy (what a
+    reader wanting rows does: cheaper for the few rows of a live batch)."""
+    n = block.rows
+    if n == 0:
+        return []
+    if block.fixed is not None and _LITTLE:
+        return _fixed_rows(block, *block.fixed)
+    names = ["time", "symbol"]
+    lists: list[Any] = [_values("i8", block.columns[0][2]), None]
+    masks = {name: chunk for name, chunk in block.present}
+    symbols: Any = None
+    for name, kind, value in block.columns[1:]:
+        if name == "symbol":
+            symbols = _values(kind, value)
+            mask = masks.pop("symbol", None)
+            if mask is not None:
+                symbols = [v if m else block.symbol for v, m in zip(symbols, mask)]
+            continue
+        names.append(name)
+        lists.append(_values(kind, value))
+    lists[1] = symbols if symbols is not None else repeat(block.symbol, n)
+    rows = [dict(zip(names, values)) for values in zip(*lists)]
+    for name, mask in masks.items():
+        for i, m in enumerate(mask):
+            if not m:
+                del rows[i][name]
+    return rows
 
 
 def _json_object(raw: bytes, what: str) -> dict:

@@ -15,6 +15,7 @@ from nbfeed.wire_binary import (
     FrameError,
     FrameReader,
     decode_frame,
+    decode_rows,
     encode_block,
     encode_frame,
     json_rows_of,
@@ -35,6 +36,11 @@ AWKWARD = [
     {"time": 5, "symbol": "AAPL", "price": 1e308, "n": 0, "ok": False, "tag": "\u2603",
      "big": [1, None]},
 ]
+
+# Rows naming other symbols than their batch's (a symbol column).
+OTHERS = [{"time": 7, "symbol": "MSFT", "price": 1.0},
+          {"time": 8, "symbol": "AAPL", "price": float("nan")},
+          {"time": 9, "symbol": "AAPL", "price": 2.0, "flag": True}]
 
 
 def as_json_client_sees(rows):
@@ -58,6 +64,29 @@ def test_rows_come_back_as_a_json_client_reads_them(rows):
     want = as_json_client_sees(rows + rows[::-1])
     assert [[type(v) for v in r.values()] for r in got] == \
         [[type(r2[k]) for k in r] for r, r2 in zip(got, want)]
+
+
+# Numbers only (int64 and float64 columns, none missing): the one-struct-call path.
+PLAIN = [{k: v for k, v in r.items() if k != "halted"} for r in QUOTES]
+PLAIN_ODD = [{**r, "price": [math.nan, math.inf, -math.inf, 1e308, -0.0][i % 5]}
+             for i, r in enumerate(PLAIN[:10])]
+
+
+@pytest.mark.parametrize("rows", [QUOTES, AWKWARD, AWKWARD[::-1], QUOTES[:1], [], PLAIN,
+                                  PLAIN[:1], PLAIN_ODD, PLAIN_ODD[:2]],
+                         ids=["quotes", "awkward", "reversed", "one", "none", "plain",
+                              "plain-one", "plain-nan-inf", "plain-nan-two"])
+def test_rows_read_without_numpy_are_the_same(rows):
+    """decode_rows (what the notebook client uses) equals json_rows_of, key order and types."""
+    data = encode_frame("q", [encode_block(Columns.from_rows(rows, "AAPL")),
+                              encode_block(Columns.from_rows(rows[::-1], "AAPL")),
+                              encode_block(Columns.from_rows(OTHERS, "AAPL"))])
+    _, fast = decode_rows(data)
+    _, batches = decode_frame(data)
+    slow = [r for c in batches for r in json_rows_of(c)]
+    assert fast == slow == as_json_client_sees(rows + rows[::-1] + OTHERS)
+    assert [[(k, type(v)) for k, v in r.items()] for r in fast] == \
+        [[(k, type(v)) for k, v in r.items()] for r in slow]
 
 
 def test_a_field_some_rows_lack_stays_absent_not_null():
@@ -261,3 +290,21 @@ async def test_a_batch_that_cannot_be_columns_goes_out_as_json_in_its_place():
             assert list(loads(frame)) == ["type", "id", "rows"]
             got += loads(frame)["rows"]
     assert got == [r for batch in rows for r in batch]
+
+
+def test_shared_blocks_hold_a_bounded_number_of_rows():
+    """The cache of encoded batches holds their rows alive: it is bounded by rows, and a
+    batch dropped from it is encoded again (the same bytes), never mistaken for another."""
+    from nbfeed.hub.outbox import StreamBatch
+    from nbfeed.hub.wire_frames import SharedBlocks
+
+    shared = SharedBlocks(max_batches=100, max_rows=50)
+    batches = [StreamBatch("s", "AAPL", "tick", QUOTES[i:i + 10]) for i in range(0, 50, 10)]
+    batches += [StreamBatch("s", "AAPL", "tick", QUOTES[:10]) for _ in range(15)]
+    blocks = [shared.block(b) for b in batches]
+    assert shared._rows <= 50 and len(shared._blocks) <= 5
+    assert shared.block(batches[-1]) is blocks[-1] and shared.encoded == 20
+    again = shared.block(batches[0])  # dropped long ago: encoded again, same bytes
+    assert again is not blocks[0] and again == blocks[0] and shared.encoded == 21
+    huge = StreamBatch("s", "AAPL", "tick", QUOTES * 3)  # bigger than the bound: kept alone
+    assert shared.block(huge) is shared.block(huge) and len(shared._blocks) == 1

@@ -29,7 +29,7 @@ from ..columns_io import ARROW_STREAM, read_arrow
 from ..errors import BadRequest, NBFeedError, UpstreamError
 from ..jsonfast import dumps, loads
 from ..providers.registry import ProviderSpec
-from ..wire_binary import FrameError, FrameReader, json_rows_of
+from ..wire_binary import FrameError, FrameReader
 from .feed import Feed
 from .heal import Heal
 from .http import ServerInfo, get_bytes, request
@@ -209,8 +209,7 @@ class RemoteFeed(RemoteRecordings, Feed):
     def _on_binary(self, message: bytes) -> None:
         """A binary data frame: its batches' rows, as a JSON ``data_update`` would carry them."""
         try:
-            header, batches = self._frames.read(message)
-            rows = [row for cols in batches for row in json_rows_of(cols)]
+            header, rows = self._frames.rows(message)
         except FrameError as exc:
             self.bad_frames += 1
             log.warning("nbfeed: skipped an unreadable data frame from %s: %s", self.url, exc)

@@ -74,13 +74,18 @@ class SharedBlocks:
     """Binary blocks of recent batches of one hub, each encoded by the first socket that needs
     it and reused by the others.
 
-    Keyed by the batch object (held, so its id is not reused while cached); at most
-    ``max_batches`` are kept, oldest dropped first - a socket far behind re-encodes, it never
-    gets another batch's bytes. Use it on the hub's event loop only."""
+    Keyed by the batch object (held, so its id is not reused while cached). Holding a batch
+    holds its rows, so the cache is bounded by rows as well as batches: ``max_rows`` is about
+    the lag a subscriber may have before its outbox conflates (then it gets new batch objects,
+    which nobody shares), so sockets that keep up - or are behind by less than that - share
+    every block. Oldest dropped first; a socket farther behind re-encodes, it never gets
+    another batch's bytes. Use it on the hub's event loop only."""
 
-    def __init__(self, max_batches: int = 4096) -> None:
+    def __init__(self, max_batches: int = 4096, max_rows: int = 20_000) -> None:
         self.max_batches = max_batches
-        self._blocks: OrderedDict[int, tuple[StreamBatch, Block | None]] = OrderedDict()
+        self.max_rows = max_rows
+        self._blocks: OrderedDict[int, tuple[StreamBatch, Block | None, int]] = OrderedDict()
+        self._rows = 0
         self.encoded = 0  # how many blocks were encoded (a measure of the sharing)
 
     def block(self, batch: StreamBatch) -> Block | None:
@@ -97,9 +102,13 @@ class SharedBlocks:
             block = None
         self.encoded += 1
         blocks = self._blocks
-        blocks[id(batch)] = (batch, block)
-        if len(blocks) > self.max_batches:
-            blocks.popitem(last=False)  # O(1), unlike deleting a plain dict's first key
+        if hit is not None:  # the id of a batch gone from the hub, reused: forget it
+            self._rows -= hit[2]
+        rows = len(batch.rows)
+        blocks[id(batch)] = (batch, block, rows)
+        self._rows += rows
+        while len(blocks) > 1 and (len(blocks) > self.max_batches or self._rows > self.max_rows):
+            self._rows -= blocks.popitem(last=False)[1][2]  # O(1), unlike a dict's first key
         return block
 
 
