@@ -228,3 +228,56 @@ async def test_the_notebook_client_reads_binary_frames_with_the_same_result(
     pd.testing.assert_frame_equal(latest_frame(same_binary), latest_frame(same_plain))
     pd.testing.assert_frame_equal(pd.DataFrame.from_records(same_binary),
                                   pd.DataFrame.from_records(same_plain))
+
+
+async def test_the_notebook_client_skips_an_unreadable_binary_frame_and_reads_on():
+    """A peer that sends a corrupt binary frame (a real server never does: this is a local
+    stand-in speaking the wire protocol) costs the client that frame, not its socket."""
+    from tornado.web import Application
+    from tornado.websocket import WebSocketHandler
+
+    from nbfeed.client.remote import RemoteFeed
+    from nbfeed.columns import Columns
+    from nbfeed.wire_binary import encode_block, encode_frame
+
+    good = [{"time": 1_700_000_000_000 + i, "symbol": "AAPL", "price": 1.0 + i}
+            for i in range(3)]
+
+    class Peer(WebSocketHandler):
+        def open(self):
+            self.write_message(json.dumps({"type": "hello", "version": 1,
+                                           "formats": ["json", "binary"]}))
+
+        async def on_message(self, message):
+            msg = json.loads(message)
+            if msg["type"] == "hello":
+                assert msg["format"] == "binary"
+            if msg["type"] == "subscribe":
+                rid = msg["id"]
+                await self.write_message(json.dumps({"type": "data_init", "id": rid,
+                                                     "rows": []}))
+                frame = encode_frame(rid, [encode_block(Columns.from_rows(good, "AAPL"))])
+                await self.write_message(frame[:-7], binary=True)  # truncated
+                await self.write_message(b"NBF1" + b"\xff" * 40, binary=True)  # junk
+                await self.write_message(frame, binary=True)
+
+    server = Application([(r"/nbfeed/api/stream", Peer)]).listen(0, "127.0.0.1")
+    port = next(iter(server._sockets.values())).getsockname()[1]
+
+    def use() -> tuple:
+        feed = RemoteFeed(f"http://127.0.0.1:{port}/", token="t")
+        got: list[dict] = []
+        arrived = threading.Event()
+        try:
+            stream = feed.subscribe("simulated", "AAPL")
+            stream.on_update(lambda rows: (got.extend(rows), arrived.set()))
+            assert arrived.wait(30)
+            return got, feed.bad_frames, feed.binary_frames
+        finally:
+            feed.close()
+
+    try:
+        rows, bad, read = await asyncio.to_thread(use)
+    finally:
+        server.stop()
+    assert rows == good and (bad, read) == (2, 1)

@@ -207,12 +207,17 @@ class RemoteFeed(RemoteRecordings, Feed):
         return True
 
     def _on_binary(self, message: bytes) -> None:
-        """A binary data frame: its batches' rows, as a JSON ``data_update`` would carry them."""
+        """A binary data frame: its batches' rows, as a JSON ``data_update`` would carry them.
+        A frame that cannot be read is logged and skipped: the socket reads on."""
         try:
             header, rows = self._frames.rows(message)
         except FrameError as exc:
             self.bad_frames += 1
             log.warning("nbfeed: skipped an unreadable data frame from %s: %s", self.url, exc)
+            return
+        except Exception:  # a bug must not end the socket's reading
+            self.bad_frames += 1
+            log.exception("nbfeed: skipped a data frame from %s", self.url)
             return
         self.binary_frames += 1
         if header.get("type") == "data_update":
