@@ -120,6 +120,63 @@ def encode_block(cols: Columns) -> Block:
     return Block(b"".join([_U32.pack(len(meta)), meta, *buffers]), len(cols), key, schema)
 
 
+_SCHEMAS: dict[tuple, tuple[bytes, str]] = {}
+
+
+def encode_rows_block(rows: list[dict], symbol: str) -> Block | None:
+    """The block :func:`encode_block` makes of ``Columns.from_rows(rows, symbol)``, byte for
+    byte, built straight from the rows - or None when the rows are not the common case this
+    handles (every row has the first row's keys; ``time`` and every field int or float, no
+    flag; every row's ``symbol``, if any, is ``symbol``). For the few rows of a live batch
+    this is several times cheaper than making numpy arrays first."""
+    if not rows or not isinstance(symbol, str):
+        return None
+    first = rows[0]
+    if type(first) is not dict or "time" not in first:
+        return None
+    names = [k for k in first if k != "time" and k != "symbol"]
+    width = len(first)
+    n = len(rows)
+    try:
+        if any(len(r) != width for r in rows):
+            return None
+        times = [r["time"] for r in rows]
+        if "symbol" in first and any(r["symbol"] != symbol for r in rows):
+            return None
+        lists = [[r[k] for r in rows] for k in names]
+    except (KeyError, TypeError):
+        return None
+    if set(map(type, times)) != {int}:
+        return None
+    codes = []
+    for values in lists:
+        kinds = set(map(type, values))
+        if kinds == {float} or kinds == {int, float}:
+            codes.append("d")
+        elif kinds == {int}:
+            codes.append("q")
+        else:
+            return None
+    shape = (tuple(names), tuple(codes))
+    known = _SCHEMAS.get(shape)
+    if known is None:
+        if len(_SCHEMAS) > 1_000:
+            _SCHEMAS.clear()
+        columns = [["time", "i8"], *([name, "f8" if c == "d" else "i8"]
+                                     for name, c in zip(names, codes))]
+        schema = dumpb({"columns": columns, "present": []})
+        known = _SCHEMAS[shape] = (schema, hashlib.blake2b(schema, digest_size=6).hexdigest())
+    schema, key = known
+    try:
+        data = struct.pack(f"<{n}q" + "".join(f"{n}{c}" for c in codes), *times,
+                           *(v for values in lists for v in values))
+    except (struct.error, OverflowError):  # an int beyond int64: the Columns path decides
+        return None
+    meta = dumpb({"symbol": symbol, "rows": n, "schema": key})
+    meta += b" " * _pad(_U32.size + len(meta))
+    return Block(b"".join([_U32.pack(len(meta)), meta, data]), n, key, schema)
+
+
 def encode_frame(rid: str, blocks: list[Block], sent: set[str] | None = None) -> bytes:
     """A whole data frame of encoded blocks (their bytes copied once). ``sent``: keys of the
     schemas this socket's reader already has (updated); None sends every schema used."""
@@ -138,11 +195,6 @@ def encode_frame(rid: str, blocks: list[Block], sent: set[str] | None = None) ->
     head = b"".join(head)
     head += b" " * _pad(len(head))
     return b"".join([MAGIC, _U32.pack(len(head)), head, *(b.data for b in blocks)])
-
-
-def is_binary_frame(data: Any) -> bool:
-    """Whether ``data`` (a websocket message) is a binary data frame."""
-    return isinstance(data, (bytes, bytearray, memoryview)) and bytes(data[:4]) == MAGIC
 
 
 def read_header(data: bytes) -> tuple[dict, int]:

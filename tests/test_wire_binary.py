@@ -18,6 +18,7 @@ from nbfeed.wire_binary import (
     decode_rows,
     encode_block,
     encode_frame,
+    encode_rows_block,
     json_rows_of,
     read_header,
 )
@@ -308,3 +309,26 @@ def test_shared_blocks_hold_a_bounded_number_of_rows():
     assert again is not blocks[0] and again == blocks[0] and shared.encoded == 21
     huge = StreamBatch("s", "AAPL", "tick", QUOTES * 3)  # bigger than the bound: kept alone
     assert shared.block(huge) is shared.block(huge) and len(shared._blocks) == 1
+
+
+@pytest.mark.parametrize("rows", [PLAIN, PLAIN[:1], PLAIN_ODD, QUOTES, AWKWARD, OTHERS,
+                                  [{**r, "volume": float(r["volume"])} for r in PLAIN],
+                                  [{"time": 1, "symbol": "AAPL", "n": 2 ** 63}],
+                                  [{"time": 1.0, "symbol": "AAPL", "p": 1.0}],
+                                  [{"time": 1, "p": 1.0}, {"time": 2, "p": 2}],
+                                  [{"time": 1, "symbol": "AAPL", "p": 1.0}, {"time": 2}]],
+                         ids=["plain", "one", "nan-inf", "flags", "awkward", "others",
+                              "floats", "too-big", "float-time", "mixed", "ragged"])
+def test_blocks_straight_from_rows_are_the_same_bytes(rows):
+    """The server's cheap path for rows gives exactly the block the Columns path gives, or
+    steps aside (None) for rows it does not handle."""
+    fast = encode_rows_block(rows, "AAPL")
+    slow = encode_block(Columns.from_rows(rows, "AAPL"))
+    plain = all(type(r.get("time")) is int and len(r) == len(rows[0]) for r in rows) and all(
+        type(v) is float or (type(v) is int and abs(v) < 2 ** 63) for r in rows
+        for k, v in r.items() if k not in ("time", "symbol")) and all(
+        r.get("symbol", "AAPL") == "AAPL" for r in rows)
+    if plain:
+        assert fast == slow
+    else:
+        assert fast is None

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ..columns import BadRows, Columns
-from ..wire_binary import Block, encode_block
+from ..wire_binary import Block, encode_block, encode_rows_block
 from .outbox import StreamBatch
 
 log = logging.getLogger("nbfeed.wire")
@@ -81,7 +81,7 @@ class SharedBlocks:
     every block. Oldest dropped first; a socket farther behind re-encodes, it never gets
     another batch's bytes. Use it on the hub's event loop only."""
 
-    def __init__(self, max_batches: int = 4096, max_rows: int = 20_000) -> None:
+    def __init__(self, max_batches: int = 16_384, max_rows: int = 20_000) -> None:
         self.max_batches = max_batches
         self.max_rows = max_rows
         self._blocks: OrderedDict[int, tuple[StreamBatch, Block | None, int]] = OrderedDict()
@@ -95,7 +95,11 @@ class SharedBlocks:
         if hit is not None and hit[0] is batch:
             return hit[1]
         try:
-            block: Block | None = encode_block(batch_columns(batch))
+            block: Block | None = None
+            if getattr(batch, "columns", None) is None:  # rows only: the cheap way if it can
+                block = encode_rows_block(batch.rows, batch.symbol)
+            if block is None:
+                block = encode_block(batch_columns(batch))
         except (BadRows, ValueError) as exc:
             log.warning("rows of %s/%s/%s go out as JSON: %s", batch.source, batch.symbol,
                         batch.interval, exc)
