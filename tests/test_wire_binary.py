@@ -242,7 +242,8 @@ def test_a_reader_keeps_a_bounded_number_of_schemas():
         reader.read(frame_of([{"time": 1, "symbol": "X", "another": 1.0}]))
 
 
-async def test_a_batch_that_cannot_be_columns_goes_out_as_json_in_its_place():
+@pytest.mark.parametrize("conflated", [0, 5], ids=["keeping-up", "behind"])
+async def test_a_batch_that_cannot_be_columns_goes_out_as_json_in_its_place(conflated):
     """The session's binary path keeps the order of batches when one of them has to be JSON
     (here: a time that is no epoch-ms integer, which JSON carries as it is)."""
     from nbfeed.hub.outbox import StreamBatch
@@ -253,6 +254,7 @@ async def test_a_batch_that_cannot_be_columns_goes_out_as_json_in_its_place():
 
     class Sub:
         pending = 1
+        conflated_rows = conflated  # behind: small batches are encoded together
 
         def __init__(self, items):
             self.items = items
@@ -291,6 +293,49 @@ async def test_a_batch_that_cannot_be_columns_goes_out_as_json_in_its_place():
             assert list(loads(frame)) == ["type", "id", "rows"]
             got += loads(frame)["rows"]
     assert got == [r for batch in rows for r in batch]
+
+
+async def test_a_socket_behind_gets_its_small_batches_in_one_block_in_order():
+    from nbfeed.hub.outbox import StreamBatch
+    from nbfeed.hub.wire import WireSession
+
+    class Hub:
+        pass
+
+    class Sub:
+        pending = 1
+        conflated_rows = 7
+
+        def __init__(self, items):
+            self.items = items
+
+        def take(self):
+            items, self.items = self.items, []
+            self.pending = 0
+            return items
+
+        async def close(self):
+            pass
+
+    sent: list[bytes] = []
+    symbols = ["AAPL", "MSFT", "GOOGL", "AAPL"]
+    batches = [StreamBatch("s", sym, "tick", [{"time": i, "symbol": sym, "price": i + 0.5}])
+               for i, sym in enumerate(symbols)]
+    big = StreamBatch("s", "IBM", "tick", [{"time": 10 + i, "symbol": "IBM", "price": 1.0}
+                                           for i in range(10)])
+    session = WireSession(Hub(), lambda frame, binary=False: sent.append(frame))
+    try:
+        session.format = "binary"
+        session.subscriptions["q"] = Sub([*batches, big, batches[0]])
+        session._ids_json["q"] = b'"q"'
+        await session.flush()
+    finally:
+        await session.close()
+    (frame,) = sent
+    header, parts = FrameReader().read(frame)
+    assert header["blocks"] == 3  # the four small ones together, the big one, the last one
+    assert [r for c in parts for r in json_rows_of(c)] == \
+        [r for b in [*batches, big, batches[0]] for r in b.rows]
 
 
 def test_shared_blocks_hold_a_bounded_number_of_rows():

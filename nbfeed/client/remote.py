@@ -64,8 +64,8 @@ class RemoteFeed(RemoteRecordings, Feed):
         #: The format the server sends data frames in on the current socket.
         self.data_format = "json"
         self._frames = FrameReader()
-        self.binary_frames = 0  # binary data frames read (and skipped as unreadable)
-        self.bad_frames = 0
+        self.binary_frames = 0  # binary data frames read
+        self.bad_frames = 0  # binary data frames skipped as unreadable
 
     # ---- REST -----------------------------------------------------------------------------
 
@@ -160,6 +160,7 @@ class RemoteFeed(RemoteRecordings, Feed):
                 continue
             delay = 0.25
             if not await self._greet():
+                await asyncio.sleep(delay)
                 continue
             for rid, spec in list(self._specs.items()):  # after a reconnect: resubscribe
                 stream = self._streams.get(rid)
@@ -196,11 +197,21 @@ class RemoteFeed(RemoteRecordings, Feed):
             return False
         self.data_format = "json"
         self._frames = FrameReader()  # binary schemas are per connection
-        frame = loads(message)
+        try:
+            frame = loads(message)
+        except ValueError:
+            log.warning("nbfeed: %s did not start with a hello frame", self.url)
+            return True
+        if not isinstance(frame, dict):
+            return True
         offered = frame.get("formats") if frame.get("type") == "hello" else None
         if isinstance(offered, list) and self.frame_format in offered \
                 and self.frame_format != "json":
-            await self._ws.write_message(dumps({"type": "hello", "format": self.frame_format}))
+            try:
+                await self._ws.write_message(dumps({"type": "hello",
+                                                    "format": self.frame_format}))
+            except Exception:  # closed meanwhile: connect again
+                return False
             self.data_format = self.frame_format
         if frame.get("type") != "hello":
             self._on_frame(frame)

@@ -59,6 +59,8 @@ MESSAGE_TYPES = ("hello", "subscribe", "unsubscribe", "history", "search", "ping
                  "stop_recording", "recordings", "control")
 #: Encodings of ``data_update`` frames a client may choose in its ``hello`` (JSON by default).
 FORMATS = ("json", "binary")
+#: Batches of at most this many rows that no socket encoded yet are encoded together.
+SMALL_BATCH_ROWS = 4
 #: Longest ``message`` of an error frame; longer ones are cut (they may quote client input).
 MAX_ERROR_CHARS = 1_000
 
@@ -99,6 +101,7 @@ class WireSession(RecordingMessages):
         self.format = "json"
         self._blocks = shared_blocks(hub)
         self._schemas_sent: set[str] = set()  # binary schemas this client's reader has
+        self._conflated: dict[str, int] = {}  # subscription id -> conflated rows seen
         self.limits = limits or WireLimits()
         self.subscriptions: dict[str, Subscription] = {}
         self._ids_json: dict[str, bytes] = {}
@@ -226,6 +229,7 @@ class WireSession(RecordingMessages):
         if sub is None:
             raise BadRequest(f"no subscription with id {rid!r}")
         self._ids_json.pop(rid, None)
+        self._conflated.pop(rid, None)
         await sub.close()
         await self._write(dumpb({"type": "unsubscribed", "id": rid}))
 
@@ -343,31 +347,65 @@ class WireSession(RecordingMessages):
             if not batches or self.subscriptions.get(rid) is not sub:
                 continue
             if self.format == "binary":
-                await self._write_binary(rid, id_json, batches)
+                # Behind (its outbox conflated since the last flush): its batches are mostly
+                # its own, and it needs the server's time most - encode them together.
+                behind = sub.conflated_rows != self._conflated.get(rid, 0)
+                self._conflated[rid] = sub.conflated_rows
+                await self._write_binary(rid, id_json, batches, merge=behind)
             else:
                 frame = json_data_frame(id_json, batches)
                 if frame is not None:
                     await self._write(frame)
 
-    async def _write_binary(self, rid: str, id_json: bytes, batches: list[StreamBatch]) -> None:
+    async def _write_binary(self, rid: str, id_json: bytes, batches: list[StreamBatch],
+                            merge: bool = False) -> None:
         """``batches`` as binary data frames: one for the lot, or - around a batch that cannot
-        be encoded so - runs of binary frames and JSON frames, in the batches' order."""
+        be encoded so - runs of binary frames and JSON frames, in the batches' order.
+
+        A batch another socket already encoded is reused as it is. With ``merge`` (a socket
+        whose outbox conflated), small batches nobody encoded yet - mostly the ones its
+        conflation made, which no other socket has - are encoded together, one block for
+        each run of them, instead of one block apiece (and not shared)."""
+        pieces: list[Block | StreamBatch] = []  # a block, or a batch to send as JSON
+        small: list[StreamBatch] = []
+
+        def encode(batch: StreamBatch) -> None:
+            block = self._blocks.block(batch)
+            pieces.append(batch if block is None else block)
+
+        def merge_small() -> None:
+            if len(small) > 1:
+                block = self._blocks.merged(small)
+                if block is not None:
+                    pieces.append(block)
+                    small.clear()
+            for batch in small:
+                encode(batch)
+            small.clear()
+
+        for batch in batches:
+            if merge and len(batch.rows) <= SMALL_BATCH_ROWS \
+                    and not self._blocks.cached(batch):
+                small.append(batch)
+                continue
+            merge_small()
+            encode(batch)
+        merge_small()
         run: list[Block] = []
         fallback: list[StreamBatch] = []
-        for batch in batches:
-            block = self._blocks.block(batch)
-            if block is None:
+        for piece in pieces:
+            if isinstance(piece, StreamBatch):
                 if run:
                     await self._write(encode_frame(rid, run, self._schemas_sent), binary=True)
                     run = []
-                fallback.append(batch)
+                fallback.append(piece)
                 continue
             if fallback:
                 frame = json_data_frame(id_json, fallback)
                 fallback = []
                 if frame is not None:
                     await self._write(frame)
-            run.append(block)
+            run.append(piece)
         if run:
             await self._write(encode_frame(rid, run, self._schemas_sent), binary=True)
         if fallback:

@@ -88,6 +88,22 @@ class SharedBlocks:
         self._rows = 0
         self.encoded = 0  # how many blocks were encoded (a measure of the sharing)
 
+    def cached(self, batch: StreamBatch) -> bool:
+        """Whether the batch's block (or its failure) is already known."""
+        hit = self._blocks.get(id(batch))
+        return hit is not None and hit[0] is batch
+
+    def merged(self, batches: list[StreamBatch]) -> Block | None:
+        """One block of the rows of several small batches of one socket (a ``symbol`` column
+        names each row's symbol), not cached: what a socket whose outbox conflated gets - its
+        batches are its own, and one encoding beats one per batch. None if they cannot be
+        encoded together (the caller encodes them one by one)."""
+        rows = [row for batch in batches for row in batch.rows]
+        try:
+            return encode_block(Columns.from_rows(rows, batches[0].symbol))
+        except (BadRows, ValueError):
+            return None
+
     def block(self, batch: StreamBatch) -> Block | None:
         """The batch's binary block, or None when its rows cannot be encoded (the caller sends
         them as JSON)."""
