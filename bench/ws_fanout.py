@@ -84,7 +84,10 @@ def stock_symbols(base_url: str, n: int) -> list[str]:
 
 def median(values: list[float]) -> float:
     values = sorted(values)
-    return values[len(values) // 2] if values else float("nan")
+    if not values:
+        return float("nan")
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def main() -> None:
