@@ -37,9 +37,9 @@ are the same ones a JSON client gets (:func:`json_rows_of`): ``time``, ``symbol`
 unless a ``symbol`` column names others), then the fields; a float that is NaN or infinite
 reads as ``None`` as in JSON, and an int in a field that also holds floats reads as a float.
 
-Why not Arrow IPC (pyarrow is already a dependency): a small live batch is a schema message
-and a record batch, several hundred bytes of flatbuffers and ~30 us of pyarrow per batch
-before the data, while this block is one JSON line and the arrays themselves.
+Why not Arrow IPC (pyarrow is already a dependency): measured on a 10-row quote batch, an IPC
+stream (schema + record batch, as ``nbfeed.columns_io.ArrowStream`` writes it) is 1,720 bytes
+and 62 us; this block is 696 bytes (plus a 157-byte schema once per socket) and 6 us.
 
 Failure behaviour: :func:`encode_block` raises ``ValueError`` for values JSON cannot hold (the
 server then sends that batch as a JSON frame); :func:`decode_frame` raises :class:`FrameError`
