@@ -7,6 +7,9 @@ with backoff and subscribes every open stream again, so streams resume without u
 While it is down every stream's status is ``restarting`` (``connection lost``), and ``running``
 again once it is back. Candle streams heal: the bars that ended while the socket was down come
 from the server's history before live bars go on (:mod:`.heal`).
+Live rows arrive as binary data frames (:mod:`nbfeed.wire_binary`: arrays, not JSON text) when
+the server's ``hello`` offers them, else as JSON; either way a stream's callbacks get the same
+rows. A binary frame that cannot be read is logged and skipped, never fatal to the socket.
 Authentication: ``Authorization: token <token>`` on every request (JupyterHub ignores
 ``?token=`` for API calls).
 """
@@ -26,6 +29,7 @@ from ..columns_io import ARROW_STREAM, read_arrow
 from ..errors import BadRequest, NBFeedError, UpstreamError
 from ..jsonfast import dumps, loads
 from ..providers.registry import ProviderSpec
+from ..wire_binary import FrameError, FrameReader
 from .feed import Feed
 from .heal import Heal
 from .http import ServerInfo, get_bytes, request
@@ -39,6 +43,8 @@ class RemoteFeed(RemoteRecordings, Feed):
     """A Feed backed by a Jupyter server's nbfeed extension at ``url`` (its base URL)."""
 
     mode = "remote"
+    #: The ``data_update`` format asked of servers that offer it ("json" to never ask).
+    frame_format = "binary"
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
         self.server = ServerInfo(url, token or "")
@@ -55,6 +61,11 @@ class RemoteFeed(RemoteRecordings, Feed):
         self._connected = threading.Event()
         self._closed = False
         self._lock = threading.Lock()
+        #: The format the server sends data frames in on the current socket.
+        self.data_format = "json"
+        self._frames = FrameReader()
+        self.binary_frames = 0  # binary data frames read
+        self.bad_frames = 0  # binary data frames skipped as unreadable
 
     # ---- REST -----------------------------------------------------------------------------
 
@@ -148,6 +159,9 @@ class RemoteFeed(RemoteRecordings, Feed):
                 delay = min(delay * 2, 10.0)
                 continue
             delay = 0.25
+            if not await self._greet():
+                await asyncio.sleep(delay)
+                continue
             for rid, spec in list(self._specs.items()):  # after a reconnect: resubscribe
                 stream = self._streams.get(rid)
                 if stream is not None and stream.interval != "tick":
@@ -159,10 +173,13 @@ class RemoteFeed(RemoteRecordings, Feed):
             lost = False
             self._connected.set()
             while True:
-                text = await self._ws.read_message()
-                if text is None:
+                message = await self._ws.read_message()
+                if message is None:
                     break
-                self._on_frame(loads(text))
+                if isinstance(message, bytes):
+                    self._on_binary(message)
+                else:
+                    self._on_frame(loads(message))
             self._connected.clear()
             lost = True
             for fut in self._requests.values():
@@ -171,6 +188,51 @@ class RemoteFeed(RemoteRecordings, Feed):
             for stream in self._streams.values():
                 stream._push_event({"type": "status", "source": stream.source,
                                     "state": "restarting", "detail": "connection lost"})
+
+    async def _greet(self) -> bool:
+        """Read the server's ``hello``; ask for binary data frames when it offers them. False
+        when the socket closed first."""
+        message = await self._ws.read_message()
+        if message is None:
+            return False
+        self.data_format = "json"
+        self._frames = FrameReader()  # binary schemas are per connection
+        try:
+            frame = loads(message)
+        except ValueError:
+            log.warning("nbfeed: %s did not start with a hello frame", self.url)
+            return True
+        if not isinstance(frame, dict):
+            return True
+        offered = frame.get("formats") if frame.get("type") == "hello" else None
+        if isinstance(offered, list) and self.frame_format in offered \
+                and self.frame_format != "json":
+            try:
+                await self._ws.write_message(dumps({"type": "hello",
+                                                    "format": self.frame_format}))
+            except Exception:  # closed meanwhile: connect again
+                return False
+            self.data_format = self.frame_format
+        if frame.get("type") != "hello":
+            self._on_frame(frame)
+        return True
+
+    def _on_binary(self, message: bytes) -> None:
+        """A binary data frame: its batches' rows, as a JSON ``data_update`` would carry them.
+        A frame that cannot be read is logged and skipped: the socket reads on."""
+        try:
+            header, rows = self._frames.rows(message)
+        except FrameError as exc:
+            self.bad_frames += 1
+            log.warning("nbfeed: skipped an unreadable data frame from %s: %s", self.url, exc)
+            return
+        except Exception:  # a bug must not end the socket's reading
+            self.bad_frames += 1
+            log.exception("nbfeed: skipped a data frame from %s", self.url)
+            return
+        self.binary_frames += 1
+        if header.get("type") == "data_update":
+            self._on_frame({"type": "data_update", "id": header.get("id"), "rows": rows})
 
     def _heal(self, rid: str, stream: Stream) -> None:
         """Before subscribing ``rid`` again: fill what it misses once the server answers."""

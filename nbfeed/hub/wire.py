@@ -1,9 +1,11 @@
 """Wire protocol v1: one client session over any message transport (tornado, a test, ...).
 
 The protocol belongs here, not in a web handler: a transport gives the session the client's
-frames (:meth:`WireSession.receive`) and a ``send(frame: bytes)`` function, nothing more.
-``send`` returns an awaitable that completes when the frame is written (flow control), or None
-when the transport is closed (the frame is dropped; the transport then calls :meth:`close`).
+frames (:meth:`WireSession.receive`) and a ``send(frame: bytes, binary: bool = False)``
+function, nothing more (``binary`` is only ever true for a client that asked for binary frames;
+every other frame is UTF-8 JSON for a text message). ``send`` returns an awaitable that
+completes when the frame is written (flow control), or None when the transport is closed (the
+frame is dropped; the transport then calls :meth:`close`).
 
 Failure behaviour:
 
@@ -13,6 +15,11 @@ Failure behaviour:
 * each subscription's rows wait in a bounded, conflating outbox; one pump task writes at most one
   ``data_update`` frame per subscription per flush and awaits the transport's write before the
   next, so a client that does not read never grows the server's memory and never delays others;
+* each batch is serialized once for every socket (:mod:`.wire_frames`); a client that sent
+  ``{"type": "hello", "format": "binary"}`` gets its ``data_update`` frames in the binary layout
+  of :mod:`nbfeed.wire_binary` (a batch whose rows cannot be encoded so goes out as JSON); every
+  other client gets JSON text frames only. A client's binary websocket frame is refused with an
+  ``error`` frame (:meth:`WireSession.refuse_binary`);
 * the pump lives as long as the session: anything but a closed transport going wrong in a
   flush is logged at ERROR and the next flush goes on, so no subscription ever stops receiving
   while its stream produces rows (an unsubscribe while a flush waits on a slow client only
@@ -35,19 +42,25 @@ from typing import Any
 from .._version import __version__
 from ..errors import BadRequest, LimitExceeded, NBFeedError, shown
 from ..jsonfast import dumpb, loads
+from ..wire_binary import Block, encode_frame
 from .config import HubConfig
 from .hub import Hub
 from .memory import BIG_ANSWER_BARS, release_freed_memory
 from .outbox import StreamBatch
 from .subscription import Subscription
 from .tasks import background
+from .wire_frames import json_data_frame, shared_blocks
 from .wire_recordings import RecordingMessages
 
 log = logging.getLogger("nbfeed.wire")
 
 VERSION = 1
-MESSAGE_TYPES = ("subscribe", "unsubscribe", "history", "search", "ping", "record",
+MESSAGE_TYPES = ("hello", "subscribe", "unsubscribe", "history", "search", "ping", "record",
                  "stop_recording", "recordings", "control")
+#: Encodings of ``data_update`` frames a client may choose in its ``hello`` (JSON by default).
+FORMATS = ("json", "binary")
+#: Batches of at most this many rows that no socket encoded yet are encoded together.
+SMALL_BATCH_ROWS = 4
 #: Longest ``message`` of an error frame; longer ones are cut (they may quote client input).
 MAX_ERROR_CHARS = 1_000
 
@@ -80,10 +93,15 @@ class WireLimits:
 class WireSession(RecordingMessages):
     """One connected client: parses its messages, runs them against the hub, pumps its data."""
 
-    def __init__(self, hub: Hub, send: Callable[[bytes], Awaitable[Any] | None],
+    def __init__(self, hub: Hub, send: Callable[..., Awaitable[Any] | None],
                  limits: WireLimits | None = None) -> None:
         self.hub = hub
         self._send = send
+        #: How this client's ``data_update`` frames are encoded (its ``hello`` may change it).
+        self.format = "json"
+        self._blocks = shared_blocks(hub)
+        self._schemas_sent: set[str] = set()  # binary schemas this client's reader has
+        self._conflated: dict[str, int] = {}  # subscription id -> conflated rows seen
         self.limits = limits or WireLimits()
         self.subscriptions: dict[str, Subscription] = {}
         self._ids_json: dict[str, bytes] = {}
@@ -93,8 +111,18 @@ class WireSession(RecordingMessages):
         self._pump_task = background(self._pump(), "wire session pump")
 
     def hello(self) -> bytes:
-        """The first frame a transport sends: protocol version and server version."""
-        return dumpb({"type": "hello", "version": VERSION, "server": f"nbfeed {__version__}"})
+        """The first frame a transport sends: protocol version, server version and the
+        ``data_update`` formats a client may ask for."""
+        return dumpb({"type": "hello", "version": VERSION, "server": f"nbfeed {__version__}",
+                      "formats": list(FORMATS)})
+
+    async def refuse_binary(self, message: bytes) -> None:
+        """Answer a binary websocket frame from the client: the protocol's messages are JSON
+        text frames. Never raises; the session goes on."""
+        if not self._closed:
+            await self._write_quietly(error_frame(
+                "bad_request", f"binary frames from clients are not accepted (got one of "
+                f"{len(message)} bytes); send each message as a JSON text frame"))
 
     # ---- incoming -------------------------------------------------------------------------
 
@@ -146,6 +174,17 @@ class WireSession(RecordingMessages):
             raise BadRequest(f"{kind} needs an 'id' chosen by the client")
         return req_id
 
+    async def _on_hello(self, msg: dict, req_id: str | None) -> None:
+        """``{"type": "hello", "format": "binary"|"json"}``: how ``data_update`` frames of this
+        socket are encoded from now on; answered with a ``hello`` naming the format."""
+        fmt = msg.get("format", "json")
+        if fmt not in FORMATS:
+            raise BadRequest(f"format must be one of {', '.join(FORMATS)}; got "
+                             f"{shown(fmt, 60)}")
+        self.format = fmt
+        await self._write(dumpb({"type": "hello", "id": req_id, "version": VERSION,
+                                 "format": fmt}))
+
     async def _on_ping(self, msg: dict, req_id: str | None) -> None:
         await self._write(dumpb({"type": "pong", "id": req_id}))
 
@@ -190,6 +229,7 @@ class WireSession(RecordingMessages):
         if sub is None:
             raise BadRequest(f"no subscription with id {rid!r}")
         self._ids_json.pop(rid, None)
+        self._conflated.pop(rid, None)
         await sub.close()
         await self._write(dumpb({"type": "unsubscribed", "id": rid}))
 
@@ -238,12 +278,12 @@ class WireSession(RecordingMessages):
 
     # ---- outgoing -------------------------------------------------------------------------
 
-    async def _write(self, frame: bytes) -> None:
+    async def _write(self, frame: bytes, binary: bool = False) -> None:
         """Write one frame and wait until the transport took it; raises _TransportClosed when
         the transport failed the write (a closed transport's ``None`` just drops the frame)."""
         if self._closed:
             return
-        result = self._send(frame)
+        result = self._send(frame, binary=True) if binary else self._send(frame)
         if result is not None:
             try:
                 await result
@@ -288,14 +328,11 @@ class WireSession(RecordingMessages):
             if self.subscriptions.get(rid) is not sub or not sub.pending:
                 continue  # unsubscribed during an earlier write of this flush, or idle
             id_json = self._ids_json[rid]
-            items = sub.take()
-            parts = []
-            for item in items:
+            batches: list[StreamBatch] = []
+            for item in sub.take():
                 if isinstance(item, StreamBatch):
                     if item.rows:
-                        part = _json_rows(item)
-                        if part:
-                            parts.append(part)
+                        batches.append(item)
                     continue
                 event = dict(item)
                 if event.get("type") == "status":
@@ -307,9 +344,74 @@ class WireSession(RecordingMessages):
                 else:
                     event["id"] = rid
                     await self._write(dumpb(event))
-            if parts and self.subscriptions.get(rid) is sub:
-                await self._write(b'{"type":"data_update","id":' + id_json
-                                  + b',"rows":[' + b",".join(parts) + b"]}")
+            if not batches or self.subscriptions.get(rid) is not sub:
+                continue
+            if self.format == "binary":
+                # Behind (its outbox conflated since the last flush): its batches are mostly
+                # its own, and it needs the server's time most - encode them together.
+                behind = sub.conflated_rows != self._conflated.get(rid, 0)
+                self._conflated[rid] = sub.conflated_rows
+                await self._write_binary(rid, id_json, batches, merge=behind)
+            else:
+                frame = json_data_frame(id_json, batches)
+                if frame is not None:
+                    await self._write(frame)
+
+    async def _write_binary(self, rid: str, id_json: bytes, batches: list[StreamBatch],
+                            merge: bool = False) -> None:
+        """``batches`` as binary data frames: one for the lot, or - around a batch that cannot
+        be encoded so - runs of binary frames and JSON frames, in the batches' order.
+
+        A batch another socket already encoded is reused as it is. With ``merge`` (a socket
+        whose outbox conflated), small batches nobody encoded yet - mostly the ones its
+        conflation made, which no other socket has - are encoded together, one block for
+        each run of them, instead of one block apiece (and not shared)."""
+        pieces: list[Block | StreamBatch] = []  # a block, or a batch to send as JSON
+        small: list[StreamBatch] = []
+
+        def encode(batch: StreamBatch) -> None:
+            block = self._blocks.block(batch)
+            pieces.append(batch if block is None else block)
+
+        def merge_small() -> None:
+            if len(small) > 1:
+                block = self._blocks.merged(small)
+                if block is not None:
+                    pieces.append(block)
+                    small.clear()
+            for batch in small:
+                encode(batch)
+            small.clear()
+
+        for batch in batches:
+            if merge and len(batch.rows) <= SMALL_BATCH_ROWS \
+                    and not self._blocks.cached(batch):
+                small.append(batch)
+                continue
+            merge_small()
+            encode(batch)
+        merge_small()
+        run: list[Block] = []
+        fallback: list[StreamBatch] = []
+        for piece in pieces:
+            if isinstance(piece, StreamBatch):
+                if run:
+                    await self._write(encode_frame(rid, run, self._schemas_sent), binary=True)
+                    run = []
+                fallback.append(piece)
+                continue
+            if fallback:
+                frame = json_data_frame(id_json, fallback)
+                fallback = []
+                if frame is not None:
+                    await self._write(frame)
+            run.append(piece)
+        if run:
+            await self._write(encode_frame(rid, run, self._schemas_sent), binary=True)
+        if fallback:
+            frame = json_data_frame(id_json, fallback)
+            if frame is not None:
+                await self._write(frame)
 
     async def close(self) -> None:
         """Release every subscription and stop; safe to call more than once."""
@@ -323,12 +425,3 @@ class WireSession(RecordingMessages):
             await sub.close()
         self.subscriptions.clear()
 
-
-def _json_rows(batch: StreamBatch) -> bytes:
-    """The batch's JSON fragment, or nothing (logged) for rows JSON cannot hold."""
-    try:
-        return batch.json_rows()
-    except ValueError as exc:
-        log.warning("rows of %s/%s/%s dropped: %s", batch.source, batch.symbol, batch.interval,
-                    exc)
-        return b""

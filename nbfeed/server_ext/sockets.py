@@ -8,9 +8,9 @@ make_session`. The shell moves frames between the socket and the session:
 - when the socket opens, :meth:`~SessionSocket.make_session` builds the session, handing it
   :meth:`~SessionSocket.send` as its way out;
 - :meth:`~SessionSocket.send` writes one frame (UTF-8 JSON ``bytes`` go out as a text frame,
-  without re-encoding) and returns tornado's write future, which completes once the frame is in
-  the OS buffer (flow control) and raises if the connection closes first; once the socket is
-  closed it returns None instead;
+  without re-encoding; ``binary=True`` makes it a binary frame) and returns tornado's write
+  future, which completes once the frame is in the OS buffer (flow control) and raises if the
+  connection closes first; once the socket is closed it returns None instead;
 - every client message goes to ``session.receive``, which never raises;
 - when the socket closes, ``session.close()`` runs as a task kept referenced until it is done;
 - every log line about the request shows it without its secrets (:mod:`.base`).
@@ -63,10 +63,11 @@ class SessionSocket(RedactedRequestMixin, WebSocketMixin, WebSocketHandler, Jupy
         super().open(*args, **kwargs)
         self.session = self.make_session(*args)
 
-    def send(self, frame: bytes | str) -> Awaitable[Any] | None:
-        """Write one text frame; the write future, or None when the socket is closed."""
+    def send(self, frame: bytes | str, binary: bool = False) -> Awaitable[Any] | None:
+        """Write one text frame (a binary one if ``binary``); the write future, or None when
+        the socket is closed."""
         try:
-            return self.write_message(frame)
+            return self.write_message(frame, binary=binary)
         except WebSocketClosedError:
             return None
 

@@ -7,7 +7,9 @@ Origin check: a token-authenticated request skips it, a cookie-only one must com
 server's own origin or an allowed one. The user must also be authorized to read ``nbfeed``.
 
 Frames larger than 16 MB are refused by tornado (the socket closes with 1009); smaller ones over
-``NBFeed.max_message_bytes`` get an ``error`` frame and the socket stays open.
+``NBFeed.max_message_bytes`` get an ``error`` frame and the socket stays open, and so does a
+binary frame from the client (the protocol's messages are JSON text; binary frames only ever go
+from the server to a client that asked for them).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from .sockets import SessionSocket
 
 
 class StreamHandler(SessionSocket):
-    """One client connection: subscribe/unsubscribe/history/search over JSON text frames."""
+    """One client connection: subscribe/unsubscribe/history/search over JSON text frames
+    (binary ``data_update`` frames for a client that asked: :mod:`nbfeed.wire_binary`)."""
 
     auth_resource = AUTH_RESOURCE
 
@@ -46,6 +49,14 @@ class StreamHandler(SessionSocket):
         res = super().get(*args, **kwargs)
         if res is not None:
             await res
+
+    async def on_message(self, message: str | bytes) -> None:
+        # tornado hands text frames over as str and binary frames as bytes.
+        session = self.session
+        if isinstance(message, bytes) and isinstance(session, WireSession):
+            await session.refuse_binary(message)
+        else:
+            await super().on_message(message)
 
     def make_session(self) -> WireSession:
         session = WireSession(self.hub, self.send, self.limits)
