@@ -307,8 +307,14 @@ class RemoteFeed(RemoteRecordings, Feed):
     def _subscribe(self, source: str, symbols: list[str], interval: str) -> Stream:
         self._ensure_socket()
         rid = f"s{next(self._ids)}"
-        spec = {"source": source, "symbols": symbols, "interval": interval}
         stream = Stream(source, symbols, interval, self._release, history=self.history)
+        return self._open(rid, {"source": source, "symbols": symbols, "interval": interval},
+                          stream)
+
+    def _open(self, rid: str, spec: dict, stream: Stream) -> Stream:
+        """Subscribe ``stream`` as ``rid`` on the socket and wait for the server's answer;
+        on an error or timeout the stream is forgotten, marked closed, and the error raised.
+        ``spec`` is kept to subscribe again after a reconnect."""
         fut: Future = Future()
         self._pending[rid] = fut
         self._streams[rid] = stream

@@ -49,21 +49,7 @@ class RemoteRecordings:
         stream = ReplayStream(source, symbols, interval, self._release,  # type: ignore
                               self._controller(rid), {},
                               history=self.history)  # type: ignore[attr-defined]
-        fut: Future = Future()
-        self._pending[rid] = fut
-        self._streams[rid] = stream
-        self._specs[rid] = spec
-        assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(
-            self._send_frame({"type": "subscribe", "id": rid, **spec}), self._loop)
-        try:
-            fut.result(self.timeout)
-        except BaseException:
-            self._streams.pop(rid, None)
-            self._specs.pop(rid, None)
-            stream.closed = True
-            raise
-        return stream
+        return self._open(rid, spec, stream)  # type: ignore[attr-defined]
 
     def _controller(self, rid: str) -> Any:
         def control(command: str, args: dict, wait: bool) -> Any:
