@@ -331,7 +331,7 @@ class WireSession(RecordingMessages):
             batches: list[StreamBatch] = []
             for item in sub.take():
                 if isinstance(item, StreamBatch):
-                    if item.rows:
+                    if len(item):
                         batches.append(item)
                     continue
                 event = dict(item)
@@ -384,7 +384,7 @@ class WireSession(RecordingMessages):
             small.clear()
 
         for batch in batches:
-            if merge and len(batch.rows) <= SMALL_BATCH_ROWS \
+            if merge and len(batch) <= SMALL_BATCH_ROWS \
                     and not self._blocks.cached(batch):
                 small.append(batch)
                 continue

@@ -6,8 +6,9 @@ JSON fragment is computed once by the batch itself (``json_rows()``); its binary
 :func:`shared_blocks`). What each socket adds to those shared bytes is its subscription id and
 one join of the pieces into its frame - a single copy, no re-serialization.
 
-The batch's columns come from ``batch.columns`` when the hub provides them, else from its rows
-(:func:`batch_columns`).
+A batch that came as columns is encoded from them (its dicts are never built for this); one
+that came as rows is encoded from its rows directly when they are plain, else from
+``batch.columns``.
 
 Failure behaviour: a batch whose rows cannot become columns or JSON is not encoded (``None``,
 logged once per batch); the session sends what it can, so one bad batch never stalls a socket.
@@ -30,14 +31,6 @@ _DATA_START = b'{"type":"data_update","id":'
 _ROWS_START = b',"rows":['
 _END = b"]}"
 _COMMA = b","
-
-
-def batch_columns(batch: StreamBatch) -> Columns:
-    """The batch's rows as :class:`~nbfeed.columns.Columns`: the hub's own when it has them."""
-    cols = getattr(batch, "columns", None)
-    if cols is None:
-        cols = Columns.from_rows(batch.rows, batch.symbol)
-    return cols
 
 
 def json_fragment(batch: StreamBatch) -> bytes:
@@ -114,10 +107,10 @@ class SharedBlocks:
             return hit[1]
         try:
             block: Block | None = None
-            if getattr(batch, "columns", None) is None:  # rows only: the cheap way if it can
+            if not batch.columnar:  # rows only: the cheap way if it can
                 block = encode_rows_block(batch.rows, batch.symbol)
             if block is None:
-                block = encode_block(batch_columns(batch))
+                block = encode_block(batch.columns)
         except (BadRows, ValueError) as exc:
             log.warning("rows of %s/%s/%s go out as JSON: %s", batch.source, batch.symbol,
                         batch.interval, exc)
@@ -126,7 +119,7 @@ class SharedBlocks:
         blocks = self._blocks
         if hit is not None:  # the id of a batch gone from the hub, reused: forget it
             self._rows -= hit[2]
-        rows = len(batch.rows)
+        rows = len(batch)  # never builds the dicts of a columnar batch
         blocks[id(batch)] = (batch, block, rows)
         self._rows += rows
         while len(blocks) > 1 and (len(blocks) > self.max_batches or self._rows > self.max_rows):
