@@ -162,10 +162,19 @@ def test_two_replays_of_one_recording_at_different_speeds_do_not_interfere(feed,
     fast.close()
 
 
-def test_history_of_a_recording_warms_up_and_the_replay_continues_the_open_bar(feed, home):
-    rows = synthetic(home, "bars", seconds=300, per_second=1, symbols=("AAA",))
+@pytest.mark.parametrize("split_second", [30, 0], ids=["split-inside-a-bar",
+                                                      "split-on-a-bar-boundary"])
+def test_history_of_a_recording_warms_up_and_the_replay_continues_the_open_bar(feed, home,
+                                                                              split_second):
+    # Where the split falls within its minute is chosen, not left to the wall clock: the
+    # open bar the replay continues exists only when the split lies inside a bar.
+    minute_s = (now_us() // 1_000_000 - 3600) // 60 * 60
+    start_us = (minute_s + split_second - 150) * 1_000_000
+    rows = synthetic(home, f"bars-{split_second}", seconds=300, per_second=1,
+                     symbols=("AAA",), start_us=start_us)
     split = rows[150]["time"]  # replay from here; history is what was known before
-    bars = feed.history("replay", "AAA", "1m", recording="bars", end=split)
+    assert split % 60_000 == split_second * 1000
+    bars = feed.history("replay", "AAA", "1m", recording=f"bars-{split_second}", end=split)
     expected: dict[int, list[float]] = {}
     for row in rows:
         if row["time"] >= split:
@@ -177,14 +186,19 @@ def test_history_of_a_recording_warms_up_and_the_replay_continues_the_open_bar(f
     assert bars[["open", "high", "low", "close"]].values.tolist() == list(expected.values())
     assert "volume" not in bars.columns  # these rows carry no volume of any kind
 
-    stream = feed.subscribe("replay", "AAA", recording="bars", speed="max", start=split,
-                            paused=True)
+    stream = feed.subscribe("replay", "AAA", recording=f"bars-{split_second}", speed="max",
+                            start=split, paused=True)
     got, finished = collect(stream)
     stream.resume()
     assert finished.wait(60)
     stream.close()
     assert got == rows[150:]
-    assert floor_bar(got[0]["time"], "1m") == int(bars.index[-1].value // 10**6)
+    last_bar = int(bars.index[-1].value // 10**6)
+    if split_second:  # the replay's first row goes on in the bar the history left open
+        assert floor_bar(got[0]["time"], "1m") == last_bar
+        assert bars["close"].iloc[-1] == rows[149]["price"]
+    else:  # the history ends with a whole bar; the replay's first row opens the next one
+        assert floor_bar(got[0]["time"], "1m") == split == last_bar + 60_000
 
 
 def test_recordings_are_listed_described_exported_and_deleted(feed, home, tmp_path):
