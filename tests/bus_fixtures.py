@@ -72,6 +72,12 @@ class Collector:
     def states(self) -> list[str]:
         return [e.get("state") for e in self.events if e.get("type") == "status"]
 
+    def source_states(self) -> list[str]:
+        """The source's states only (running, restarting...), without the per-symbol ones
+        (live, stale), which may follow a source's "running" when its rows resume late."""
+        return [e.get("state") for e in self.events
+                if e.get("type") == "status" and "symbol" not in e]
+
 
 class BusWorld:
     """Feed servers and hubs on one redis-server (module docstring)."""
