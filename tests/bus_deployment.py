@@ -207,7 +207,10 @@ class Wire:
                 if symbol is None or r.get("symbol") == symbol]
 
     def states(self) -> list[str]:
-        return [f["state"] for f in self.frames if f.get("type") == "status"]
+        """The source's states (running, restarting...), without the per-symbol live/stale
+        ones, which may follow a source's "running" when its rows resume late."""
+        return [f["state"] for f in self.frames
+                if f.get("type") == "status" and "symbol" not in f]
 
     def close(self) -> None:
         self.conn.close()

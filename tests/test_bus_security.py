@@ -109,7 +109,7 @@ async def test_feed_and_user_roles_run_the_whole_feed(acl_redis, tmp_path, caplo
         acl_redis.kill()
         await until(lambda: col.states() and col.states()[-1] == "stale", 30, "stale")
         acl_redis.start()
-        await until(lambda: col.states()[-1] == "running", 60, "running again")
+        await until(lambda: col.source_states()[-1:] == ["running"], 60, "running again")
         n = col.count()
         await until(lambda: col.count() > n + 5, 60, "rows again")
     finally:
