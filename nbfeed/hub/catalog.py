@@ -7,9 +7,11 @@ on hundreds of thousands of symbols. It replaces a ``LIKE '%q%'`` full-table sca
 - a lower-case copy of every symbol sits in B-tree indexes, so an exact symbol (``aapl``) is an
   index lookup and a symbol prefix (``eu``) a few index range scans, shortest symbols first;
 - an FTS5 table indexes the symbol, its label and its categories, so words (``apple``,
-  ``btc usd``) are answered from the full-text index and ranked by bm25. The source, type and
-  categories are indexed there too, as opaque tokens, so filters narrow the full-text match
-  itself instead of discarding rows after it.
+  ``btc usd``) are answered from the full-text index and ranked by bm25;
+- filters go through profiles: a profile is one source's entries of one type with one set of
+  categories (a source has a handful). A filter on source, type or category is the set of
+  profiles it leaves, and each profile has one token in the full-text index, so a filter
+  narrows the full-text match itself instead of discarding rows after it.
 
 Results come in this order: exact symbol matches (case-insensitive), then symbols starting with
 the query, then entries having every query word as a word prefix in the symbol, the label or the
@@ -31,12 +33,14 @@ raise an SQLite error. Control characters (NUL included) count as spaces. A quer
 long query only the first ``MAX_QUERY_TERMS`` distinct words are used. These checks, and the
 preparation of entries for writing, live in ``nbfeed.hub.catalog_input``.
 
-Populating (``replace_source``) is done in bulk: the entries are checked and turned into rows
-in one Python pass (``catalog_input.prepare_entries``), then written in one transaction with a
-fixed number of prepared statements and the full-text index filled once
-(``nbfeed.hub.catalog_populate``). 200k entries take about 26 us each of CPU on the 2-core test
-machine (the previous path: 38), four fifths of it SQLite's B-tree and full-text work
-(``bench/catalog_populate.py``).
+Populating (``replace_source``) is done in bulk and split in two. The entries are checked,
+JSON-encoded and put in catalog order as columns (``catalog_input.prepare_entries``, a
+``Listing``) - for a live provider in its own process, so the hub receives a few lists of text
+- and then written in one transaction with a fixed number of prepared statements, the
+full-text index filled once (``nbfeed.hub.catalog_populate``). Entries handed over as dicts
+(the bus, tests) are prepared in the calling thread first. ``bench/catalog_populate.py`` has
+the figures: writing is about 13 us of the hub's CPU per entry at 200k entries on the 2-core
+test machine, two thirds of it the full-text index; preparing about 4 us in the provider.
 
 Thread safety and processes: one ``Catalog`` may be shared by threads (the hub calls it from a
 worker thread). A file catalog keeps two connections, each behind its own lock: writes
@@ -49,10 +53,12 @@ Other processes may open the same file: readers are never blocked, a second writ
 ``BUSY_TIMEOUT_S``. A ``":memory:"`` catalog has a single connection and lock (a search waits
 for a populate to finish).
 
-Failure behaviour: the catalog is a cache of what providers list, rebuilt by populating. A file at
-the catalog path that is not a current nbfeed catalog (not SQLite, another application's
-database, an older schema) is moved aside to ``<name>.bad-<n>`` (with its ``-wal``/``-shm``
-files), logged, and a fresh catalog is created: never overwritten, never deleted. A
+Failure behaviour: the catalog is a cache of what providers list, rebuilt by populating. A
+catalog an older nbfeed made (an older schema) is emptied and made anew in place, in one
+transaction. A file at the catalog path that is not an nbfeed catalog nbfeed can read (not
+SQLite, another application's database, a newer nbfeed's schema) is moved aside to
+``<name>.bad-<n>`` (with its ``-wal``/``-shm`` files), logged, and a fresh catalog is created:
+never overwritten, never deleted. A
 ``replace_source`` that fails (bad entry, disk full) rolls back and leaves the source as it was.
 """
 
@@ -506,6 +512,31 @@ def _init_schema(conn: sqlite3.Connection) -> None:
     _configure_full_text(conn)
 
 
+def _remake(conn: sqlite3.Connection) -> None:
+    """Drop everything in an older nbfeed catalog and create the current schema, atomically."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        tables = [name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            " AND sql NOT LIKE 'CREATE TABLE ''%'")]  # shadow tables go with their FTS table
+        for name in tables:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone():
+                conn.execute(f'DROP TABLE "{name}"')
+        for statement in _schema_statements():
+            conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    _configure_full_text(conn)
+
+
+def _schema_statements() -> list[str]:
+    """``_SCHEMA`` as single statements (``executescript`` would commit the transaction)."""
+    text = "\n".join(line.split("--")[0] for line in _SCHEMA.splitlines())
+    return [statement for statement in text.split(";") if statement.strip()]
+
+
 def _configure_full_text(conn: sqlite3.Connection) -> None:
     """Let the full-text index gather 16 MiB of postings in memory before writing a segment.
 
@@ -537,6 +568,13 @@ def _open_file(path: str) -> sqlite3.Connection:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if app_id == _APPLICATION_ID and version == _SCHEMA_VERSION:
             _configure_full_text(conn)
+            return conn
+        if app_id == _APPLICATION_ID and 0 < version < _SCHEMA_VERSION:
+            # Made by an older nbfeed: our own cache, emptied and made anew in place (the
+            # next populate fills it); nothing else's data is at stake.
+            log.info("catalog %s has schema %d: made anew as schema %d", path, version,
+                     _SCHEMA_VERSION)
+            _remake(conn)
             return conn
         if app_id == 0 and not conn.execute("SELECT 1 FROM sqlite_master").fetchone():
             _init_schema(conn)

@@ -1,15 +1,18 @@
-"""What callers hand the catalog, checked: provider entries as rows, a typed query as FTS5 words.
+"""What callers hand the catalog, checked: provider entries as a listing, a query as FTS5 words.
 
 ``nbfeed.hub.catalog.Catalog`` stores and searches; this module holds the pure functions on its
 input side, with no SQLite connection and no state:
 
-- ``prepare_entries`` turns ``Provider.get_dataset()`` entries into the rows ``Catalog`` writes,
-  in one pass: one per distinct name (the later entry wins), shortest symbol first, each
-  carrying its JSON document. It refuses only what would break the catalog or could never be
-  asked for (missing or over-long name, wrong field types, not JSON text, an oversized entry);
-  full validation is ``nbfeed.providers.dataset.validate_entries``. It is the only Python work
-  per entry on the populate path, so it is written for speed (about 5 us per entry, half of it
-  the JSON encoding) and pauses regularly so a search thread never waits long for the GIL.
+- ``prepare_entries`` turns ``Provider.get_dataset()`` entries into the ``Listing`` that
+  ``Catalog`` writes, in one pass: one entry per distinct name (the later entry wins), as
+  columns in catalog order (shortest symbol first), each with its JSON document. It refuses only
+  what would break the catalog or could never be asked for (missing or over-long name, wrong
+  field types, not JSON text, an oversized entry); full validation is
+  ``nbfeed.providers.dataset.validate_entries``. A provider's process runs it on its own
+  listing (``nbfeed.providers.runtime``), so the hub only checks the shape of what arrives
+  (``check_listing``). It is written for speed (about 4 us per entry: orjson writes the
+  documents, the garbage collector is paused) and pauses regularly so that, run in the hub, a
+  search thread never waits long for the GIL.
 - ``normalize_query`` makes what the user typed comparable with stored symbols (lower case, control
   characters as spaces, runs of spaces as one); ``query_words`` picks the words for full-text
   search (at most ``MAX_QUERY_TERMS``); ``fts_match`` builds an FTS5 query for the catalog's
