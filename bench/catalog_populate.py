@@ -120,7 +120,62 @@ def run_one(size: int, queries_per_kind: int, rounds: int) -> dict:
             idle.append(time.perf_counter() - t)
         result["idle"] = _stats(idle[len(mix):])  # the second, warm pass
         cat.close()
+    result["e2e"] = through_a_provider(size)
     return result
+
+
+def through_a_provider(size: int) -> dict:
+    """Populate from a real provider process, as the hub does: CPU of the hub's process (all
+    threads: reading the reply, preparing if it has to, writing) and of the provider's (its
+    validation, and since issue 18 its preparing), for the stocks source of a ``size`` catalog.
+    """
+    import asyncio
+
+    from nbfeed.hub import Hub, HubConfig
+    from nbfeed.providers.base import Provider
+    from nbfeed.providers.registry import ProviderSpec
+
+    class ListingProvider(Provider):
+        """``get_dataset()`` is the bench's stocks listing, made once when the process starts."""
+
+        def __init__(self, size: int, bench_dir: str) -> None:
+            super().__init__()
+            sys.path.insert(0, bench_dir)
+            from catalog_search import make_catalog_entries
+
+            self.entries = make_catalog_entries(size)["stocks"]
+            for entry in self.entries:
+                entry["source"] = "listing"
+
+        def get_dataset(self) -> list[dict]:
+            return self.entries
+
+    def child_cpu(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    async def run(home: str) -> dict:
+        spec = ProviderSpec("listing", ListingProvider,
+                            {"size": size, "bench_dir": str(ROOT / "bench")})
+        hub = Hub(HubConfig(home=Path(home), providers=[spec]))
+        await hub.start()
+        try:
+            await hub.wait_ready()  # the first listing, at start: not measured
+            pid = hub._processes["listing"].pid
+            hub_cpu, provider_cpu = time.process_time(), child_cpu(pid)
+            wall = time.perf_counter()
+            outcome = await hub.populate(["listing"])
+            wall = time.perf_counter() - wall
+            hub_cpu, provider_cpu = (time.process_time() - hub_cpu,
+                                     child_cpu(pid) - provider_cpu)
+            return {"outcome": outcome["listing"], "hub_cpu": hub_cpu,
+                    "provider_cpu": provider_cpu, "wall": wall,
+                    "entries": hub.catalog.sources()["listing"]}
+        finally:
+            await hub.stop()
+
+    with tempfile.TemporaryDirectory() as home:
+        return asyncio.run(run(home))
 
 
 def _stats(seconds: list[float]) -> dict:
@@ -201,6 +256,13 @@ def main() -> None:
         ("  max ms", lambda r: r["during"]["max"], "{:.2f}"),
         ("searches idle: p50 ms", lambda r: r["idle"]["p50"], "{:.2f}"),
         ("  p99 ms", lambda r: r["idle"]["p99"], "{:.2f}"),
+        (f"from a provider process, {runs[names[0]]['e2e']['entries']} entries: hub CPU s",
+         lambda r: r["e2e"]["hub_cpu"], "{:.2f}"),
+        ("  provider CPU s", lambda r: r["e2e"]["provider_cpu"], "{:.2f}"),
+        ("  both, us per entry",
+         lambda r: (r["e2e"]["hub_cpu"] + r["e2e"]["provider_cpu"]) / r["e2e"]["entries"] * 1e6,
+         "{:.1f}"),
+        ("  wall s", lambda r: r["e2e"]["wall"], "{:.2f}"),
     ]
     print(f"\n{'':<36}" + "".join(f"{name:>24}" for name in names)
           + ("   this/reference" if len(names) == 2 else ""))
