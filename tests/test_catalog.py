@@ -464,3 +464,29 @@ def test_another_thread_may_search(cat):
     thread.start()
     thread.join(timeout=60)
     assert names(results[0]) == ["AAPL", "APLE"]
+
+
+def test_a_catalog_an_older_nbfeed_made_is_made_anew_in_place(tmp_path, caplog):
+    path = tmp_path / "catalog.db"
+    with sqlite3.connect(path) as conn:  # the shape schema 1 had: filter tokens, 4-column FTS
+        conn.executescript("""
+            PRAGMA application_id = 1851942499;
+            PRAGMA user_version = 1;
+            CREATE TABLE sources (source TEXT PRIMARY KEY, entries INTEGER NOT NULL);
+            CREATE TABLE filter_tokens (value TEXT PRIMARY KEY, token TEXT NOT NULL);
+            CREATE TABLE entries (id INTEGER PRIMARY KEY, name TEXT, tags TEXT, doc TEXT);
+            CREATE INDEX entries_by_name ON entries (name);
+            CREATE VIRTUAL TABLE entries_fts USING fts5 (name, tags, content = 'entries',
+                                                         content_rowid = 'id');
+            INSERT INTO sources VALUES ('old', 1);
+            INSERT INTO entries VALUES (1, 'OLD', 's0', '{"name": "OLD"}');
+        """)
+    conn.close()
+    with caplog.at_level(logging.INFO, logger="nbfeed.hub.catalog"), Catalog(path) as catalog:
+        assert catalog.sources() == {}  # a cache: the next populate fills it
+        catalog.replace_source("fx", FX)
+        assert "EURUSD" in [e["name"] for e in catalog.search("eur")]
+    assert "has schema 1: made anew as schema 2" in caplog.text
+    assert not list(tmp_path.glob("*.bad-*"))
+    with Catalog(path) as catalog:  # and it stays: opened again, nothing is remade
+        assert catalog.sources() == {"fx": 4}

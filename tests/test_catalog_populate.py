@@ -12,7 +12,7 @@ import pytest
 import nbfeed.hub.catalog as catalog_module
 from nbfeed.errors import BadRequest
 from nbfeed.hub.catalog import Catalog
-from nbfeed.hub.catalog_input import MAX_ENTRY_CHARS, MAX_NAME_CHARS
+from nbfeed.hub.catalog_input import MAX_ENTRY_BYTES, MAX_NAME_CHARS
 
 WAIT = 60  # seconds: generous, the machine is shared; nothing here sleeps
 
@@ -57,8 +57,8 @@ def pause_inside_the_write(monkeypatch):
     writing, release = threading.Event(), threading.Event()
     real = catalog_module.write_source
 
-    def write_then_wait(conn, source, prepared):
-        real(conn, source, prepared)
+    def write_then_wait(conn, listing):
+        real(conn, listing)
         writing.set()
         assert release.wait(WAIT), "the test never released the writer"
 
@@ -153,9 +153,9 @@ def test_a_listing_that_breaks_off_halfway_keeps_the_old_list(big):
     # huge strings
     (entry("B" * (MAX_NAME_CHARS + 1), "x"),
      rf"entry 'BBB+...B+' of 'big' 'name' is longer than {MAX_NAME_CHARS} characters"),
-    (entry("BAD", "y" * (MAX_ENTRY_CHARS + 10)),
-     rf"entry 'BAD' of 'big' is \d+ characters as JSON; at most {MAX_ENTRY_CHARS}"),
-    (entry("BAD", "x", ["z" * MAX_ENTRY_CHARS]), r"entry 'BAD' of 'big' is \d+ characters"),
+    (entry("BAD", "y" * (MAX_ENTRY_BYTES + 10)),
+     rf"entry 'BAD' of 'big' is \d+ bytes as JSON; at most {MAX_ENTRY_BYTES}"),
+    (entry("BAD", "x", ["z" * MAX_ENTRY_BYTES]), r"entry 'BAD' of 'big' is \d+ bytes"),
     # missing or mistyped fields
     ({"name_label": "no name at all"}, r"entry 3 of 'big': 'name' must be a non-empty string"),
     ({"name": None}, r"entry 3 of 'big': 'name' must be a non-empty string, got None"),
@@ -230,3 +230,92 @@ def test_a_catalog_made_before_bulk_populate_is_kept_and_tuned(tmp_path):
         == (catalog_module._FTS_HASH_BYTES,)
     conn.close()
     assert not list(tmp_path.glob("*.bad-*"))
+
+
+def test_json_edges_are_decided_by_the_standard_library(tmp_path):
+    # orjson writes the documents, but what is accepted stays what JSON accepts.
+    with Catalog(tmp_path / "c.db") as catalog:
+        deep: list = []
+        for _ in range(300):  # deeper than orjson nests, well within JSON
+            deep = [deep]
+        accepted = [
+            entry("KEYS", "Int keys", meta={1: "one", 2.5: "x"}),
+            entry("HUGE", "Big int", lot=2**70),
+            entry("NULL", "Real null", expiry=None),
+            entry("DEEP", "Deep list", nested=deep),
+            entry("TEXT", "Unicode 这是测试币 ünïcode"),
+        ]
+        assert catalog.replace_source("edge", accepted) == 5
+        assert catalog.lookup("edge", "KEYS")["meta"] == {"1": "one", "2.5": "x"}
+        assert catalog.lookup("edge", "HUGE")["lot"] == 2**70
+        assert catalog.lookup("edge", "NULL")["expiry"] is None
+        assert catalog.lookup("edge", "TEXT")["name_label"] == "Unicode 这是测试币 ünïcode"
+        for bad in (entry("NAN", "x", price=float("nan")), entry("INF", "x", low=-float("inf"))):
+            with pytest.raises(BadRequest, match="is not JSON text"):
+                catalog.replace_source("edge", [*accepted, bad])
+        assert catalog.sources() == {"edge": 5}
+
+
+def test_a_listing_made_in_another_process_is_written_as_it_came(tmp_path):
+    from nbfeed.hub.catalog_input import prepare_entries
+
+    prepared = prepare_entries("ps", listing("P", 3000, "Processword"))
+    with Catalog(tmp_path / "c.db") as catalog:
+        assert catalog.replace_source("ps", prepared) == 3000
+        assert names(catalog.search("processword company 2999")) == ["P2999"]
+        assert catalog.lookup("ps", "P5")["source"] == "ps"
+        assert_index_consistent(catalog)
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda good: setattr(good, "source", "other"), "not a listing of 'ps'"),
+    (lambda good: good.names.pop(), "a column is not"),
+    (lambda good: good.docs.__setitem__(0, "text, not bytes"), "a column is not"),
+    (lambda good: good.labels.__setitem__(3, None), "a column is not"),
+    (lambda good: good.profile_of.__setitem__(0, 99), "bad profiles"),
+    (lambda good: good.profile_of.__setitem__(0, -1), "bad profiles"),
+    (lambda good: good.profiles.__setitem__(0, ("candlestick", ["not", "a tuple"])),
+     "bad profiles"),
+])
+def test_a_malformed_listing_is_refused_and_changes_nothing(tmp_path, spoil, message):
+    from nbfeed.hub.catalog_input import prepare_entries
+
+    with Catalog(tmp_path / "c.db") as catalog:
+        catalog.replace_source("ps", listing("OLD", 10, "Oldword"))
+        bad = prepare_entries("ps", listing("NEW", 10, "Newword"))
+        spoil(bad)
+        with pytest.raises(BadRequest, match=message):
+            catalog.replace_source("ps", bad)
+        with pytest.raises(BadRequest, match="must be a list of dicts"):
+            catalog.replace_source("ps", {"names": ["X"]})  # nor is a dict that looks like one
+        assert catalog.sources() == {"ps": 10}
+        assert names(catalog.search("oldword company 9")) == ["OLD9"]
+
+
+@pytest.mark.parametrize("max_tags, few", [(64, 5000), (2, 5000), (64, 10), (2, 10)])
+def test_filters_find_the_same_entries_whichever_way_they_are_answered(
+        tmp_path, monkeypatch, max_tags, few):
+    # A filter is answered inside the full-text match (a few profiles) or checked per match
+    # (many), and a filtered listing sorted (few entries) or read off the symbol index (many).
+    monkeypatch.setattr(catalog_module, "_MAX_TAGS", max_tags)
+    monkeypatch.setattr(catalog_module, "_FEW", few)
+    entries = [entry(f"S{i:03}", f"Shared word {i}", ["Stocks", f"Group{i % 5}"])
+               for i in range(200)]
+    entries += [entry(f"F{i:03}", f"Shared word {i}", ["Forex"], type="line")
+                for i in range(50)]
+    with Catalog(tmp_path / "c.db") as catalog:
+        catalog.replace_source("mix", entries)
+        catalog.replace_source("other", [entry("S000X", "Shared word other", ["Stocks"])])
+        group3 = sorted(e["name"] for e in entries if "Group3" in e["categories"])
+        assert names(catalog.search("", category="GROUP3", limit=1000)) == group3
+        assert sorted(names(catalog.search("shared", category="group3", limit=1000))) == group3
+        assert names(catalog.search("shared word 13", category="group3")) \
+            == ["S013", "S133", "S138"]  # "13" is a word prefix of 133 and 138
+        assert names(catalog.search("s00", category="group3")) == ["S003", "S008"]
+        assert names(catalog.search("", type="line", limit=3)) == ["F000", "F001", "F002"]
+        assert names(catalog.search("", source="mix", category="stocks", limit=2)) \
+            == ["S000", "S001"]
+        assert names(catalog.search("s000", category="stocks")) == ["S000", "S000X"]
+        assert names(catalog.search("s000", category="stocks", source="other")) == ["S000X"]
+        assert catalog.search("shared", category="forex", type="candlestick") == []
+        assert catalog.search("", category="group9") == []

@@ -28,6 +28,7 @@ from typing import Any
 
 from .. import errors
 from ..errors import BadRequest, NBFeedError, UpstreamError
+from ..hub.catalog_input import Listing
 from ..jsonfast import dumpb
 
 try:
@@ -130,9 +131,14 @@ def decode_reply(data: bytes) -> dict:
     return reply
 
 
-def encode_catalog(entries: list[dict]) -> tuple[bytes, str]:
-    """``(compressed blob, version)`` of a catalog listing."""
-    raw = dumpb(entries)
+def encode_catalog(entries: list[dict] | Listing) -> tuple[bytes, str]:
+    """``(compressed blob, version)`` of a catalog listing: a JSON array of entries.
+
+    A ``Listing`` (what a provider's process sends) already holds each entry as JSON text:
+    the array is joined from those, not encoded again.
+    """
+    joined = isinstance(entries, Listing)
+    raw = b"[" + b",".join(entries.docs) + b"]" if joined else dumpb(entries)
     return zlib.compress(raw, 6), hashlib.sha256(raw).hexdigest()[:20]
 
 

@@ -7,9 +7,11 @@ on hundreds of thousands of symbols. It replaces a ``LIKE '%q%'`` full-table sca
 - a lower-case copy of every symbol sits in B-tree indexes, so an exact symbol (``aapl``) is an
   index lookup and a symbol prefix (``eu``) a few index range scans, shortest symbols first;
 - an FTS5 table indexes the symbol, its label and its categories, so words (``apple``,
-  ``btc usd``) are answered from the full-text index and ranked by bm25. The source, type and
-  categories are indexed there too, as opaque tokens, so filters narrow the full-text match
-  itself instead of discarding rows after it.
+  ``btc usd``) are answered from the full-text index and ranked by bm25;
+- filters go through profiles: a profile is one source's entries of one type with one set of
+  categories (a source has a handful). A filter on source, type or category is the set of
+  profiles it leaves, and each profile has one token in the full-text index, so a filter
+  narrows the full-text match itself instead of discarding rows after it.
 
 Results come in this order: exact symbol matches (case-insensitive), then symbols starting with
 the query, then entries having every query word as a word prefix in the symbol, the label or the
@@ -31,12 +33,14 @@ raise an SQLite error. Control characters (NUL included) count as spaces. A quer
 long query only the first ``MAX_QUERY_TERMS`` distinct words are used. These checks, and the
 preparation of entries for writing, live in ``nbfeed.hub.catalog_input``.
 
-Populating (``replace_source``) is done in bulk: the entries are checked and turned into rows
-in one Python pass (``catalog_input.prepare_entries``), then written in one transaction with a
-fixed number of prepared statements and the full-text index filled once
-(``nbfeed.hub.catalog_populate``). 200k entries take about 26 us each of CPU on the 2-core test
-machine (the previous path: 38), four fifths of it SQLite's B-tree and full-text work
-(``bench/catalog_populate.py``).
+Populating (``replace_source``) is done in bulk and split in two. The entries are checked,
+JSON-encoded and put in catalog order as columns (``catalog_input.prepare_entries``, a
+``Listing``) - for a live provider in its own process, so the hub receives a few lists of text
+- and then written in one transaction with a fixed number of prepared statements, the
+full-text index filled once (``nbfeed.hub.catalog_populate``). Entries handed over as dicts
+(the bus, tests) are prepared in the calling thread first. ``bench/catalog_populate.py`` has
+the figures: writing is about 13 us of the hub's CPU per entry at 200k entries on the 2-core
+test machine, two thirds of it the full-text index; preparing about 4 us in the provider.
 
 Thread safety and processes: one ``Catalog`` may be shared by threads (the hub calls it from a
 worker thread). A file catalog keeps two connections, each behind its own lock: writes
@@ -49,23 +53,26 @@ Other processes may open the same file: readers are never blocked, a second writ
 ``BUSY_TIMEOUT_S``. A ``":memory:"`` catalog has a single connection and lock (a search waits
 for a populate to finish).
 
-Failure behaviour: the catalog is a cache of what providers list, rebuilt by populating. A file at
-the catalog path that is not a current nbfeed catalog (not SQLite, another application's
-database, an older schema) is moved aside to ``<name>.bad-<n>`` (with its ``-wal``/``-shm``
-files), logged, and a fresh catalog is created: never overwritten, never deleted. A
+Failure behaviour: the catalog is a cache of what providers list, rebuilt by populating. A
+catalog an older nbfeed made (an older schema) is emptied and made anew in place, in one
+transaction. A file at the catalog path that is not an nbfeed catalog nbfeed can read (not
+SQLite, another application's database, a newer nbfeed's schema) is moved aside to
+``<name>.bad-<n>`` (with its ``-wal``/``-shm`` files), logged, and a fresh catalog is created:
+never overwritten, never deleted. A
 ``replace_source`` that fails (bad entry, disk full) rolls back and leaves the source as it was.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from ..errors import BadRequest
 from .catalog_input import (
@@ -73,7 +80,9 @@ from .catalog_input import (
     MAX_LIMIT,
     MAX_QUERY_CHARS,
     MAX_QUERY_TERMS,
+    Listing,
     check_limit,
+    check_listing,
     check_text,
     fts_match,
     normalize_query,
@@ -81,7 +90,7 @@ from .catalog_input import (
     query_words,
     unspaced_script,
 )
-from .catalog_populate import let_readers_in, write_source
+from .catalog_populate import let_readers_in, profile_token, write_source
 
 __all__ = [
     "Catalog",
@@ -99,7 +108,7 @@ MAX_RANKED = 250
 BUSY_TIMEOUT_S = 10.0
 
 _APPLICATION_ID = 0x6E626663  # "nbfc": marks a file as an nbfeed catalog
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 # Greater than any other character: `name_lc < prefix || _TOP` bounds a prefix range scan.
 _TOP = "\U0010ffff"
 # bm25 column weights (symbol, label, categories, tags): a word in the symbol says more than one
@@ -109,38 +118,49 @@ _TIE_BREAK = "e.name_len, e.name_lc, e.source"
 # A query word on more entries than this filters full-text matches but does not score them.
 _BROAD = 2000
 _FTS_HASH_BYTES = 16 * 1024 * 1024
+# A filter matching more profiles than this is checked per match, not inside the full-text match.
+_MAX_TAGS = 64
+# A filtered listing of at most this many entries is sorted; a bigger one walks the symbol index.
+_FEW = 5000
 
 _SCHEMA = f"""
 PRAGMA application_id = {_APPLICATION_ID};
 PRAGMA user_version = {_SCHEMA_VERSION};
-CREATE TABLE sources (source TEXT PRIMARY KEY, entries INTEGER NOT NULL) WITHOUT ROWID;
--- Filter values ("source:binance", "type:quote", "category:crypto") -> the short word standing
--- for them in the tags column of the full-text index. Never deleted, so words stay stable.
-CREATE TABLE filter_tokens (value TEXT PRIMARY KEY, token TEXT NOT NULL UNIQUE) WITHOUT ROWID;
+-- A source's entries have the contiguous ids first_id .. first_id + entries - 1.
+CREATE TABLE sources (
+    source TEXT PRIMARY KEY, entries INTEGER NOT NULL, first_id INTEGER NOT NULL
+) WITHOUT ROWID;
+-- A profile: one source's entries of one type with one set of categories (a handful per
+-- source). Filters on source, type and category are answered by profiles.
+CREATE TABLE profiles (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    type TEXT NOT NULL,
+    entries INTEGER NOT NULL
+);
+CREATE TABLE profile_categories (
+    category TEXT NOT NULL,     -- lower case: the category filter ignores case
+    profile INTEGER NOT NULL,
+    PRIMARY KEY (category, profile)
+) WITHOUT ROWID;
 CREATE TABLE entries (
     id INTEGER PRIMARY KEY,
     source TEXT NOT NULL,
+    profile INTEGER NOT NULL,
     name TEXT NOT NULL,
     name_lc TEXT NOT NULL,
     name_len INTEGER NOT NULL,  -- of name_lc: prefix matches are read shortest first
     name_label TEXT NOT NULL,
-    type TEXT NOT NULL,
     categories TEXT NOT NULL,   -- the categories joined by spaces, for full-text search
-    tags TEXT NOT NULL,         -- filter_tokens of the entry's source, type and categories
-    doc TEXT NOT NULL           -- the entry as given, JSON
+    doc TEXT NOT NULL,          -- the entry as given, JSON
+    -- The profile's token in the full-text index (catalog_populate.profile_token); computed
+    -- when read, never stored.
+    tags TEXT GENERATED ALWAYS AS (char(57344) || profile) VIRTUAL
 );
 -- No UNIQUE (source, name): replace_source writes a whole source with distinct names, and one
--- index less makes populating faster. entries_by_source serves lookup().
-CREATE INDEX entries_by_name ON entries (name_lc);
+-- index less makes populating faster. entries_by_name also serves lookup() and listings.
+CREATE INDEX entries_by_name ON entries (name_lc, source);
 CREATE INDEX entries_by_length ON entries (name_len, name_lc);
-CREATE INDEX entries_by_source ON entries (source, name_lc);
--- Keyed so that a category is listed in symbol order and membership is one key lookup.
-CREATE TABLE entry_categories (
-    category TEXT NOT NULL,     -- lower case: the category filter ignores case
-    name_lc TEXT NOT NULL,
-    entry_id INTEGER NOT NULL,
-    PRIMARY KEY (category, name_lc, entry_id)
-) WITHOUT ROWID;
 CREATE VIRTUAL TABLE entries_fts USING fts5 (
     name, name_label, categories, tags,
     content = 'entries', content_rowid = 'id',
@@ -148,7 +168,10 @@ CREATE VIRTUAL TABLE entries_fts USING fts5 (
     -- Prefix indexes make a word prefix one posting list read lazily; without one, SQLite
     -- merges the lists of every matching word up front (milliseconds for "stoc"; with only
     -- '1 2 3', populating took 15% less CPU but a broad word like "pair" 4 ms instead of 1).
-    prefix = '1 2 3 4 5 6'
+    prefix = '1 2 3 4 5 6',
+    -- Which column a word is in, not where: queries are words, never phrases, and the index
+    -- is a sixth smaller to write.
+    detail = column
 );
 """
 
@@ -183,21 +206,27 @@ class Catalog:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def replace_source(self, source: str, entries: Iterable[Mapping[str, Any]]) -> int:
+    def replace_source(self, source: str, entries: Listing | Iterable[Mapping[str, Any]]) -> int:
         """Make ``entries`` the whole list of ``source``'s symbols; return how many are stored.
 
-        One transaction: readers see the old list or the new one, never a mix, and on any error
-        (a malformed entry raises ``BadRequest`` naming it) the old list stays. An entry without a
-        ``source`` gets this one; an entry naming another source is refused. Two entries with the
-        same ``name`` are one symbol: the later entry wins. An empty list removes the source.
+        ``entries`` are dataset entries (dicts), or a ``Listing`` of them that
+        ``catalog_input.prepare_entries`` made elsewhere (a provider's process does, so the hub
+        only writes). One transaction: readers see the old list or the new one, never a mix,
+        and on any error (a malformed entry raises ``BadRequest`` naming it) the old list stays.
+        An entry without a ``source`` gets this one; an entry naming another source is refused.
+        Two entries with the same ``name`` are one symbol: the later entry wins. An empty list
+        removes the source.
         """
         check_text("source", source)
         # Every check and all per-entry Python work happen here, before the write lock is taken.
-        prepared = prepare_entries(source, entries, pause=let_readers_in)
+        if isinstance(entries, Listing):
+            listing = check_listing(source, entries)
+        else:
+            listing = prepare_entries(source, entries, pause=let_readers_in)
         with self._write() as conn:
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                write_source(conn, source, prepared)
+                write_source(conn, listing)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -206,8 +235,8 @@ class Catalog:
             # Fresh statistics after a large change keep the planner on the right indexes;
             # analysis_limit samples each index instead of reading all of it (SQLite's advice).
             conn.execute("PRAGMA optimize")
-        log.debug("catalog %s: %s now has %d entries", self.path, source, len(prepared.rows))
-        return len(prepared.rows)
+        log.debug("catalog %s: %s now has %d entries", self.path, source, len(listing))
+        return len(listing)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -233,41 +262,22 @@ class Catalog:
                 check_text(field, value)
         if type is not None and type not in ENTRY_TYPES:
             raise BadRequest(f"type must be one of {', '.join(ENTRY_TYPES)}; got {type!r:.80}")
-        category = category.lower() if category is not None else None
-        where, values = "", []
-        params: tuple[str, ...] = ()
-        if source is not None:
-            where, params = " AND e.source = ?", (source,)
-            values.append(f"source:{source}")
-        if type is not None:
-            where, params = f"{where} AND e.type = ?", (*params, type)
-            values.append(f"type:{type}")
 
         with self._read() as conn:
-            if category is not None:
-                values.append(f"category:{category}")
-            tags = []
-            for value in values:
-                row = conn.execute(
-                    "SELECT token FROM filter_tokens WHERE value = ?", (value,)
-                ).fetchone()
-                if row is None:  # no entry ever had this source, type or category
+            scope = None
+            if source is not None or category is not None or type is not None:
+                scope = _Scope.of(conn, source, type, category)
+                if not scope.profiles:  # no entry has this source, type or category
                     return []
-                tags.append(row[0])
             if not text:
-                return self._list(conn, where, params, category, limit)
-            if category is not None:
-                where += (
-                    " AND EXISTS (SELECT 1 FROM entry_categories c"
-                    " WHERE c.category = ? AND c.name_lc = e.name_lc AND c.entry_id = e.id)"
-                )
-                params = (*params, category)
+                return self._list(conn, scope, limit)
+            where = scope.where if scope else ""
             found: dict[int, str] = {}
             self._collect(
                 conn, found, limit,
                 f"SELECT e.id, e.doc FROM entries e WHERE e.name_lc = ?{where}"
                 f" ORDER BY {_TIE_BREAK} LIMIT ?",
-                (text, *params),
+                (text,),
             )
             # Prefix matches, one symbol length at a time: each is an index range read in
             # order, and the shortest symbols come first without sorting every match.
@@ -279,16 +289,16 @@ class Catalog:
                     conn, found, limit,
                     "SELECT e.id, e.doc FROM entries e WHERE e.name_len = ? AND e.name_lc > ?"
                     f" AND e.name_lc < ?{where} ORDER BY e.name_lc, e.source LIMIT ?",
-                    (length, text, text + _TOP, *params),
+                    (length, text, text + _TOP),
                 )
-            self._full_text(conn, found, limit, query_words(text), tags)
+            self._full_text(conn, found, limit, query_words(text), scope)
             if len(found) < limit and unspaced_script(text):
-                self._inside_words(conn, found, limit, text, where, params)
-        return [json.loads(doc) for doc in found.values()]
+                self._inside_words(conn, found, limit, text, where)
+        return [orjson.loads(doc) for doc in found.values()]
 
     @classmethod
     def _inside_words(cls, conn: sqlite3.Connection, found: dict[int, str], limit: int,
-                      text: str, where: str, params: tuple) -> None:
+                      text: str, where: str) -> None:
         """The last stage, only for queries in scripts written without spaces (Chinese,
         Japanese, Thai...): the tokenizer keeps ``这是测试币456`` as one word, so ``测试币``
         is neither a word nor a word prefix of it. A scan of symbols and labels finds it
@@ -298,13 +308,13 @@ class Catalog:
             "SELECT e.id, e.doc FROM entries e"
             f" WHERE (instr(e.name_lc, ?) > 0 OR instr(lower(e.name_label), ?) > 0){where}"
             f" ORDER BY {_TIE_BREAK} LIMIT ?",
-            (text, text, *params),
+            (text, text),
         )
 
     @classmethod
     def _full_text(
         cls, conn: sqlite3.Connection, found: dict[int, str], limit: int, words: list[str],
-        tags: list[str],
+        scope: _Scope | None,
     ) -> None:
         """The full-text stage: entries having every word, ranked by bm25 of the selective ones.
 
@@ -313,6 +323,10 @@ class Catalog:
         more than ``_BROAD`` entries would get a weight near zero anyway, so it still filters
         but is left out of the score; with only broad words, the tie-break orders the matches.
         Only the first ``max(limit, MAX_RANKED)`` matches in catalog order are scored.
+
+        A filter narrows the match itself, by the tokens of its profiles; a filter matching more
+        than ``_MAX_TAGS`` profiles (a source giving nearly every symbol its own categories) is
+        checked on each match instead: slower for broad words, same results.
         """
         if not words or len(found) >= limit:
             return
@@ -324,10 +338,18 @@ class Catalog:
                 (fts_match([w], []),),
             ).fetchone()[0] < _BROAD
         ]
-        candidates = (
-            "SELECT rowid AS id FROM entries_fts WHERE entries_fts MATCH ?"
-            f" LIMIT {max(limit, MAX_RANKED)}"
-        )
+        tags = scope.tags if scope else []
+        if scope is not None and tags is None:
+            candidates = (
+                "SELECT f.rowid AS id FROM entries_fts f JOIN entries e ON e.id = f.rowid"
+                f" WHERE f.entries_fts MATCH ?{scope.where} LIMIT {max(limit, MAX_RANKED)}"
+            )
+            tags = []
+        else:
+            candidates = (
+                "SELECT rowid AS id FROM entries_fts WHERE entries_fts MATCH ?"
+                f" LIMIT {max(limit, MAX_RANKED)}"
+            )
         if selective:
             # `+rowid`: a plain `rowid IN` would be handed to FTS5, which reruns the MATCH once
             # per listed rowid; as an expression it filters the rows of one MATCH instead.
@@ -362,19 +384,27 @@ class Catalog:
                     return
 
     @staticmethod
-    def _list(
-        conn: sqlite3.Connection, where: str, params: tuple, category: str | None, limit: int
-    ) -> list[dict]:
-        if category is not None:
-            # Walk the category index in symbol order instead of sorting the whole category.
+    def _list(conn: sqlite3.Connection, scope: _Scope | None, limit: int) -> list[dict]:
+        """Entries in symbol order (an empty query), of ``scope`` if given."""
+        if scope is None:
+            sql, params = "SELECT doc FROM entries e ORDER BY e.name_lc, e.source LIMIT ?", ()
+        elif scope.tags is not None and scope.entries <= _FEW:
+            # Few entries: their ids from the full-text index (one posting list per profile),
+            # sorted - rather than walking the symbol index past everything else.
             sql = (
-                "SELECT e.doc FROM entry_categories c JOIN entries e ON e.id = c.entry_id"
-                f" WHERE c.category = ?{where} ORDER BY c.name_lc, e.source LIMIT ?"
+                "SELECT e.doc FROM entries e WHERE e.id IN (SELECT rowid FROM entries_fts"
+                " WHERE entries_fts MATCH ?) ORDER BY e.name_lc, e.source LIMIT ?"
             )
-            params = (category, *params)
+            params = (fts_match([], scope.tags),)
         else:
-            sql = f"SELECT e.doc FROM entries e WHERE 1{where} ORDER BY e.name_lc, e.source LIMIT ?"
-        return [json.loads(doc) for (doc,) in conn.execute(sql, (*params, limit))]
+            # Many entries: walk the symbol index in order; matches are dense enough that
+            # about limit * catalog / matching index entries are read.
+            sql = (
+                "SELECT e.doc FROM entries e INDEXED BY entries_by_name"
+                f" WHERE 1{scope.where} ORDER BY e.name_lc, e.source LIMIT ?"
+            )
+            params = ()
+        return [orjson.loads(doc) for (doc,) in conn.execute(sql, (*params, limit))]
 
     def lookup(self, source: str, name: str) -> dict | None:
         """The entry ``name`` of ``source`` exactly as stored (case-sensitive), or None."""
@@ -385,7 +415,7 @@ class Catalog:
                 "SELECT doc FROM entries WHERE source = ? AND name_lc = ? AND name = ?",
                 (source, name.lower(), name),
             ).fetchone()
-        return json.loads(row[0]) if row else None
+        return orjson.loads(row[0]) if row else None
 
     def sources(self) -> dict[str, int]:
         """Every source with at least one entry -> its number of entries."""
@@ -420,6 +450,41 @@ class Catalog:
             raise RuntimeError(f"catalog {self.path} is closed")
 
 
+class _Scope(NamedTuple):
+    """What a search's filters leave: the matching profiles, as SQL and as full-text tokens.
+
+    ``where`` is an ``AND e.profile IN (...)`` clause for queries on ``entries e``; ``tags`` the
+    profiles' full-text tokens, or None when there are more than ``_MAX_TAGS`` of them;
+    ``entries`` how many entries the profiles have.
+    """
+
+    profiles: list[int]
+    entries: int
+    where: str
+    tags: list[str] | None
+
+    @classmethod
+    def of(cls, conn: sqlite3.Connection, source: str | None, type: str | None,
+           category: str | None) -> _Scope:
+        sql, params = "SELECT p.id, p.entries FROM profiles p WHERE 1", []
+        if source is not None:
+            sql += " AND p.source = ?"
+            params.append(source)
+        if type is not None:
+            sql += " AND p.type = ?"
+            params.append(type)
+        if category is not None:
+            sql += (" AND p.id IN (SELECT profile FROM profile_categories"
+                    " WHERE category = ?)")
+            params.append(category.lower())
+        rows = conn.execute(sql, params).fetchall()
+        profiles = [profile for profile, _ in rows]
+        # Ids read from the catalog itself: integers, safe to spell into the SQL.
+        where = f" AND e.profile IN ({','.join(map(str, profiles))})"
+        tags = [profile_token(p) for p in profiles] if len(profiles) <= _MAX_TAGS else None
+        return cls(profiles, sum(n for _, n in rows), where, tags)
+
+
 # -- opening -----------------------------------------------------------------------------------
 
 
@@ -445,6 +510,31 @@ def _connect(path: str, cache_mb: int = 32) -> sqlite3.Connection:
 def _init_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(f"BEGIN; {_SCHEMA} COMMIT;")
     _configure_full_text(conn)
+
+
+def _remake(conn: sqlite3.Connection) -> None:
+    """Drop everything in an older nbfeed catalog and create the current schema, atomically."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        tables = [name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            " AND sql NOT LIKE 'CREATE TABLE ''%'")]  # shadow tables go with their FTS table
+        for name in tables:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone():
+                conn.execute(f'DROP TABLE "{name}"')
+        for statement in _schema_statements():
+            conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    _configure_full_text(conn)
+
+
+def _schema_statements() -> list[str]:
+    """``_SCHEMA`` as single statements (``executescript`` would commit the transaction)."""
+    text = "\n".join(line.split("--")[0] for line in _SCHEMA.splitlines())
+    return [statement for statement in text.split(";") if statement.strip()]
 
 
 def _configure_full_text(conn: sqlite3.Connection) -> None:
@@ -478,6 +568,13 @@ def _open_file(path: str) -> sqlite3.Connection:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if app_id == _APPLICATION_ID and version == _SCHEMA_VERSION:
             _configure_full_text(conn)
+            return conn
+        if app_id == _APPLICATION_ID and 0 < version < _SCHEMA_VERSION:
+            # Made by an older nbfeed: our own cache, emptied and made anew in place (the
+            # next populate fills it); nothing else's data is at stake.
+            log.info("catalog %s has schema %d: made anew as schema %d", path, version,
+                     _SCHEMA_VERSION)
+            _remake(conn)
             return conn
         if app_id == 0 and not conn.execute("SELECT 1 FROM sqlite_master").fetchone():
             _init_schema(conn)

@@ -1,15 +1,18 @@
-"""What callers hand the catalog, checked: provider entries as rows, a typed query as FTS5 words.
+"""What callers hand the catalog, checked: provider entries as a listing, a query as FTS5 words.
 
 ``nbfeed.hub.catalog.Catalog`` stores and searches; this module holds the pure functions on its
 input side, with no SQLite connection and no state:
 
-- ``prepare_entries`` turns ``Provider.get_dataset()`` entries into the rows ``Catalog`` writes,
-  in one pass: one per distinct name (the later entry wins), shortest symbol first, each
-  carrying its JSON document. It refuses only what would break the catalog or could never be
-  asked for (missing or over-long name, wrong field types, not JSON text, an oversized entry);
-  full validation is ``nbfeed.providers.dataset.validate_entries``. It is the only Python work
-  per entry on the populate path, so it is written for speed (about 5 us per entry, half of it
-  the JSON encoding) and pauses regularly so a search thread never waits long for the GIL.
+- ``prepare_entries`` turns ``Provider.get_dataset()`` entries into the ``Listing`` that
+  ``Catalog`` writes, in one pass: one entry per distinct name (the later entry wins), as
+  columns in catalog order (shortest symbol first), each with its JSON document. It refuses only
+  what would break the catalog or could never be asked for (missing or over-long name, wrong
+  field types, not JSON text, an oversized entry); full validation is
+  ``nbfeed.providers.dataset.validate_entries``. A provider's process runs it on its own
+  listing (``nbfeed.providers.runtime``), so the hub only checks the shape of what arrives
+  (``check_listing``). It is written for speed (about 4 us per entry: orjson writes the
+  documents, the garbage collector is paused) and pauses regularly so that, run in the hub, a
+  search thread never waits long for the GIL.
 - ``normalize_query`` makes what the user typed comparable with stored symbols (lower case, control
   characters as spaces, runs of spaces as one); ``query_words`` picks the words for full-text
   search (at most ``MAX_QUERY_TERMS``); ``fts_match`` builds an FTS5 query for the catalog's
@@ -28,12 +31,16 @@ leaves the catalog as it was.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import reprlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from operator import itemgetter
-from typing import NamedTuple
+
+import orjson
 
 from ..errors import BadRequest
 
@@ -43,8 +50,9 @@ MAX_QUERY_TERMS = 8
 MAX_LIMIT = 1000
 #: A symbol longer than this could never be asked for (``nbfeed.hub.requests.MAX_NAME_CHARS``).
 MAX_NAME_CHARS = 200
-#: An entry's JSON document longer than this is refused: a symbol's description, not a payload.
-MAX_ENTRY_CHARS = 64 * 1024
+#: An entry whose JSON document (UTF-8) is longer than this many bytes is refused: a symbol's
+#: description, not a payload.
+MAX_ENTRY_BYTES = 64 * 1024
 #: ``prepare_entries`` calls its ``pause`` this often (entries): about a millisecond of work.
 PAUSE_EVERY = 256
 
@@ -65,7 +73,7 @@ def _not_json(value: object) -> object:
 def _fast_encoder() -> Callable[[object], str]:
     """``_JSON.encode`` without its per-call cost (a new C encoder each call) and without its
     circular-reference bookkeeping: a cycle ends in RecursionError, which ``prepare_entries``
-    hands to ``_refusal`` (whose ``_JSON`` names it). A third of the time per entry."""
+    hands to ``_refusal`` (whose ``_JSON`` names it)."""
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # a Python without the _json accelerator
         return _JSON.encode
@@ -75,7 +83,29 @@ def _fast_encoder() -> Callable[[object], str]:
     return lambda value: join(encoder(value, 0))
 
 
-_ENCODE = _fast_encoder()
+_STRICT = _fast_encoder()
+
+
+def encode_entry(entry: object) -> bytes:
+    """``entry`` as UTF-8 JSON, by the standard library's rules; raises for what is not JSON.
+
+    orjson writes it (a tenth of the time of the standard library's encoder, most of the
+    Python work of populating), but orjson and JSON differ at the edges, and the standard
+    library decides: what orjson refuses (keys that are not text, ints beyond 64 bits,
+    nesting past 254) is encoded by the standard library if it can; what orjson writes as
+    ``null`` (NaN, infinities) the standard library refuses, so a document containing
+    ``null`` is checked by it too. Lone surrogates are refused by both (UnicodeEncodeError).
+    """
+    try:
+        doc = _ORJSON(entry)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return _STRICT(entry).encode()
+    if b"null" in doc:
+        _STRICT(entry)  # ValueError for NaN or infinity; the null was a real None otherwise
+    return doc
+
+
+_ORJSON = orjson.dumps
 
 
 def check_text(field: str, value: object) -> None:
@@ -89,28 +119,42 @@ def check_text(field: str, value: object) -> None:
 
 
 
-class PreparedEntries(NamedTuple):
-    """A source's entries ready to write: ``rows`` in catalog order, and their ``profiles``.
+@dataclass(slots=True)
+class Listing:
+    """One source's entries ready to write, as columns in catalog order.
 
-    A row is ``(name_len, name_lc, name, label, type, categories text, doc, profile)``; rows are
-    distinct by name and sorted by ``(name_len, name_lc, name)`` (shortest symbol first, the
-    catalog order). A profile is ``(type, lower-case categories)``: entries of one source share a
-    handful, so whatever the catalog derives from them (filter tokens) is computed once each.
+    Built by ``prepare_entries`` - in the provider's own process for a live provider, so the
+    hub receives a handful of lists of strings instead of one dict per symbol and spends no
+    time checking or JSON-encoding them. Entry ``i`` is ``names[i]`` (``names_lc[i]`` in lower
+    case), ``labels[i]``, ``categories[i]`` (its categories joined by spaces, for full-text
+    search), ``docs[i]`` (the entry as JSON text) and ``profiles[profile_of[i]]``. Entries are
+    distinct by name and sorted by ``(len(name_lc), name_lc, name)``: shortest symbol first,
+    the catalog order. A profile is ``(type, lower-case categories)``; the entries of a source
+    share a handful, and the catalog filters by type and category through them.
     """
 
-    rows: list[tuple]
-    profiles: set[tuple[str, tuple[str, ...]]]
+    source: str
+    names: list[str]
+    names_lc: list[str]
+    labels: list[str]
+    categories: list[str]
+    docs: list[bytes]
+    profile_of: list[int]
+    profiles: list[tuple[str, tuple[str, ...]]]
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 def prepare_entries(
     source: str, entries: object, pause: Callable[[], None] | None = None
-) -> PreparedEntries:
-    """Check ``entries`` in one pass; one row per name (the later entry wins), in catalog order.
+) -> Listing:
+    """Check ``entries`` in one pass; one entry per name (the later one wins), in catalog order.
 
     Full validation is ``nbfeed.providers.dataset.validate_entries``; this only refuses what would
     break the catalog itself or could not be a symbol: a missing or blank name, a name longer
     than ``MAX_NAME_CHARS``, wrong field types, an entry naming another source, an entry that is
-    not JSON text (lone surrogates, NaN, sets) or whose JSON is longer than ``MAX_ENTRY_CHARS``.
+    not JSON text (lone surrogates, NaN, sets) or whose JSON is longer than ``MAX_ENTRY_BYTES``.
 
     ``pause`` is called every ``PAUSE_EVERY`` entries and between sorting steps: the catalog
     passes a call that lets other threads (searches) take the GIL, so a big listing being
@@ -118,10 +162,33 @@ def prepare_entries(
     """
     if isinstance(entries, (str, bytes, Mapping)) or not isinstance(entries, Iterable):
         raise BadRequest(f"entries of {source!r} must be a list of dicts, got {entries!r:.80}")
-    encode = _ENCODE
+    with _collector_paused():
+        return _prepare(source, entries, pause)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a listing is prepared, back on after.
+
+    Every row is a new tuple the collector tracks; every 700 of them start a collection, and
+    every so often one walks the whole heap - millions of objects in a process holding a big
+    listing: two fifths of the time of preparing 200k entries. Nothing made here forms a
+    cycle, so nothing is left for the collector; one that was already off stays off.
+    """
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
+def _prepare(source: str, entries: Iterable, pause: Callable[[], None] | None) -> Listing:
+    encode = encode_entry
     # The document of an entry without "source" gets it first, spliced in as text: cheaper
     # than copying the entry into a new dict.
-    with_source = '{"source":' + encode(source) + ","
+    with_source = b'{"source":' + encode(source) + b","
     missing = object()
     # categories text -> its lower-case categories, sorted and distinct; few distinct lists.
     lowered: dict[str, tuple[str, ...]] = {}
@@ -143,23 +210,50 @@ def prepare_entries(
             raise _refusal(source, index, entry) from None
         if (type(name) is not str or type(label) is not str or type(kind) is not str
                 or type(categories) not in (list, tuple) or not 0 < len(name) <= MAX_NAME_CHARS
-                or not name.strip() or len(doc) > MAX_ENTRY_CHARS
+                or not name.strip() or len(doc) > MAX_ENTRY_BYTES
                 or (given is not missing and not (type(given) is str and given == source))):
             raise _refusal(source, index, entry)
-        if not doc.isascii():
-            try:
-                doc.encode("utf-8")
-            except UnicodeEncodeError:  # a lone surrogate cannot be stored
-                raise _refusal(source, index, entry) from None
         if given is missing:
             doc = with_source + doc[1:]
         lower = lowered.get(text)
         if lower is None:
             lower = lowered[text] = tuple(sorted({c.lower() for c in categories}))
         name_lc = name.lower()
-        by_name[name] = (len(name_lc), name_lc, name, label, kind, text, doc, (kind, lower))
-    return PreparedEntries(_catalog_order(by_name.values(), pause),
-                           {row[7] for row in by_name.values()})
+        by_name[name] = (len(name_lc), name_lc, name, label, text, doc, (kind, lower))
+    rows = _catalog_order(by_name.values(), pause)
+    del by_name
+    profile_ids: dict[tuple[str, tuple[str, ...]], int] = {}
+    profile_of = [profile_ids.setdefault(row[6], len(profile_ids)) for row in rows]
+    if not rows:
+        return Listing(source, [], [], [], [], [], [], [])
+    _, names_lc, names, labels, texts, docs, _ = map(list, zip(*rows))
+    return Listing(source, names, names_lc, labels, texts, docs, profile_of, list(profile_ids))
+
+
+def check_listing(source: str, listing: object) -> Listing:
+    """``listing`` if it is a well-formed ``Listing`` of ``source``, else ``BadRequest``.
+
+    For listings made in another process (a provider's): they were built by
+    ``prepare_entries``, so this only makes sure that what arrived has the shape the catalog
+    writes - columns of text of one length, profiles in range - in a few passes in C.
+    """
+    if not isinstance(listing, Listing) or listing.source != source:
+        raise BadRequest(f"not a listing of {source!r}: {_SHOWN.repr(listing)}")
+    n = len(listing.names)
+    columns = ((listing.names, str), (listing.names_lc, str), (listing.labels, str),
+               (listing.categories, str), (listing.docs, bytes))
+    for column, kind in columns:
+        if type(column) is not list or len(column) != n or not set(map(type, column)) <= {kind}:
+            raise BadRequest(f"malformed listing of {source!r}: a column is not {n} texts")
+    profiles = listing.profiles
+    if (type(listing.profile_of) is not list or len(listing.profile_of) != n
+            or not set(map(type, listing.profile_of)) <= {int}
+            or (n and not 0 <= min(listing.profile_of) <= max(listing.profile_of) < len(profiles))
+            or not all(type(p) is tuple and len(p) == 2 and type(p[0]) is str
+                       and type(p[1]) is tuple and set(map(type, p[1])) <= {str}
+                       for p in profiles)):
+        raise BadRequest(f"malformed listing of {source!r}: bad profiles")
+    return listing
 
 
 def _catalog_order(rows: Iterable[tuple], pause: Callable[[], None] | None) -> list[tuple]:
@@ -215,13 +309,12 @@ def _refusal(source: str, index: int, entry: object) -> BadRequest:
     )
     if problem is None:
         try:
-            doc = _JSON.encode(entry)
-            doc.encode("utf-8")  # lone surrogates cannot be stored
+            doc = _JSON.encode(entry).encode("utf-8")  # lone surrogates cannot be stored
         except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError: ValueError
             problem = f"is not JSON text ({exc})"
         else:
-            problem = (f"is {len(doc)} characters as JSON; at most {MAX_ENTRY_CHARS} are accepted"
-                       if len(doc) > MAX_ENTRY_CHARS else "is not a plain dict of JSON values")
+            problem = (f"is {len(doc)} bytes as JSON; at most {MAX_ENTRY_BYTES} are accepted"
+                       if len(doc) > MAX_ENTRY_BYTES else "is not a plain dict of JSON values")
     return BadRequest(f"entry {_SHOWN.repr(name)} of {source!r} {problem}: {_SHOWN.repr(entry)}")
 
 
@@ -253,16 +346,19 @@ def query_words(text: str) -> list[str]:
 
 
 def fts_match(words: list[str], tags: list[str]) -> str:
-    """An FTS5 query: every word as a word prefix in symbol, label or categories, every tag.
+    """An FTS5 query: every word as a word prefix in symbol, label or categories, and any of
+    ``tags`` (a filter's profile tokens) if given.
 
     Each word is quoted, so nothing the user typed is read as FTS syntax, and words never
     match the tags column.
     """
-    quoted = " ".join(f'"{w}"*' for w in words)
-    match = f"{{name name_label categories}}: ({quoted})"
+    parts = []
+    if words:
+        quoted = " ".join(f'"{w}"*' for w in words)
+        parts.append(f"{{name name_label categories}}: ({quoted})")
     if tags:
-        match += " AND tags: ({})".format(" ".join(f'"{t}"' for t in tags))
-    return match
+        parts.append("tags: ({})".format(" OR ".join(f'"{t}"' for t in tags)))
+    return " AND ".join(parts)
 
 
 def check_limit(limit: object) -> int:

@@ -21,7 +21,8 @@ The contract, in the hub's words:
   ``"process"`` (a restarted source knows nothing). ``send`` returns False when the message could
   not be delivered now; the hub relies on that re-send rather than on retries.
 * ``request(kind, args, timeout)`` asks something (``"history"``: ``(symbol, interval, start_ms,
-  end_ms, count)`` -> rows; ``"dataset"``: ``()`` -> catalog entries; ``"open_session"`` and
+  end_ms, count)`` -> rows; ``"dataset"``: ``()`` -> the catalog entries as a
+  ``catalog_input.Listing``; ``"open_session"`` and
   ``"control"`` for sources with ``session_options``) and always ends within ``timeout``: a
   lost reply is :class:`~nbfeed.errors.UpstreamTimeout`, never a hang.
 * ``on_message(source, ("data", [(symbol, interval, rows), ...]))`` delivers rows in batches

@@ -375,9 +375,12 @@ class ProviderRuntime:
                 session, command, command_args = args
                 value = p.control(session, command, dict(command_args))
             elif kind == "dataset":
+                from ..hub.catalog_input import prepare_entries
                 from .dataset import validate_entries
 
-                value = validate_entries(self.name, p.get_dataset())
+                # Checked, JSON-encoded and sorted here, in the provider's process: the hub
+                # receives a few lists of text and only writes them (hub/catalog_populate.py).
+                value = prepare_entries(self.name, validate_entries(self.name, p.get_dataset()))
             else:
                 raise BadRequest(f"unknown request kind {kind!r}")
             if req_id:  # id 0: one-way, nobody waits for a reply
