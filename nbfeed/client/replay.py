@@ -151,6 +151,10 @@ class ReplayStream(Stream):
     # ---- the dispatcher's hooks -----------------------------------------------------------
 
     def _prepare(self, rows: list[dict]) -> list[dict]:
+        # Sorts ``rows`` and strips their pacing tags in place: that is safe because a replay
+        # session's rows reach this stream alone (the hub keeps no snapshot, cache or backfill
+        # of session streams, the recorder refuses them). Anything that starts sharing them
+        # must hand this a copy.
         if "_rp" not in rows[0]:
             return rows  # not paced by acknowledgements: rows as they come
         rows.sort(key=_ORDER)  # C speed; the recorded order across symbols
