@@ -269,9 +269,8 @@ def test_a_listing_made_in_another_process_is_written_as_it_came(tmp_path):
 
 @pytest.mark.parametrize("spoil, message", [
     (lambda good: setattr(good, "source", "other"), "not a listing of 'ps'"),
-    (lambda good: good.names.pop(), "a column is not"),
-    (lambda good: good.docs.__setitem__(0, "text, not bytes"), "a column is not"),
-    (lambda good: good.labels.__setitem__(3, None), "a column is not"),
+    (lambda good: good.names.pop(), r"not lists of one length \(9 names\)"),
+    (lambda good: setattr(good, "docs", tuple(good.docs)), "not lists of one length"),
     (lambda good: good.profile_of.__setitem__(0, 99), "bad profiles"),
     (lambda good: good.profile_of.__setitem__(0, -1), "bad profiles"),
     (lambda good: good.profiles.__setitem__(0, ("candlestick", ["not", "a tuple"])),
@@ -319,3 +318,33 @@ def test_filters_find_the_same_entries_whichever_way_they_are_answered(
         assert names(catalog.search("s000", category="stocks", source="other")) == ["S000X"]
         assert catalog.search("shared", category="forex", type="candlestick") == []
         assert catalog.search("", category="group9") == []
+
+
+def test_a_listing_with_a_missing_text_fails_its_write_and_changes_nothing(tmp_path):
+    from nbfeed.hub.catalog_input import prepare_entries
+
+    with Catalog(tmp_path / "c.db") as catalog:
+        catalog.replace_source("ps", listing("OLD", 10, "Oldword"))
+        bad = prepare_entries("ps", listing("NEW", 10, "Newword"))
+        bad.labels[3] = None
+        with pytest.raises(sqlite3.IntegrityError, match="name_label"):
+            catalog.replace_source("ps", bad)
+        assert catalog.sources() == {"ps": 10}
+        assert names(catalog.search("oldword company 9")) == ["OLD9"]
+        assert catalog.search("newword") == []
+
+
+def test_a_listing_crosses_a_pipe_in_pieces_and_arrives_whole():
+    import pickle
+
+    from nbfeed.hub import catalog_input
+    from nbfeed.hub.catalog_input import prepare_entries
+
+    entries = listing("P", 20_000, "Pipeword")  # more than two pieces
+    entries[7]["name"] = "NUL\0INSIDE"  # a text holding the separator travels as it is
+    entries += [entry("这是测试币456", "UTF-8 symbol")]
+    prepared = prepare_entries("ps", entries)
+    assert len(prepared) > 2 * catalog_input._PIECE
+    assert pickle.loads(pickle.dumps(prepared)) == prepared
+    empty = prepare_entries("ps", [])
+    assert pickle.loads(pickle.dumps(empty)) == empty
