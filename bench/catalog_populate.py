@@ -52,7 +52,6 @@ def run_one(size: int, queries_per_kind: int, rounds: int) -> dict:
     """The three measurements on whatever ``nbfeed`` is first on sys.path."""
     # nbfeed first, from PYTHONPATH: catalog_search puts this checkout on sys.path.
     import nbfeed.hub.catalog
-    import nbfeed.hub.catalog_input as catalog_input
     from nbfeed.hub.catalog import Catalog
 
     sys.path.insert(0, str(ROOT / "bench"))
@@ -60,14 +59,18 @@ def run_one(size: int, queries_per_kind: int, rounds: int) -> dict:
 
     by_source = make_catalog_entries(size)
     mix = [q for pairs in make_queries(by_source, queries_per_kind).values() for q in pairs]
-    split = hasattr(catalog_input, "Listing")  # listings made in the provider's process
+    try:  # since issue 18: listings made in the provider's process
+        from nbfeed.providers.listing import prepare_entries
+    except ImportError:  # a reference from before: the hub prepared dicts itself
+        prepare_entries = None
+    split = prepare_entries is not None
     result: dict = {"module": nbfeed.hub.catalog.__file__, "split": split}
     with tempfile.TemporaryDirectory() as tmp:
         best: dict = {}
         for round_ in range(rounds):
             cat = Catalog(Path(tmp) / f"catalog{round_}.db")
             cpu = time.thread_time()
-            listings = ({source: catalog_input.prepare_entries(source, entries)
+            listings = ({source: prepare_entries(source, entries)
                          for source, entries in by_source.items()} if split else by_source)
             prepare = time.thread_time() - cpu
             cpu, wall = time.thread_time(), time.perf_counter()

@@ -12,7 +12,7 @@ import pytest
 import nbfeed.hub.catalog as catalog_module
 from nbfeed.errors import BadRequest
 from nbfeed.hub.catalog import Catalog
-from nbfeed.hub.catalog_input import MAX_ENTRY_BYTES, MAX_NAME_CHARS
+from nbfeed.providers.listing import MAX_ENTRY_BYTES, MAX_NAME_CHARS
 
 WAIT = 60  # seconds: generous, the machine is shared; nothing here sleeps
 
@@ -257,7 +257,7 @@ def test_json_edges_are_decided_by_the_standard_library(tmp_path):
 
 
 def test_a_listing_made_in_another_process_is_written_as_it_came(tmp_path):
-    from nbfeed.hub.catalog_input import prepare_entries
+    from nbfeed.providers.listing import prepare_entries
 
     prepared = prepare_entries("ps", listing("P", 3000, "Processword"))
     with Catalog(tmp_path / "c.db") as catalog:
@@ -277,7 +277,7 @@ def test_a_listing_made_in_another_process_is_written_as_it_came(tmp_path):
      "bad profiles"),
 ])
 def test_a_malformed_listing_is_refused_and_changes_nothing(tmp_path, spoil, message):
-    from nbfeed.hub.catalog_input import prepare_entries
+    from nbfeed.providers.listing import prepare_entries
 
     with Catalog(tmp_path / "c.db") as catalog:
         catalog.replace_source("ps", listing("OLD", 10, "Oldword"))
@@ -321,7 +321,7 @@ def test_filters_find_the_same_entries_whichever_way_they_are_answered(
 
 
 def test_a_listing_with_a_missing_text_fails_its_write_and_changes_nothing(tmp_path):
-    from nbfeed.hub.catalog_input import prepare_entries
+    from nbfeed.providers.listing import prepare_entries
 
     with Catalog(tmp_path / "c.db") as catalog:
         catalog.replace_source("ps", listing("OLD", 10, "Oldword"))
@@ -337,14 +337,14 @@ def test_a_listing_with_a_missing_text_fails_its_write_and_changes_nothing(tmp_p
 def test_a_listing_crosses_a_pipe_in_pieces_and_arrives_whole():
     import pickle
 
-    from nbfeed.hub import catalog_input
-    from nbfeed.hub.catalog_input import prepare_entries
+    from nbfeed.providers import listing as listing_module
+    from nbfeed.providers.listing import prepare_entries
 
     entries = listing("P", 20_000, "Pipeword")  # more than two pieces
     entries[7]["name"] = "NUL\0INSIDE"  # a text holding the separator travels as it is
     entries += [entry("这是测试币456", "UTF-8 symbol")]
     prepared = prepare_entries("ps", entries)
-    assert len(prepared) > 2 * catalog_input._PIECE
+    assert len(prepared) > 2 * listing_module._PIECE
     assert pickle.loads(pickle.dumps(prepared)) == prepared
     empty = prepare_entries("ps", [])
     assert pickle.loads(pickle.dumps(empty)) == empty

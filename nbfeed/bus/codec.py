@@ -28,8 +28,8 @@ from typing import Any
 
 from .. import errors
 from ..errors import BadRequest, NBFeedError, UpstreamError
-from ..hub.catalog_input import Listing
 from ..jsonfast import dumpb
+from ..providers.listing import Listing
 
 try:
     import orjson

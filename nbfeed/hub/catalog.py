@@ -30,11 +30,12 @@ Queries are text, never FTS syntax: the catalog splits a query into words itself
 one, so ``"``, ``*``, ``AND``, ``NEAR(``, ``-`` or parentheses are just characters and can never
 raise an SQLite error. Control characters (NUL included) count as spaces. A query longer than
 ``MAX_QUERY_CHARS`` is refused with ``BadRequest`` (a symbol search box never needs more); of a
-long query only the first ``MAX_QUERY_TERMS`` distinct words are used. These checks, and the
-preparation of entries for writing, live in ``nbfeed.hub.catalog_input``.
+long query only the first ``MAX_QUERY_TERMS`` distinct words are used. These checks live in
+``nbfeed.hub.catalog_input``; the preparation of entries for writing in
+``nbfeed.providers.listing``.
 
 Populating (``replace_source``) is done in bulk and split in two. The entries are checked,
-JSON-encoded and put in catalog order as columns (``catalog_input.prepare_entries``, a
+JSON-encoded and put in catalog order as columns (``providers.listing.prepare_entries``, a
 ``Listing``) - for a live provider in its own process, so the hub receives a few lists of text
 - and then written in one transaction with a fixed number of prepared statements, the
 full-text index filled once (``nbfeed.hub.catalog_populate``). Entries handed over as dicts
@@ -75,18 +76,16 @@ from typing import Any, NamedTuple
 import orjson
 
 from ..errors import BadRequest
+from ..providers.listing import Listing, check_listing, prepare_entries
 from .catalog_input import (
     ENTRY_TYPES,
     MAX_LIMIT,
     MAX_QUERY_CHARS,
     MAX_QUERY_TERMS,
-    Listing,
     check_limit,
-    check_listing,
     check_text,
     fts_match,
     normalize_query,
-    prepare_entries,
     query_words,
     unspaced_script,
 )
@@ -210,7 +209,7 @@ class Catalog:
         """Make ``entries`` the whole list of ``source``'s symbols; return how many are stored.
 
         ``entries`` are dataset entries (dicts), or a ``Listing`` of them that
-        ``catalog_input.prepare_entries`` made elsewhere (a provider's process does, so the hub
+        ``providers.listing.prepare_entries`` made elsewhere (a provider's process does, so the hub
         only writes). One transaction: readers see the old list or the new one, never a mix,
         and on any error (a malformed entry raises ``BadRequest`` naming it) the old list stays.
         An entry without a ``source`` gets this one; an entry naming another source is refused.

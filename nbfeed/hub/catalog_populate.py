@@ -1,6 +1,6 @@
 """Writing one source's entries into the catalog in bulk: the populate path of ``Catalog``.
 
-``write_source(conn, listing)`` makes a ``nbfeed.hub.catalog_input.Listing`` the whole list of
+``write_source(conn, listing)`` makes a ``nbfeed.providers.listing.Listing`` the whole list of
 its source inside the caller's write transaction, with a fixed number of statements whatever the
 number of entries:
 
@@ -35,7 +35,7 @@ import time
 from collections import Counter
 from itertools import count, repeat
 
-from .catalog_input import Listing
+from ..providers.listing import Listing
 
 __all__ = ["write_source", "let_readers_in", "profile_token", "FTS_COLUMNS"]
 

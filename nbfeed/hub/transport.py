@@ -22,7 +22,7 @@ The contract, in the hub's words:
   not be delivered now; the hub relies on that re-send rather than on retries.
 * ``request(kind, args, timeout)`` asks something (``"history"``: ``(symbol, interval, start_ms,
   end_ms, count)`` -> rows; ``"dataset"``: ``()`` -> the catalog entries as a
-  ``catalog_input.Listing``; ``"open_session"`` and
+  ``providers.listing.Listing``; ``"open_session"`` and
   ``"control"`` for sources with ``session_options``) and always ends within ``timeout``: a
   lost reply is :class:`~nbfeed.errors.UpstreamTimeout`, never a hang.
 * ``on_message(source, ("data", [(symbol, interval, rows), ...]))`` delivers rows in batches

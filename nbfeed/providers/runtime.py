@@ -375,8 +375,8 @@ class ProviderRuntime:
                 session, command, command_args = args
                 value = p.control(session, command, dict(command_args))
             elif kind == "dataset":
-                from ..hub.catalog_input import prepare_entries
                 from .dataset import validate_entries
+                from .listing import prepare_entries
 
                 # Checked, JSON-encoded and sorted here, in the provider's process: the hub
                 # receives a few lists of text and only writes them (hub/catalog_populate.py).
