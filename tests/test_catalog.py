@@ -490,3 +490,20 @@ def test_a_catalog_an_older_nbfeed_made_is_made_anew_in_place(tmp_path, caplog):
     assert not list(tmp_path.glob("*.bad-*"))
     with Catalog(path) as catalog:  # and it stays: opened again, nothing is remade
         assert catalog.sources() == {"fx": 4}
+
+
+@pytest.mark.parametrize("query", [
+    "apple\u19b0inc",            # U+19B0: a letter to Python, a separator to the tokenizer
+    "apple \u19b0\u19b1\u19c8 inc",
+    "\u19b0",
+    "a\u19b0b\u19b1c\u19b2d\u19b3e\u19b4f\u19b5g\u19b6h\u19b7i\u19b8j\u19b9k",  # past 8 terms
+])
+def test_letters_the_tokenizer_splits_on_are_word_breaks_not_errors(query):
+    # The full-text index keeps no positions, so a quoted word the tokenizer reads as two
+    # tokens would be a phrase - an SQLite error - unless split first.
+    catalog = Catalog(":memory:")
+    catalog.replace_source("s", [{"name": "AAPL", "name_label": "Apple Inc.",
+                                  "categories": ["Stocks"]}])
+    found = [e["name"] for e in catalog.search(query)]
+    assert found == (["AAPL"] if "apple" in query else [])
+    assert [e["name"] for e in catalog.search("apple")] == ["AAPL"]  # and it still serves

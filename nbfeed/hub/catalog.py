@@ -290,7 +290,7 @@ class Catalog:
                     f" AND e.name_lc < ?{where} ORDER BY e.name_lc, e.source LIMIT ?",
                     (length, text, text + _TOP),
                 )
-            self._full_text(conn, found, limit, query_words(text), scope)
+            self._full_text(conn, found, limit, _as_tokens(conn, query_words(text)), scope)
             if len(found) < limit and unspaced_script(text):
                 self._inside_words(conn, found, limit, text, where)
         return [orjson.loads(doc) for doc in found.values()]
@@ -447,6 +447,51 @@ class Catalog:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"catalog {self.path} is closed")
+
+
+def _as_tokens(conn: sqlite3.Connection, words: list[str]) -> list[str]:
+    """``words`` split where the full-text tokenizer splits them, so each is one token.
+
+    The index stores which column a word is in, not where (``detail = column``), so a quoted
+    string of two tokens - a phrase - is an error there, not a search. ``query_words`` splits
+    like the tokenizer for every character but a few (the tokenizer knows Unicode 6.1: 21
+    later letters, such as U+19B0, are separators to it); the tokenizer itself says which, once
+    per character.
+    """
+    tokens: list[str] = []
+    for word in words:
+        if word.isascii():
+            tokens.append(word)
+            continue
+        piece = ""
+        for ch in word:
+            if not ch.isascii() and _separates(conn, ch):
+                if piece:
+                    tokens.append(piece)
+                piece = ""
+            else:
+                piece += ch
+        if piece:
+            tokens.append(piece)
+    return list(dict.fromkeys(tokens))[:MAX_QUERY_TERMS]
+
+
+_SEPARATES: dict[str, bool] = {}
+
+
+def _separates(conn: sqlite3.Connection, ch: str) -> bool:
+    """Whether the full-text tokenizer splits words at ``ch`` (asked once per character)."""
+    known = _SEPARATES.get(ch)
+    if known is None:
+        try:
+            conn.execute("SELECT 1 FROM entries_fts WHERE entries_fts MATCH ? LIMIT 1",
+                         (f'"a{ch}b"',)).fetchall()
+            known = False
+        except sqlite3.OperationalError:  # "phrase queries are not supported": two tokens
+            known = True
+        if len(_SEPARATES) < 100_000:  # bounded: hostile queries cannot grow it without end
+            _SEPARATES[ch] = known
+    return known
 
 
 class _Scope(NamedTuple):
