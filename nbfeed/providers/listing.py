@@ -46,6 +46,7 @@ MAX_NAME_CHARS = 200
 MAX_ENTRY_BYTES = 64 * 1024
 #: ``prepare_entries`` calls its ``pause`` this often (entries): about a millisecond of work.
 PAUSE_EVERY = 256
+
 # Bad values in error messages: short, and safe for deeply nested or huge values.
 _SHOWN = reprlib.Repr()
 _SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxdict = 3, 80, 80, 8
