@@ -118,7 +118,9 @@ def test_polars_and_duckdb_read_a_recording_by_name_when_installed(tmp_path):
 def test_parts_are_merged_and_a_merge_cut_short_leaves_no_duplicates(tmp_path):
     t0 = 1_767_323_400_000
     sent = [Sent("sim", "AAA", "tick", quote_rows("AAA", t0 + i * 1000, 10)) for i in range(7)]
-    rec = write_recording(tmp_path, "merged", spread(sent, now_us(), 2.0), flush_each=True,
+    # Received at a fixed time of day: two seconds from the wall clock could straddle UTC
+    # midnight and make two day files, where this test expects one.
+    rec = write_recording(tmp_path, "merged", spread(sent, t0 * 1000, 2.0), flush_each=True,
                           merge_parts=3)
     store = RecordingStore(tmp_path)
     layout = Layout(tmp_path)
