@@ -242,11 +242,9 @@ def test_a_reader_keeps_a_bounded_number_of_schemas():
         reader.read(frame_of([{"time": 1, "symbol": "X", "another": 1.0}]))
 
 
-@pytest.mark.parametrize("conflated", [0, 5], ids=["keeping-up", "behind"])
-async def test_a_batch_that_cannot_be_columns_goes_out_as_json_in_its_place(conflated):
-    """The session's binary path keeps the order of batches when one of them has to be JSON
-    (here: a time that is no epoch-ms integer, which JSON carries as it is)."""
-    from nbfeed.hub.outbox import StreamBatch
+async def flush_binary(batches: list, conflated_rows: int, send) -> None:
+    """One ``WireSession.flush`` of a binary socket whose subscription ``q`` holds ``batches``
+    (``conflated_rows`` > 0: the socket is behind, so small batches are encoded together)."""
     from nbfeed.hub.wire import WireSession
 
     class Hub:  # only what the session touches on its binary path
@@ -254,7 +252,7 @@ async def test_a_batch_that_cannot_be_columns_goes_out_as_json_in_its_place(conf
 
     class Sub:
         pending = 1
-        conflated_rows = conflated  # behind: small batches are encoded together
+        conflated_rows = 0
 
         def __init__(self, items):
             self.items = items
@@ -267,6 +265,24 @@ async def test_a_batch_that_cannot_be_columns_goes_out_as_json_in_its_place(conf
         async def close(self):
             pass
 
+    sub = Sub(batches)
+    sub.conflated_rows = conflated_rows
+    session = WireSession(Hub(), send)
+    try:
+        session.format = "binary"
+        session.subscriptions["q"] = sub
+        session._ids_json["q"] = b'"q"'
+        await session.flush()
+    finally:
+        await session.close()
+
+
+@pytest.mark.parametrize("conflated", [0, 5], ids=["keeping-up", "behind"])
+async def test_a_batch_that_cannot_be_columns_goes_out_as_json_in_its_place(conflated):
+    """The session's binary path keeps the order of batches when one of them has to be JSON
+    (here: a time that is no epoch-ms integer, which JSON carries as it is)."""
+    from nbfeed.hub.outbox import StreamBatch
+
     sent: list[tuple[bytes, bool]] = []
 
     def send(frame: bytes, binary: bool = False):
@@ -275,14 +291,7 @@ async def test_a_batch_that_cannot_be_columns_goes_out_as_json_in_its_place(conf
     rows = [[{"time": 1, "symbol": "A", "price": 1.0}], [{"time": "soon", "symbol": "A"}],
             [{"time": 3, "symbol": "A", "price": 3.0}], [{"time": 4, "symbol": "A",
                                                           "price": 4.0}]]
-    session = WireSession(Hub(), send)
-    try:
-        session.format = "binary"
-        session.subscriptions["q"] = Sub([StreamBatch("s", "A", "tick", r) for r in rows])
-        session._ids_json["q"] = b'"q"'
-        await session.flush()
-    finally:
-        await session.close()
+    await flush_binary([StreamBatch("s", "A", "tick", r) for r in rows], conflated, send)
     assert [binary for _, binary in sent] == [True, False, True]
     reader = FrameReader()
     got = []
@@ -297,40 +306,14 @@ async def test_a_batch_that_cannot_be_columns_goes_out_as_json_in_its_place(conf
 
 async def test_a_socket_behind_gets_its_small_batches_in_one_block_in_order():
     from nbfeed.hub.outbox import StreamBatch
-    from nbfeed.hub.wire import WireSession
-
-    class Hub:
-        pass
-
-    class Sub:
-        pending = 1
-        conflated_rows = 7
-
-        def __init__(self, items):
-            self.items = items
-
-        def take(self):
-            items, self.items = self.items, []
-            self.pending = 0
-            return items
-
-        async def close(self):
-            pass
-
     sent: list[bytes] = []
     symbols = ["AAPL", "MSFT", "GOOGL", "AAPL"]
     batches = [StreamBatch("s", sym, "tick", [{"time": i, "symbol": sym, "price": i + 0.5}])
                for i, sym in enumerate(symbols)]
     big = StreamBatch("s", "IBM", "tick", [{"time": 10 + i, "symbol": "IBM", "price": 1.0}
                                            for i in range(10)])
-    session = WireSession(Hub(), lambda frame, binary=False: sent.append(frame))
-    try:
-        session.format = "binary"
-        session.subscriptions["q"] = Sub([*batches, big, batches[0]])
-        session._ids_json["q"] = b'"q"'
-        await session.flush()
-    finally:
-        await session.close()
+    await flush_binary([*batches, big, batches[0]], 7,
+                       lambda frame, binary=False: sent.append(frame))
     (frame,) = sent
     header, parts = FrameReader().read(frame)
     assert header["blocks"] == 3  # the four small ones together, the big one, the last one
