@@ -306,6 +306,7 @@ async def test_a_batch_that_cannot_be_columns_goes_out_as_json_in_its_place(conf
 
 async def test_a_socket_behind_gets_its_small_batches_in_one_block_in_order():
     from nbfeed.hub.outbox import StreamBatch
+
     sent: list[bytes] = []
     symbols = ["AAPL", "MSFT", "GOOGL", "AAPL"]
     batches = [StreamBatch("s", sym, "tick", [{"time": i, "symbol": sym, "price": i + 0.5}])

@@ -558,27 +558,17 @@ def _init_schema(conn: sqlite3.Connection) -> None:
 
 def _remake(conn: sqlite3.Connection) -> None:
     """Drop everything in an older nbfeed catalog and create the current schema, atomically."""
-    conn.execute("BEGIN IMMEDIATE")
+    tables = [name for (name,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        " AND sql NOT LIKE 'CREATE TABLE ''%'")]  # shadow tables go with their FTS table
+    drops = "".join(f'DROP TABLE IF EXISTS "{name}"; ' for name in tables)
     try:
-        tables = [name for (name,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            " AND sql NOT LIKE 'CREATE TABLE ''%'")]  # shadow tables go with their FTS table
-        for name in tables:
-            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone():
-                conn.execute(f'DROP TABLE "{name}"')
-        for statement in _schema_statements():
-            conn.execute(statement)
-        conn.execute("COMMIT")
+        conn.executescript(f"BEGIN IMMEDIATE; {drops}{_SCHEMA} COMMIT;")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     _configure_full_text(conn)
-
-
-def _schema_statements() -> list[str]:
-    """``_SCHEMA`` as single statements (``executescript`` would commit the transaction)."""
-    text = "\n".join(line.split("--")[0] for line in _SCHEMA.splitlines())
-    return [statement for statement in text.split(";") if statement.strip()]
 
 
 def _configure_full_text(conn: sqlite3.Connection) -> None:

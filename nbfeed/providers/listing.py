@@ -72,6 +72,7 @@ def _fast_encoder() -> Callable[[object], str]:
 
 
 _STRICT = _fast_encoder()
+_ORJSON = orjson.dumps
 
 
 def encode_entry(entry: object) -> bytes:
@@ -92,8 +93,6 @@ def encode_entry(entry: object) -> bytes:
         _STRICT(entry)  # ValueError for NaN or infinity; the null was a real None otherwise
     return doc
 
-
-_ORJSON = orjson.dumps
 
 
 @dataclass(slots=True)
